@@ -1,0 +1,49 @@
+# botfleet — the two commands: `make run` and `make test`.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: install run test lint services unit bench bench-small soak clean sample-bot
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## Serve on the embedded default (SQLite under ./data/) on 127.0.0.1:3001.
+run: install
+	$(BIN)/botfleet db upgrade
+	$(BIN)/botfleet serve --no-migrate
+
+## Install and start what the tests need (PostgreSQL, Docker, promtool, Chromium), lint, test.
+test: install services lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+services:
+	bash scripts/ensure-services.sh
+
+lint: install
+	$(BIN)/ruff check botfleet tests bench
+	$(BIN)/ruff format --check botfleet
+	$(BIN)/mypy
+
+sample-bot:
+	bash examples/sample-bot/build.sh
+
+bench: install services
+	$(BIN)/python -m bench.all
+
+bench-small: install services
+	BENCH_SCALE=small $(BIN)/python -m bench.all
+
+soak: install services
+	BOTFLEET_SOAK=1 $(BIN)/pytest tests/reliability $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

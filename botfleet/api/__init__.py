@@ -1,0 +1,1 @@
+"""HTTP layer: a thin skin over the domain modules."""

@@ -1,0 +1,60 @@
+"""Typed dependencies: the app's services, a database session, the admin caller."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from botfleet.app import Services
+from botfleet.auth import bearer_token, fingerprint, tokens_equal
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+async def get_session(services: ServicesDep) -> AsyncIterator[AsyncSession]:
+    async with services.sessions() as session:
+        yield session
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+@dataclass(frozen=True)
+class Admin:
+    """An authenticated operator; ``actor`` names them in audit records without the token."""
+
+    actor: str
+
+
+def client_ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+UNAUTHORIZED_HEADERS = {"WWW-Authenticate": "Bearer"}
+
+
+def require_admin(request: Request, services: ServicesDep) -> Admin:
+    expected = services.settings.admin_token
+    token = bearer_token(request.headers.get("authorization"))
+    limiter = services.extras.get("auth_limiter")
+    ip = client_ip(request)
+    if limiter is not None:
+        limiter.check(ip)
+    if token is None or expected is None or not tokens_equal(token, expected.get_secret_value()):
+        if limiter is not None:
+            limiter.failed(ip, request.url.path)
+        raise HTTPException(401, "missing or invalid bearer token", headers=UNAUTHORIZED_HEADERS)
+    return Admin(actor=f"api:{fingerprint(token)}@{ip}")
+
+
+AdminDep = Annotated[Admin, Depends(require_admin)]

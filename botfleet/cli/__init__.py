@@ -1,0 +1,1 @@
+"""The ``botfleet`` command line (Typer)."""

@@ -1,0 +1,3 @@
+from botfleet.cli.main import app
+
+app(prog_name="botfleet")

@@ -1,0 +1,7 @@
+"""`botfleet cleanup` (to be filled in)."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, help="cleanup commands.")

@@ -1,0 +1,95 @@
+"""``botfleet``: serve, config, db, bots, cleanup, doctor."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+
+import typer
+
+from botfleet.cli.common import settings_or_exit
+from botfleet.logs import register_secret
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+db_app = typer.Typer(no_args_is_help=True, help="Schema migrations.")
+app.add_typer(db_app, name="db")
+
+log = logging.getLogger("botfleet")
+
+
+def _register_subcommands() -> None:
+    from botfleet.cli import bots, cleanup, doctor
+
+    app.add_typer(bots.app, name="bots")
+    app.add_typer(cleanup.app, name="cleanup")
+    app.command("doctor")(doctor.doctor)
+
+
+@app.command()
+def serve(
+    no_migrate: bool = typer.Option(False, "--no-migrate", help="Do not upgrade the schema."),
+) -> None:
+    """Run the main server (REST on HOST:PORT) with its scheduler."""
+    import uvicorn
+
+    from botfleet.app import create_app
+    from botfleet.startup import announce
+
+    settings, generated = settings_or_exit().with_admin_token()
+    token = settings.admin_token.get_secret_value() if settings.admin_token else ""
+    register_secret(token)
+    if generated:
+        # Shown once, on stderr, never logged: the operator copies it or sets ADMIN_TOKEN.
+        print(
+            f"botfleet: ADMIN_TOKEN is not set; generated one for this process: {generated}",
+            file=sys.stderr,
+            flush=True,
+        )
+    announce(settings)
+    uvicorn.run(
+        create_app(settings, migrate=not no_migrate),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        timeout_graceful_shutdown=10,
+    )
+
+
+@app.command("config")
+def show_config() -> None:
+    """Print the effective configuration (secrets masked)."""
+    settings = settings_or_exit()
+    typer.echo(json.dumps(settings.redacted(), indent=2, default=str))
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = typer.Argument("head")) -> None:
+    """Bring the schema up to date (under a lock)."""
+    from botfleet.store.migrate import upgrade_sync
+
+    settings = settings_or_exit()
+    upgrade_sync(settings, revision)
+    typer.echo(f"database at {revision}")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the schema's current revision and the head."""
+    from botfleet.store.migrate import current_revision, head_revision
+    from botfleet.store.session import create_engine
+
+    settings = settings_or_exit()
+
+    async def _current() -> str | None:
+        engine = create_engine(settings)
+        try:
+            return await current_revision(engine)
+        finally:
+            await engine.dispose()
+
+    typer.echo(f"current: {asyncio.run(_current())}  head: {head_revision(settings)}")
+
+
+_register_subcommands()

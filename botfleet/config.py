@@ -1,0 +1,295 @@
+"""One typed settings object, read from the environment and validated at start-up.
+
+Every variable the seed and the design name lives here. A bad value stops the process with one line
+that names the variable, the value and what it accepts (see :func:`format_validation_error`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import secrets
+from datetime import time
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from botfleet.constants import EXAMPLE_ADMIN_TOKENS
+
+_TRUE = {"true", "1"}
+_FALSE = {"false", "0"}
+_BOOL_FIELDS = (
+    "container_cleanup_enabled",
+    "cleanup_dry_run",
+    "cleanup_enabled",
+    "cleanup_adaptive",
+)
+_INSTANCE_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+_WINDOW_RE = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
+
+DEFAULT_SQLITE_URL = "sqlite:///./data/botfleet.db"
+
+
+class Settings(BaseSettings):
+    """botfleet's configuration; field ``x_y`` is read from the variable ``X_Y``."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    # --- server -------------------------------------------------------------------------------
+    database_url: str = DEFAULT_SQLITE_URL
+    admin_token: SecretStr | None = None
+    main_server_url: str = "http://localhost:3001"
+    port: int = Field(3001, ge=1, le=65535)
+    host: str = "127.0.0.1"
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    metrics_token: SecretStr | None = None
+
+    # --- bots and engines ---------------------------------------------------------------------
+    docker_hosts: str = ""
+    bot_network: str = "host"
+    botfleet_instance: str = "default"
+    reconcile_interval_seconds: float = Field(30.0, gt=0)
+
+    # --- cleanup (the seed's four, then the design's) -----------------------------------------
+    bot_retention_days: int = Field(7, ge=0)
+    cleanup_interval_hours: float = Field(6.0, gt=0)
+    container_cleanup_enabled: bool = True
+    cleanup_dry_run: bool = False
+    cleanup_enabled: bool = True
+    cleanup_startup_delay_seconds: float = Field(60.0, ge=0)
+    cleanup_retry_minutes: float = Field(5.0, gt=0)
+    container_cleanup_grace_minutes: float = Field(10.0, ge=0)
+    cleanup_batch_size: int = Field(1000, ge=1, le=100_000)
+    cleanup_policy_file: Path | None = None
+    result_retention_days: int | None = Field(None, ge=0)
+    cleanup_max_deletions: int | None = Field(None, ge=1)
+    cleanup_container_concurrency: int = Field(8, ge=1, le=64)
+
+    # --- scheduling and resilience ------------------------------------------------------------
+    cleanup_window: str | None = None
+    cleanup_timezone: str = "UTC"
+    cleanup_adaptive: bool = True
+    cleanup_max_run_seconds: float = Field(3600.0, gt=0)
+    cleanup_min_interval_minutes: float = Field(15.0, gt=0)
+    cleanup_max_interval_hours: float = Field(24.0, gt=0)
+    cleanup_breaker_threshold: int = Field(3, ge=1)
+    cleanup_breaker_cooldown_seconds: float = Field(60.0, gt=0)
+    cleanup_lock_timeout_ms: int = Field(5000, ge=0)
+    cleanup_statement_timeout_ms: int = Field(60000, ge=0)
+
+    # --- security -----------------------------------------------------------------------------
+    auth_failure_limit: int = Field(20, ge=1)
+    auth_failure_window_seconds: float = Field(60.0, gt=0)
+
+    @field_validator(*_BOOL_FIELDS, mode="before")
+    @classmethod
+    def _strict_bool(cls, value: Any) -> bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise ValueError("accepts true, false, 1 or 0")
+
+    @field_validator("bot_retention_days", "cleanup_batch_size", mode="before")
+    @classmethod
+    def _whole_number(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, str) and not re.fullmatch(r"\s*-?\d+\s*", value):
+            raise ValueError("accepts a whole number")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if not value.startswith(
+            ("postgresql://", "postgresql+asyncpg://", "sqlite:///", "sqlite+aiosqlite:///")
+        ):
+            raise ValueError("accepts postgresql://user@host:port/db or sqlite:///path/to/file.db")
+        return value
+
+    @field_validator("botfleet_instance")
+    @classmethod
+    def _instance_name(cls, value: str) -> str:
+        if not _INSTANCE_RE.match(value):
+            raise ValueError("accepts 1-63 chars of a-z, 0-9, '.', '_', '-' (lower case)")
+        return value
+
+    @field_validator("bot_network")
+    @classmethod
+    def _network(cls, value: str) -> str:
+        if not value or value == "bridge":
+            raise ValueError("accepts host, none or a user-defined network (not bridge)")
+        return value
+
+    @field_validator("cleanup_window")
+    @classmethod
+    def _window(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        match = _WINDOW_RE.match(value)
+        if (
+            not match
+            or int(match[1]) > 23
+            or int(match[3]) > 23
+            or int(match[2]) > 59
+            or int(match[4]) > 59
+        ):
+            raise ValueError("accepts HH:MM-HH:MM, e.g. 01:00-05:00")
+        return value
+
+    @field_validator("cleanup_timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                "accepts an IANA time zone name such as UTC or Europe/Berlin"
+            ) from None
+        return value
+
+    @field_validator("cleanup_policy_file")
+    @classmethod
+    def _policy_file_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError("accepts the path of a readable YAML file")
+        return value
+
+    @model_validator(mode="after")
+    def _token_strength(self) -> Settings:
+        if self.admin_token is None:
+            return self
+        token = self.admin_token.get_secret_value()
+        if not token or any(ord(c) < 33 or ord(c) > 126 for c in token):
+            raise _field_error("admin_token", "accepts printable ASCII without spaces")
+        weak = len(token) < 32 or token in EXAMPLE_ADMIN_TOKENS
+        if weak and not self.listens_on_loopback:
+            raise _field_error(
+                "admin_token",
+                "must be at least 32 characters and not a documented example "
+                "when HOST is not a loopback address",
+            )
+        return self
+
+    # --- derived values -----------------------------------------------------------------------
+    @property
+    def listens_on_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    @property
+    def weak_admin_token(self) -> bool:
+        token = self.admin_token.get_secret_value() if self.admin_token else ""
+        return len(token) < 32 or token in EXAMPLE_ADMIN_TOKENS
+
+    @property
+    def docker_host_list(self) -> list[str]:
+        """Engine URLs; an empty entry means the local engine from the environment."""
+        hosts = [h.strip() for h in self.docker_hosts.split(",") if h.strip()]
+        return hosts or [""]
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def async_database_url(self) -> str:
+        url = self.database_url
+        if url.startswith("postgresql://"):
+            return "postgresql+asyncpg://" + url.removeprefix("postgresql://")
+        if url.startswith("sqlite:///"):
+            return "sqlite+aiosqlite:///" + url.removeprefix("sqlite:///")
+        return url
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        if not self.is_sqlite:
+            return None
+        return Path(self.database_url.split(":///", 1)[1])
+
+    @property
+    def window_bounds(self) -> tuple[time, time] | None:
+        if not self.cleanup_window:
+            return None
+        start, end = self.cleanup_window.split("-")
+        return time.fromisoformat(start), time.fromisoformat(end)
+
+    def with_admin_token(self) -> tuple[Settings, str | None]:
+        """Return settings that hold a token, and the token if it had to be generated."""
+        if self.admin_token is not None:
+            return self, None
+        token = secrets.token_urlsafe(32)
+        return self.model_copy(update={"admin_token": SecretStr(token)}), token
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective configuration with secrets masked, keyed by variable name."""
+        out: dict[str, Any] = {}
+        for name, value in self.model_dump().items():
+            if isinstance(value, SecretStr):
+                value = "********"
+            elif name == "database_url":
+                value = re.sub(r"://([^:/@]+):[^@]+@", r"://\1:********@", str(value))
+            elif isinstance(value, Path):
+                value = str(value)
+            out[name.upper()] = value
+        return out
+
+
+class _FieldError(ValueError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def _field_error(field: str, message: str) -> _FieldError:
+    return _FieldError(field, message)
+
+
+class ConfigError(Exception):
+    """Invalid configuration; ``str()`` is the one line to print."""
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the environment; raise :class:`ConfigError` with a one-line message on bad input."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from None
+    except _FieldError as exc:
+        raise ConfigError(f"invalid {exc.field.upper()}: {exc}") from None
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = err.get("loc") or ()
+        ctx = err.get("ctx") or {}
+        inner = ctx.get("error")
+        if isinstance(inner, _FieldError):
+            name, message, value = inner.field.upper(), str(inner), None
+        else:
+            name = str(loc[0]).upper() if loc else "configuration"
+            message = str(err.get("msg", "")).removeprefix("Value error, ")
+            value = err.get("input")
+        secret = name in ("ADMIN_TOKEN", "METRICS_TOKEN")
+        shown = "" if secret or value is None or isinstance(value, dict) else f"={value!r}"
+        parts.append(f"invalid {name}{shown}: {message}")
+    return "; ".join(parts)

@@ -1,0 +1,74 @@
+"""A few domain exceptions that carry data; ``api/errors.py`` maps them to HTTP in one place."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class BotfleetError(Exception):
+    """Base class; ``str()`` is a message safe to show to a client."""
+
+
+class BotNotFound(BotfleetError):
+    def __init__(self, bot_id: object) -> None:
+        super().__init__(f"bot {bot_id} not found")
+        self.bot_id = bot_id
+
+
+class BotDeleted(BotfleetError):
+    """The bot is soft-deleted: it exists for audit and restore, but accepts no results."""
+
+    def __init__(self, bot_id: object) -> None:
+        super().__init__(f"bot {bot_id} is deleted")
+        self.bot_id = bot_id
+
+
+class BotNameTaken(BotfleetError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"a live bot named {name!r} already exists")
+        self.name = name
+
+
+class RestoreExpired(BotfleetError):
+    def __init__(self, bot_id: object) -> None:
+        super().__init__(f"bot {bot_id} is past its retention and can no longer be restored")
+        self.bot_id = bot_id
+
+
+class EngineUnavailable(BotfleetError):
+    def __init__(self, engine: str, reason: str = "") -> None:
+        super().__init__(f"engine {engine} is unavailable" + (f": {reason}" if reason else ""))
+        self.engine = engine
+        self.reason = reason
+
+
+class NoEngineAvailable(BotfleetError):
+    def __init__(self, engines: Sequence[str], reasons: Sequence[str] = ()) -> None:
+        detail = "; ".join(reasons) if reasons else ", ".join(engines)
+        super().__init__(f"no container engine is reachable ({detail})")
+        self.engines = list(engines)
+
+
+class CleanupInProgress(BotfleetError):
+    def __init__(self, run_id: object | None) -> None:
+        super().__init__(f"a cleanup run is already in progress (run {run_id})")
+        self.run_id = run_id
+
+
+class PlanNotFound(BotfleetError):
+    def __init__(self, plan_id: object) -> None:
+        super().__init__(f"plan {plan_id} not found (plans come from dry runs)")
+        self.plan_id = plan_id
+
+
+class RunNotFound(BotfleetError):
+    def __init__(self, run_id: object) -> None:
+        super().__init__(f"cleanup run {run_id} not found")
+        self.run_id = run_id
+
+
+class LockLost(BotfleetError):
+    """The cleanup lock's session is gone: another replica may run now, so this one stops."""
+
+    def __init__(self) -> None:
+        super().__init__("the cleanup lock was lost")

@@ -1,0 +1,85 @@
+"""The container-engine Protocol that bots and the cleanup service program against.
+
+The Docker adapter (``docker.py``) implements it; unit tests of pure logic may use a small
+in-memory fake of the same shape. Every method is async: blocking SDK calls run in threads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+from botfleet.constants import LABEL_BOT_ID, LABEL_INSTANCE, LABEL_MANAGED
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """What a bot's container is made of; labels must already carry botfleet's three."""
+
+    name: str
+    image: str
+    command: Sequence[str] | None
+    env: Mapping[str, str]
+    labels: Mapping[str, str]
+    network: str
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    """A container as an engine reports it, at one moment."""
+
+    id: str
+    name: str
+    engine: str
+    state: str  # created | running | paused | restarting | removing | exited | dead
+    labels: Mapping[str, str] = field(default_factory=dict)
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    exit_code: int | None = None
+    size_bytes: int | None = None
+
+    @property
+    def bot_id(self) -> str | None:
+        return self.labels.get(LABEL_BOT_ID)
+
+    def belongs_to(self, instance: str) -> bool:
+        """True only if the container carries botfleet's labels for this instance (rule 2)."""
+        return (
+            self.labels.get(LABEL_MANAGED) == "true"
+            and self.labels.get(LABEL_INSTANCE) == instance
+            and bool(self.labels.get(LABEL_BOT_ID))
+        )
+
+
+@runtime_checkable
+class ContainerEngine(Protocol):
+    """One container engine. ``name`` is what a bot records in its ``engine`` column."""
+
+    name: str
+
+    async def ping(self) -> None:
+        """Raise :class:`~botfleet.errors.EngineUnavailable` if the engine does not answer."""
+
+    async def version(self) -> str: ...
+
+    async def run(self, spec: ContainerSpec) -> ContainerInfo:
+        """Create and start a container; on failure leave no container behind."""
+
+    async def start(self, container_id: str) -> None: ...
+
+    async def stop(self, container_id: str, timeout: float = 10) -> None:
+        """Stop (not remove) a container; a missing or already stopped one is fine."""
+
+    async def inspect(self, container_id: str) -> ContainerInfo | None:
+        """The container's current state, or None if it no longer exists."""
+
+    async def list_managed(self, instance: str) -> list[ContainerInfo]:
+        """All containers (any state) that carry this instance's labels, re-checked client-side."""
+
+    async def remove(self, container_id: str) -> None:
+        """Remove one stopped container; never forced, never its volumes."""
+
+    async def close(self) -> None: ...

@@ -1,0 +1,206 @@
+"""One Docker Engine, driven through the ``docker`` SDK with every blocking call in a thread.
+
+Connection problems become :class:`EngineUnavailable`; a container that vanished is ``None`` or a
+no-op, never an error. Removal is never forced and never touches volumes (safety rule 2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import docker
+import requests
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+
+from botfleet.constants import LABEL_INSTANCE, LABEL_MANAGED
+from botfleet.errors import EngineUnavailable
+from botfleet.runtime.base import ContainerInfo, ContainerSpec
+
+T = TypeVar("T")
+LOCAL_ENGINE = "local"
+_NEVER = "0001-01-01T00:00:00Z"
+
+
+class ContainerConflict(Exception):
+    """The engine refused an operation because of the container's state (e.g. it is running)."""
+
+
+class ImageMissing(Exception):
+    def __init__(self, image: str) -> None:
+        super().__init__(f"image {image!r} is not present on the engine and cannot be pulled")
+        self.image = image
+
+
+def parse_docker_time(value: str | None) -> datetime | None:
+    """Docker's RFC 3339 timestamps carry nanoseconds; Python's parser takes microseconds."""
+    if not value or value.startswith(_NEVER[:4]):
+        return None
+    text = value.rstrip("Z")
+    offset = "+00:00"
+    if "+" in text[10:] or "-" in text[10:]:
+        cut = max(text.rfind("+"), text.rfind("-"))
+        text, offset = text[:cut], text[cut:]
+    if "." in text:
+        head, frac = text.split(".", 1)
+        text = f"{head}.{frac[:6]}"
+    return datetime.fromisoformat(text + offset).astimezone(UTC)
+
+
+class DockerEngine:
+    """A :class:`~botfleet.runtime.base.ContainerEngine` on one Docker daemon."""
+
+    def __init__(self, url: str = "", *, timeout: float = 30.0, name: str | None = None) -> None:
+        self.url = url
+        self.name = name or url or LOCAL_ENGINE
+        self._timeout = timeout
+        self._client: docker.DockerClient | None = None
+        self._lock = threading.Lock()
+
+    # --- plumbing ----------------------------------------------------------------------------
+    def _connect(self) -> docker.DockerClient:
+        with self._lock:
+            if self._client is None:
+                if self.url:
+                    self._client = docker.DockerClient(
+                        base_url=self.url, timeout=int(self._timeout)
+                    )
+                else:
+                    self._client = docker.from_env(timeout=int(self._timeout))
+            return self._client
+
+    async def _call(self, fn: Callable[[docker.DockerClient], T]) -> T:
+        def run() -> T:
+            try:
+                return fn(self._connect())
+            except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+                raise EngineUnavailable(self.name, type(exc).__name__) from exc
+            except DockerException as exc:
+                if isinstance(exc, APIError):
+                    raise
+                raise EngineUnavailable(self.name, str(exc)[:200]) from exc
+
+        return await asyncio.to_thread(run)
+
+    # --- the Protocol ------------------------------------------------------------------------
+    async def ping(self) -> None:
+        await self._call(lambda c: c.ping())
+
+    async def version(self) -> str:
+        info = await self._call(lambda c: c.version())
+        return str(info.get("Version", "unknown"))
+
+    async def run(self, spec: ContainerSpec) -> ContainerInfo:
+        def create_and_start(client: docker.DockerClient) -> ContainerInfo:
+            try:
+                container = client.containers.create(
+                    spec.image,
+                    command=list(spec.command) if spec.command else None,
+                    name=spec.name,
+                    environment=dict(spec.env),
+                    labels=dict(spec.labels),
+                    network_mode=spec.network,
+                    detach=True,
+                )
+            except ImageNotFound as exc:
+                raise ImageMissing(spec.image) from exc
+            try:
+                container.start()
+            except Exception:
+                # Leave nothing behind: a bot row must never point at a half-made container.
+                with contextlib.suppress(DockerException):
+                    container.remove(force=True)
+                raise
+            return _to_info(self.name, client.api.inspect_container(str(container.id)))
+
+        return await self._call(create_and_start)
+
+    async def start(self, container_id: str) -> None:
+        await self._call(lambda c: c.api.start(container_id))
+
+    async def stop(self, container_id: str, timeout: float = 10) -> None:
+        def stop(client: docker.DockerClient) -> None:
+            with contextlib.suppress(NotFound):
+                client.api.stop(container_id, timeout=int(timeout))
+
+        await self._call(stop)
+
+    async def inspect(self, container_id: str, *, size: bool = False) -> ContainerInfo | None:
+        def inspect(client: docker.DockerClient) -> ContainerInfo | None:
+            try:
+                if size:
+                    # The SDK's inspect has no size flag; SizeRw feeds "bytes reclaimed".
+                    api: Any = client.api
+                    url = api._url("/containers/{0}/json", container_id)
+                    raw = api._result(api._get(url, params={"size": 1}), True)
+                else:
+                    raw = client.api.inspect_container(container_id)
+            except NotFound:
+                return None
+            return _to_info(self.name, raw)
+
+        return await self._call(inspect)
+
+    async def list_managed(self, instance: str) -> list[ContainerInfo]:
+        filters = {"label": [f"{LABEL_MANAGED}=true", f"{LABEL_INSTANCE}={instance}"]}
+
+        def list_(client: docker.DockerClient) -> list[ContainerInfo]:
+            rows = client.api.containers(all=True, filters=filters)
+            return [_summary_to_info(self.name, row) for row in rows]
+
+        found = await self._call(list_)
+        # Never trust the server-side filter alone (safety rule 2).
+        return [c for c in found if c.belongs_to(instance)]
+
+    async def remove(self, container_id: str) -> None:
+        def remove(client: docker.DockerClient) -> None:
+            try:
+                client.api.remove_container(container_id, v=False, force=False)
+            except NotFound:
+                pass
+            except APIError as exc:
+                if exc.status_code == 409:
+                    raise ContainerConflict(str(exc.explanation or exc)) from exc
+                raise
+
+        await self._call(remove)
+
+    async def close(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            await asyncio.to_thread(client.close)
+
+
+def _to_info(engine: str, raw: dict[str, Any]) -> ContainerInfo:
+    state = raw.get("State") or {}
+    config = raw.get("Config") or {}
+    return ContainerInfo(
+        id=raw["Id"],
+        name=str(raw.get("Name", "")).lstrip("/"),
+        engine=engine,
+        state=str(state.get("Status", "unknown")),
+        labels=dict(config.get("Labels") or {}),
+        created_at=parse_docker_time(raw.get("Created")),
+        started_at=parse_docker_time(state.get("StartedAt")),
+        finished_at=parse_docker_time(state.get("FinishedAt")),
+        exit_code=state.get("ExitCode"),
+        size_bytes=raw.get("SizeRw"),
+    )
+
+
+def _summary_to_info(engine: str, row: dict[str, Any]) -> ContainerInfo:
+    names = row.get("Names") or [""]
+    created = row.get("Created")
+    return ContainerInfo(
+        id=row["Id"],
+        name=str(names[0]).lstrip("/"),
+        engine=engine,
+        state=str(row.get("State", "unknown")),
+        labels=dict(row.get("Labels") or {}),
+        created_at=datetime.fromtimestamp(created, UTC) if created else None,
+    )

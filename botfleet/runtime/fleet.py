@@ -1,0 +1,55 @@
+"""Several engines at once (``DOCKER_HOSTS``): lookup by name and placement of new bots."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+
+from botfleet.config import Settings
+from botfleet.errors import EngineUnavailable, NoEngineAvailable
+from botfleet.runtime.base import ContainerEngine
+from botfleet.runtime.docker import DockerEngine
+
+
+class Fleet:
+    """The engines botfleet drives, keyed by the name each bot records in ``bots.engine``."""
+
+    def __init__(self, engines: Sequence[ContainerEngine]) -> None:
+        self.engines: dict[str, ContainerEngine] = {e.name: e for e in engines}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Fleet:
+        return cls([DockerEngine(url) for url in settings.docker_host_list])
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.engines)
+
+    def get(self, name: str | None) -> ContainerEngine:
+        if name is None or name not in self.engines:
+            raise EngineUnavailable(str(name), "not in DOCKER_HOSTS")
+        return self.engines[name]
+
+    async def reachable(self, timeout: float = 3.0) -> tuple[list[str], list[str]]:
+        """Names of the engines that answer a ping, and reasons for those that do not."""
+
+        async def probe(engine: ContainerEngine) -> str | None:
+            try:
+                await asyncio.wait_for(engine.ping(), timeout)
+            except (EngineUnavailable, TimeoutError) as exc:
+                return f"{engine.name}: {exc}" if str(exc) else f"{engine.name}: timeout"
+            return None
+
+        answers = await asyncio.gather(*(probe(e) for e in self.engines.values()))
+        up = [name for name, err in zip(self.engines, answers, strict=True) if err is None]
+        return up, [err for err in answers if err is not None]
+
+    async def place(self, live_bots: Mapping[str, int]) -> ContainerEngine:
+        """The reachable engine with the fewest live bots (ties: the order of DOCKER_HOSTS)."""
+        up, reasons = await self.reachable()
+        if not up:
+            raise NoEngineAvailable(self.names, reasons)
+        return self.engines[min(up, key=lambda n: (live_bots.get(n, 0), self.names.index(n)))]
+
+    async def close(self) -> None:
+        await asyncio.gather(*(e.close() for e in self.engines.values()))

@@ -1,0 +1,32 @@
+"""What the server says once at start: the effective configuration and the cleanup mode."""
+
+from __future__ import annotations
+
+import logging
+
+from botfleet.config import Settings
+
+log = logging.getLogger("botfleet.startup")
+
+
+def cleanup_mode(settings: Settings) -> str:
+    if not settings.cleanup_enabled:
+        return "scheduler off (manual runs only)"
+    mode = (
+        "DRY RUN (scheduled runs plan only, delete nothing)"
+        if settings.cleanup_dry_run
+        else ("ACTIVE (scheduled runs delete)")
+    )
+    containers = "on" if settings.container_cleanup_enabled else "off"
+    return f"{mode}; container cleanup {containers}"
+
+
+def announce(settings: Settings) -> None:
+    log.info("effective configuration", extra={"config": settings.redacted()})
+    log.info("cleanup mode: %s", cleanup_mode(settings))
+    if settings.weak_admin_token:
+        log.warning(
+            "ADMIN_TOKEN is short or a documented example; accepted only because HOST=%s is "
+            "loopback",
+            settings.host,
+        )

@@ -1,0 +1,202 @@
+"""Shared fixtures: a fresh store on SQLite and PostgreSQL, a real Docker Engine, the ASGI app.
+
+In CI (``CI=true``) a missing PostgreSQL or Docker Engine fails the run; on a laptop it skips.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from botfleet.config import Settings
+from botfleet.store.migrate import upgrade_sync
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+PG_ADMIN_URL = os.environ.get("BOTFLEET_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_IMAGE = "botfleet/sample-bot:latest"
+TEST_TOKEN = "test-admin-token-" + "x" * 24
+TABLES = ("bots", "results", "cleanup_runs", "cleanup_audit")
+
+
+def missing_service(what: str) -> None:
+    """Fail in CI, skip elsewhere: a missing service must never pass silently in CI."""
+    message = f"{what} is not available (make test starts it: scripts/ensure-services.sh)"
+    if IN_CI:
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+# --- PostgreSQL ------------------------------------------------------------------------------
+def _pg_exec(sql: str, url: str = PG_ADMIN_URL) -> None:
+    import asyncpg
+
+    async def _run() -> None:
+        conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(_run())
+
+
+def pg_available() -> bool:
+    try:
+        _pg_exec("SELECT 1")
+    except Exception:
+        return False
+    return True
+
+
+def create_pg_database(prefix: str = "botfleet_test") -> str:
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    _pg_exec(f'CREATE DATABASE "{name}"')
+    return PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+
+
+def drop_pg_database(url: str) -> None:
+    name = url.rsplit("/", 1)[1]
+    _pg_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A throw-away, migrated database for this test session."""
+    if not pg_available():
+        missing_service("PostgreSQL at 127.0.0.1:5432")
+    url = create_pg_database()
+    upgrade_sync(make_settings(database_url=url))
+    yield url
+    drop_pg_database(url)
+
+
+@pytest.fixture
+def fresh_pg_database() -> Iterator[str]:
+    """A database of its own, unmigrated, for tests of migrations or of whole processes."""
+    if not pg_available():
+        missing_service("PostgreSQL at 127.0.0.1:5432")
+    url = create_pg_database("botfleet_tmp")
+    yield url
+    drop_pg_database(url)
+
+
+# --- settings and stores ---------------------------------------------------------------------
+def make_settings(**overrides: Any) -> Settings:
+    """Settings for tests: explicit values, never the developer's environment."""
+    values: dict[str, Any] = {
+        "admin_token": TEST_TOKEN,
+        "cleanup_enabled": False,
+        "cleanup_startup_delay_seconds": 3600,
+        "botfleet_instance": "test",
+        "reconcile_interval_seconds": 3600,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, migrated store on each backend: a new SQLite file, or a truncated PG database."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/botfleet.db"
+        upgrade_sync(make_settings(database_url=url))
+        return url
+    url: str = request.getfixturevalue("pg_url")
+    _pg_exec(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY", url)
+    return url
+
+
+@pytest.fixture
+def instance() -> str:
+    """A BOTFLEET_INSTANCE of this test's own, so that tests never see each other's containers."""
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def settings(database_url: str, instance: str) -> Settings:
+    return make_settings(database_url=database_url, botfleet_instance=instance)
+
+
+@pytest.fixture
+def settings_factory(database_url: str, instance: str) -> Callable[..., Settings]:
+    def factory(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {"database_url": database_url, "botfleet_instance": instance}
+        values.update(overrides)
+        return make_settings(**values)
+
+    return factory
+
+
+# --- the app ---------------------------------------------------------------------------------
+async def started_app(settings: Settings) -> tuple[FastAPI, Any]:
+    from botfleet.app import create_app
+
+    app = create_app(settings, migrate=False)
+    ctx = app.router.lifespan_context(app)
+    await ctx.__aenter__()
+    return app, ctx
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    app, ctx = await started_app(settings)
+    try:
+        yield app
+    finally:
+        await ctx.__aexit__(None, None, None)
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        yield c
+
+
+@pytest.fixture
+def admin_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {TEST_TOKEN}"}
+
+
+# --- Docker ----------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[Any]:
+    import docker
+
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception:
+        missing_service("the Docker Engine")
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def sample_image(docker_client: Any) -> str:
+    """The sample bot image, built from the host's busybox (no registry needed)."""
+    subprocess.run(
+        [str(ROOT / "examples/sample-bot/build.sh"), SAMPLE_IMAGE], check=True, capture_output=True
+    )
+    return SAMPLE_IMAGE
+
+
+@pytest.fixture
+def cleanup_containers(docker_client: Any, instance: str) -> Iterator[None]:
+    """Remove every container this test's instance created, whatever the test did."""
+    yield
+    for c in docker_client.containers.list(
+        all=True, filters={"label": f"botfleet.instance={instance}"}
+    ):
+        c.remove(force=True)
