@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from botfleet import __version__
 from botfleet.config import Settings
+from botfleet.runtime.fleet import Fleet
 from botfleet.store.migrate import upgrade
 from botfleet.store.session import SessionFactory, create_engine, create_session_factory
 
@@ -40,6 +41,11 @@ class Services:
     db: AsyncEngine
     sessions: SessionFactory
     registry: CollectorRegistry
+    fleet: Fleet
+    # Filled by the factory: the cleanup service, its scheduler, metrics (typed in their modules).
+    cleanup: Any = None
+    scheduler: Any = None
+    metrics: Any = None
     components: list[Component] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -51,6 +57,7 @@ def build_services(settings: Settings) -> Services:
         db=db,
         sessions=create_session_factory(db),
         registry=CollectorRegistry(auto_describe=True),
+        fleet=Fleet.from_settings(settings),
     )
 
 
@@ -78,6 +85,7 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
                     await component.stop()
                 except Exception:
                     log.exception("stopping %s failed", type(component).__name__)
+            await services.fleet.close()
             await services.db.dispose()
 
     app = FastAPI(
