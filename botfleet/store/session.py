@@ -33,6 +33,8 @@ def create_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 10)
     kwargs.setdefault("pool_pre_ping", True)
+    # Named sessions make pg_stat_activity and pg_locks readable for operators (and `doctor`).
+    kwargs.setdefault("connect_args", {"server_settings": {"application_name": "botfleet"}})
     return create_async_engine(settings.async_database_url, **kwargs)
 
 
