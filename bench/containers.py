@@ -1,0 +1,172 @@
+"""Container removal benchmark: botfleet's container stage vs ``docker container prune``.
+
+    python -m bench.containers                  # 300 orphaned stopped + 20 running + 20 unlabelled
+    BENCH_SCALE=small python -m bench.containers  # 1/20 of that
+
+Both contenders face the same population on the real engine: labelled stopped containers that no
+live bot owns (to be removed), labelled running ones and unlabelled stopped ones (to be left alone).
+botfleet still re-inspects every container and re-checks its bot before removing it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import docker
+
+from bench.report import scale, write_result
+from botfleet.constants import LABEL_BOT_ID, LABEL_INSTANCE, LABEL_MANAGED
+
+IMAGE = "botfleet/sample-bot:latest"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def populate(
+    client: docker.DockerClient, instance: str, orphans: int, running: int, foreign: int
+) -> dict[str, list[str]]:
+    """Create the population with a small thread pool (setup time is not measured)."""
+
+    def labelled(state: str) -> str:
+        labels = {LABEL_MANAGED: "true", LABEL_INSTANCE: instance, LABEL_BOT_ID: str(uuid.uuid4())}
+        cmd = ["sleep", "3600"] if state == "running" else ["true"]
+        c = client.containers.create(IMAGE, cmd, labels=labels, network_mode="none")
+        c.start()
+        return str(c.id)
+
+    def unlabelled(_: int) -> str:
+        c = client.containers.create(
+            IMAGE, ["true"], labels={"bench": instance}, network_mode="none"
+        )
+        c.start()
+        return str(c.id)
+
+    with ThreadPoolExecutor(4) as pool:
+        orphan_ids = list(pool.map(lambda _: labelled("exited"), range(orphans)))
+        running_ids = list(pool.map(lambda _: labelled("running"), range(running)))
+        foreign_ids = list(pool.map(unlabelled, range(foreign)))
+    # Wait until every short-lived container has exited.
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        states = client.api.containers(
+            all=True, filters={"label": f"{LABEL_INSTANCE}={instance}", "status": "running"}
+        )
+        if len(states) == running:
+            break
+        time.sleep(0.2)
+    return {"orphans": orphan_ids, "running": running_ids, "foreign": foreign_ids}
+
+
+def prune(instance: str) -> float:
+    started = time.perf_counter()
+    subprocess.run(
+        ["docker", "container", "prune", "-f", "--filter", f"label={LABEL_INSTANCE}={instance}"],
+        check=True,
+        capture_output=True,
+    )
+    return time.perf_counter() - started
+
+
+async def botfleet_stage(instance: str, db_path: str) -> tuple[float, dict[str, Any]]:
+    from botfleet.cleanup.service import CleanupService
+
+    from botfleet.config import Settings
+    from botfleet.runtime.fleet import Fleet
+    from botfleet.store.migrate import upgrade
+    from botfleet.store.session import create_engine, create_session_factory
+
+    settings = Settings(  # type: ignore[call-arg]
+        database_url=f"sqlite:///{db_path}",
+        admin_token="x" * 40,
+        botfleet_instance=instance,
+        container_cleanup_grace_minutes=0,
+        cleanup_enabled=False,
+    )
+    await upgrade(settings)
+    engine = create_engine(settings)
+    fleet = Fleet.from_settings(settings)
+    service = CleanupService(
+        settings=settings, sessions=create_session_factory(engine), fleet=fleet, observers=[]
+    )
+    try:
+        started = time.perf_counter()
+        report = await service.run(
+            trigger="cli", actor="cli:bench", dry_run=False, only=["containers"]
+        )
+        seconds = time.perf_counter() - started
+    finally:
+        await fleet.close()
+        await engine.dispose()
+    return seconds, report
+
+
+def survivors(client: docker.DockerClient, ids: list[str]) -> int:
+    alive = {c["Id"] for c in client.api.containers(all=True)}
+    return sum(1 for i in ids if i in alive)
+
+
+def cleanup(client: docker.DockerClient, ids: list[str]) -> None:
+    for cid in ids:
+        with contextlib.suppress(docker.errors.NotFound):
+            client.api.remove_container(cid, force=True)
+
+
+def main() -> int:
+    div = 20 if scale() == "small" else 1
+    orphans, running, foreign = 300 // div, 20 // div or 1, 20 // div or 1
+    client = docker.from_env(timeout=120)
+    subprocess.run(
+        [str(ROOT / "examples/sample-bot/build.sh"), IMAGE], check=True, capture_output=True
+    )
+    figures: dict[str, Any] = {
+        "sizes": {"orphans": orphans, "running": running, "unlabelled": foreign}
+    }
+    ok = True
+    for name in ("prune", "botfleet"):
+        instance = f"bench{uuid.uuid4().hex[:8]}"
+        pop = populate(client, instance, orphans, running, foreign)
+        try:
+            if name == "prune":
+                seconds = prune(instance)
+                extra: dict[str, Any] = {}
+            else:
+                with tempfile.TemporaryDirectory() as tmp:
+                    seconds, report = asyncio.run(botfleet_stage(instance, f"{tmp}/b.db"))
+                c = report["resources"]["containers"]
+                extra = {
+                    "deleted": c["deleted"],
+                    "skipped": len(c.get("skipped", [])),
+                    "status": report["status"],
+                }
+            removed = orphans - survivors(client, pop["orphans"])
+            kept = survivors(client, pop["running"] + pop["foreign"])
+            figures[name] = {
+                "seconds": round(seconds, 3),
+                "removed": removed,
+                "containers_per_s": round(removed / seconds, 1),
+                "running_and_unlabelled_kept": f"{kept}/{running + foreign}",
+                **extra,
+            }
+            ok = ok and removed == orphans and kept == running + foreign
+            print(f"{name}: {figures[name]}", flush=True)
+        finally:
+            cleanup(client, pop["orphans"] + pop["running"] + pop["foreign"])
+    figures["ratio_containers_per_s"] = round(
+        figures["botfleet"]["containers_per_s"] / figures["prune"]["containers_per_s"], 3
+    )
+    figures["all_survivors_kept_and_orphans_removed"] = ok
+    write_result("containers", figures)
+    print(f"ratio botfleet/prune containers/s: {figures['ratio_containers_per_s']}  ok={ok}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
