@@ -167,6 +167,11 @@ class Settings(BaseSettings):
     def _policy_file_exists(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
             raise ValueError("accepts the path of a readable YAML file")
+        if value is not None:
+            # Validated whole at start-up: a bad rule stops the server with one line.
+            from botfleet.cleanup.policy import load_policy_file
+
+            load_policy_file(value)  # PolicyError is a ValueError: pydantic reports it
         return value
 
     @model_validator(mode="after")

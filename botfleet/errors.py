@@ -29,6 +29,47 @@ class BotNameTaken(BotfleetError):
         self.name = name
 
 
+class InvalidInput(BotfleetError):
+    """A value the caller sent is unusable; ``field`` names it (an HTTP 422)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class ImageNotAvailable(BotfleetError):
+    def __init__(self, image: str, engine: str = "") -> None:
+        where = f" on engine {engine}" if engine else ""
+        super().__init__(f"image: {image!r} is not present{where} and cannot be pulled")
+        self.image = image
+        self.engine = engine
+
+
+class ContainerFailed(BotfleetError):
+    """The engine answered but refused to create or start the container."""
+
+    def __init__(self, engine: str, reason: str) -> None:
+        super().__init__(f"engine {engine} could not run the container: {reason}")
+        self.engine = engine
+        self.reason = reason
+
+
+class BotTokenInvalid(BotfleetError):
+    """No bot holds this token (an HTTP 401)."""
+
+    def __init__(self, bot_id: object) -> None:
+        super().__init__(f"missing or invalid bearer token for bot {bot_id}")
+        self.bot_id = bot_id
+
+
+class BotTokenForbidden(BotfleetError):
+    """A valid token, but not this bot's: another bot's, or the admin token (an HTTP 403)."""
+
+    def __init__(self, bot_id: object, reason: str) -> None:
+        super().__init__(f"{reason}; only bot {bot_id}'s own token may post its results")
+        self.bot_id = bot_id
+
+
 class RestoreExpired(BotfleetError):
     def __init__(self, bot_id: object) -> None:
         super().__init__(f"bot {bot_id} is past its retention and can no longer be restored")

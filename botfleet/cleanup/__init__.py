@@ -1,0 +1,1 @@
+"""The cleanup service: policies, plans, execution, the lock and the scheduler."""

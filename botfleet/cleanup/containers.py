@@ -1,0 +1,333 @@
+"""Containers: what each engine holds that may go, and its verified removal.
+
+Selection lists every engine in ``DOCKER_HOSTS`` (never trusting the label filter alone) and
+inspects the stopped ones for ``FinishedAt``; removal happens per engine, ``concurrency`` at a
+time, each after a fresh inspect and a fresh look at the bot's row, never forced and never with
+volumes (safety rule 2). A dead engine stops its own share only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select
+
+from botfleet.cleanup.eligibility import BotRecord, Decision, container_decision, labels_of
+from botfleet.cleanup.execute import Executor, Tally, jsonable
+from botfleet.cleanup.plan import SAMPLE_SIZE, SKIPPED_LIMIT, ContainerTarget, Selection
+from botfleet.cleanup.policy import Policy
+from botfleet.constants import (
+    DEPENDENCY_DATABASE,
+    KIND_CONTAINERS,
+    REASON_BREAKER_OPEN,
+    REMOVABLE_STATES,
+)
+from botfleet.errors import EngineUnavailable
+from botfleet.runtime.base import ContainerEngine, ContainerInfo
+from botfleet.runtime.docker import ContainerConflict, DockerEngine
+from botfleet.runtime.fleet import Fleet
+from botfleet.store.models import Bot, CleanupAudit
+from botfleet.store.session import SessionFactory
+
+log = logging.getLogger(__name__)
+
+
+# --- selection ------------------------------------------------------------------------------
+async def bot_records(sessions: SessionFactory, bot_ids: Collection[str]) -> dict[str, BotRecord]:
+    """The rows named by containers' bot-id labels; a label that is no UUID names no row."""
+    ids = []
+    for raw in bot_ids:
+        try:
+            ids.append(uuid.UUID(raw))
+        except (ValueError, TypeError):
+            continue
+    out: dict[str, BotRecord] = {}
+    async with sessions() as session:
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            rows = await session.execute(
+                select(Bot.id, Bot.deleted_at, Bot.labels).where(Bot.id.in_(chunk))
+            )
+            for row in rows:
+                out[str(row.id)] = BotRecord(str(row.id), row.deleted_at, labels_of(row.labels))
+    return out
+
+
+@dataclass
+class ContainerSelection:
+    """The container stage's selection: what to remove, what to leave, engine failures."""
+
+    selection: Selection
+    targets: list[ContainerTarget] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    # Every container judged, with its decision: the orphans view shows them all.
+    judged: list[tuple[ContainerInfo, Decision]] = field(default_factory=list)
+
+
+async def _inspect_stopped(
+    engine: ContainerEngine, listed: list[ContainerInfo], concurrency: int
+) -> list[ContainerInfo]:
+    """A listing lacks ``FinishedAt``: inspect the stopped ones to learn how long they stopped."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(c: ContainerInfo) -> ContainerInfo | None:
+        if c.state not in REMOVABLE_STATES:
+            return c
+        async with gate:
+            return await engine.inspect(c.id)
+
+    found = await asyncio.gather(*(one(c) for c in listed))
+    return [c for c in found if c is not None]
+
+
+async def select_containers(
+    fleet: Fleet,
+    sessions: SessionFactory,
+    *,
+    instance: str,
+    policy: Policy,
+    now: datetime,
+    concurrency: int,
+    skip_engines: Collection[str] = frozenset(),
+    planned: Sequence[ContainerTarget] | None = None,
+) -> ContainerSelection:
+    """Fresh: list every engine. From a plan: inspect exactly the planned ids, nothing else."""
+    out = ContainerSelection(Selection(KIND_CONTAINERS))
+
+    async def gather_engine(name: str, engine: ContainerEngine) -> list[ContainerInfo]:
+        try:
+            if planned is None:
+                return await _inspect_stopped(
+                    engine, await engine.list_managed(instance), concurrency
+                )
+            mine = [t for t in planned if t.engine == name]
+            gate = asyncio.Semaphore(concurrency)
+
+            async def inspect(t: ContainerTarget) -> ContainerInfo | None:
+                async with gate:
+                    return await engine.inspect(t.id)
+
+            infos = await asyncio.gather(*(inspect(t) for t in mine))
+            for t, info in zip(mine, infos, strict=True):
+                if info is None:
+                    out.selection.skip(t.id, "changed since the plan: already gone", engine=name)
+            return [i for i in infos if i is not None]
+        except EngineUnavailable as exc:
+            out.errors.append({"stage": KIND_CONTAINERS, "engine": name, "message": str(exc)})
+            return []
+        except Exception as exc:  # one engine's surprise must not sink the others
+            log.exception("listing containers on engine %s failed", name)
+            message = f"{type(exc).__name__}: {exc}"[:300]
+            out.errors.append({"stage": KIND_CONTAINERS, "engine": name, "message": message})
+            return []
+
+    used = {n: e for n, e in fleet.engines.items() if n not in skip_engines}
+    for name in sorted(set(fleet.engines) & set(skip_engines)):
+        ids = [t.id for t in planned or () if t.engine == name] or [f"engine:{name}"]
+        for item in ids:
+            out.selection.skip(item, REASON_BREAKER_OPEN, engine=name)
+    for target in planned or ():
+        if target.engine not in fleet.engines:
+            out.selection.skip(target.id, "engine no longer in DOCKER_HOSTS", engine=target.engine)
+    listed = await asyncio.gather(*(gather_engine(n, e) for n, e in used.items()))
+    containers = [c for batch in listed for c in batch]
+    bots = await bot_records(sessions, {c.bot_id for c in containers if c.bot_id})
+    wanted = {t.id for t in planned} if planned is not None else None
+    for c in sorted(containers, key=lambda c: (c.engine, c.created_at or now, c.id)):
+        decision = container_decision(
+            c,
+            bots.get(c.bot_id or ""),
+            instance=instance,
+            grace=policy.container_grace,
+            now=now,
+        )
+        out.judged.append((c, decision))
+        if wanted is not None and c.id not in wanted:
+            continue
+        if decision.eligible:
+            age = decision.age.total_seconds() if decision.age is not None else None
+            out.targets.append(ContainerTarget(c.id, c.engine, c.bot_id, decision.reason, age))
+            if len(out.selection.sample) < SAMPLE_SIZE:
+                out.selection.sample.append(c.id)
+            if age is not None:
+                lag = age - policy.container_grace.total_seconds()
+                if len(out.selection.lag_seconds) < SKIPPED_LIMIT:
+                    out.selection.lag_seconds.append(round(lag, 3))
+        elif decision.orphaned or wanted is not None:
+            prefix = "changed since the plan: " if wanted is not None else ""
+            out.selection.skip(c.id, prefix + decision.reason, engine=c.engine)
+    out.selection.found = len(out.targets)
+    return out
+
+
+# --- removal --------------------------------------------------------------------------------
+async def remove_containers(
+    ex: Executor,
+    fleet: Fleet,
+    targets: Sequence[ContainerTarget],
+    tally: Tally,
+    *,
+    instance: str,
+    concurrency: int,
+    limit: int,
+) -> None:
+    """Per engine, ``concurrency`` at a time; a dead engine stops only its own share."""
+    by_engine: dict[str, list[ContainerTarget]] = {}
+    for target in targets[:limit]:
+        by_engine.setdefault(target.engine, []).append(target)
+    total = min(len(targets), limit)
+
+    async def engine_share(name: str, mine: list[ContainerTarget]) -> None:
+        engine = fleet.engines.get(name)
+        if engine is None:
+            for t in mine:
+                tally.skipped.append((t.id, "engine no longer in DOCKER_HOSTS", name))
+            return
+        for start in range(0, len(mine), concurrency):
+            chunk = mine[start : start + concurrency]
+            await ex.checkpoint()
+            outcomes = await asyncio.gather(
+                *(_remove_one(ex, engine, t, instance) for t in chunk),
+                return_exceptions=True,
+            )
+            removed: list[tuple[ContainerTarget, ContainerInfo]] = []
+            down: BaseException | None = None
+            for t, outcome in zip(chunk, outcomes, strict=True):
+                if isinstance(outcome, EngineUnavailable):
+                    down = outcome
+                    tally.failed += 1
+                elif isinstance(outcome, _BotCheckFailed):
+                    # The database, not the engine, failed: the container stays, uncounted.
+                    tally.failed += 1
+                    tally.errors.append(
+                        {
+                            "stage": KIND_CONTAINERS,
+                            "dependency": DEPENDENCY_DATABASE,
+                            "message": f"{t.id[:12]}: bot check failed: {outcome}"[:300],
+                        }
+                    )
+                elif isinstance(outcome, BaseException):
+                    tally.failed += 1
+                    message = f"{t.id[:12]}: {type(outcome).__name__}: {outcome}"[:300]
+                    tally.errors.append(
+                        {"stage": KIND_CONTAINERS, "engine": name, "message": message}
+                    )
+                elif isinstance(outcome, str):
+                    tally.skipped.append((t.id, outcome, name))
+                else:
+                    removed.append((t, outcome))
+            await _record_removed(ex, removed, tally)
+            if ex.progress is not None:
+                ex.progress(KIND_CONTAINERS, tally.deleted, total)
+            if down is not None:
+                tally.errors.append(
+                    {"stage": KIND_CONTAINERS, "engine": name, "message": str(down)}
+                )
+                for t in mine[start + len(chunk) :]:
+                    tally.skipped.append((t.id, f"engine {name} unavailable", name))
+                return
+
+    # Every engine finishes its current chunk before a stop or a lost lock ends the stage.
+    ended = await asyncio.gather(
+        *(engine_share(n, m) for n, m in by_engine.items()), return_exceptions=True
+    )
+    for end in ended:
+        if isinstance(end, BaseException):
+            raise end
+
+
+class _BotCheckFailed(Exception):
+    """Looking the bot up again failed (a database error): never remove on a guess."""
+
+
+async def _remove_one(
+    ex: Executor, engine: ContainerEngine, target: ContainerTarget, instance: str
+) -> str | ContainerInfo:
+    """Inspect again, look at the bot again, then remove. A str return is a skip reason."""
+    if isinstance(engine, DockerEngine):
+        info = await engine.inspect(target.id, size=True)
+    else:
+        info = await engine.inspect(target.id)
+    if info is None:
+        return "already gone"
+    if info.id != target.id or info.bot_id != target.bot_id:
+        return "labels or id changed since selection"
+    try:
+        bots = await bot_records(ex.sessions, [info.bot_id] if info.bot_id else [])
+    except Exception as exc:
+        raise _BotCheckFailed(f"{type(exc).__name__}: {exc}") from exc
+    decision = container_decision(
+        info,
+        bots.get(info.bot_id or ""),
+        instance=instance,
+        grace=ex.policy.container_grace,
+        now=ex.clock(),
+    )
+    if not decision.eligible:
+        return decision.reason
+    try:
+        await engine.remove(target.id)
+    except ContainerConflict as exc:
+        return f"engine refused removal: {exc}"[:300]
+    return info
+
+
+async def _record_removed(
+    ex: Executor, removed: list[tuple[ContainerTarget, ContainerInfo]], tally: Tally
+) -> None:
+    if not removed:
+        return
+    tally.deleted += len(removed)
+    at = ex.clock()
+    for t, info in removed:
+        tally.bytes_reclaimed += info.size_bytes or 0
+        if t.age_seconds is not None:
+            grace = ex.policy.container_grace.total_seconds()
+            tally.lag_seconds.append(round(t.age_seconds - grace, 3))
+    rows = [
+        {
+            "run_id": ex.run_id,
+            "kind": KIND_CONTAINERS,
+            "resource_id": t.id,
+            "engine": t.engine,
+            "reason": f"containers: {t.reason}",
+            "actor": ex.actor,
+            "snapshot": container_snapshot(info),
+            "deleted_at": at,
+        }
+        for t, info in removed
+    ]
+    try:
+        async with ex.sessions() as session, session.begin():
+            await session.execute(insert(CleanupAudit), rows)
+    except Exception as exc:
+        # The containers are gone either way; say loudly that their audit is missing.
+        log.error("audit of %d removed containers failed: %s", len(rows), exc)
+        tally.errors.append(
+            {
+                "stage": KIND_CONTAINERS,
+                "dependency": DEPENDENCY_DATABASE,
+                "message": f"audit write failed for {len(rows)} removed containers: "
+                f"{type(exc).__name__}",
+            }
+        )
+
+
+def container_snapshot(info: ContainerInfo) -> dict[str, Any]:
+    return {
+        "id": info.id,
+        "name": info.name,
+        "engine": info.engine,
+        "state": info.state,
+        "labels": dict(info.labels),
+        "created_at": jsonable(info.created_at),
+        "finished_at": jsonable(info.finished_at),
+        "exit_code": info.exit_code,
+        "size_bytes": info.size_bytes,
+    }

@@ -1,0 +1,147 @@
+"""Pure eligibility decisions: may this bot, result or container go now, and if not, why not.
+
+Each takes ``now`` (timezone-aware UTC) and returns a :class:`Decision` whose ``reason`` ends up in
+reports, the orphans view and audit records. The SQL in :mod:`botfleet.cleanup.predicates` is the
+set-wise form of :func:`bot_purge_decision` and :func:`result_decision`; tests hold the two equal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from botfleet.cleanup.policy import Policy, is_held
+from botfleet.constants import LABEL_BOT_ID, LABEL_HOLD, REMOVABLE_STATES
+from botfleet.runtime.base import ContainerInfo
+
+
+@dataclass(frozen=True)
+class Decision:
+    eligible: bool
+    reason: str
+    # False when nothing is amiss (a live bot's own container): such items are not "skipped".
+    orphaned: bool = True
+    age: timedelta | None = None
+
+
+@dataclass(frozen=True)
+class BotRecord:
+    """The columns of a bot row that eligibility depends on."""
+
+    id: str
+    deleted_at: datetime | None
+    labels: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def live(self) -> bool:
+        return self.deleted_at is None
+
+
+def _days(delta: timedelta) -> str:
+    return f"{delta.total_seconds() / 86400:.1f}d"
+
+
+def _short(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds >= 86400:
+        return _days(delta)
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f}h"
+    if seconds >= 60:
+        return f"{seconds / 60:.1f}m"
+    return f"{delta.total_seconds():.1f}s"
+
+
+def _check_now(now: datetime) -> None:
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware (UTC)")
+
+
+def bot_purge_decision(bot: BotRecord, policy: Policy, now: datetime) -> Decision:
+    """Safety rule 1 first: a bot with ``deleted_at`` NULL is never purged."""
+    _check_now(now)
+    if bot.deleted_at is None:
+        return Decision(False, "bot is live", orphaned=False)
+    age = now - bot.deleted_at
+    if is_held(bot.labels):
+        return Decision(False, f"legal hold ({LABEL_HOLD}=true)", age=age)
+    retention = policy.bot_retention(bot.labels)
+    if bot.deleted_at > now:
+        return Decision(False, "deleted_at is in the future (clock skew?)", age=age)
+    cutoff = retention.cutoff(now)
+    if cutoff is None:
+        return Decision(False, f"kept forever by {retention.source}", age=age)
+    if bot.deleted_at >= cutoff:
+        return Decision(
+            False, f"within retention ({retention.describe()}, deleted {_days(age)} ago)", age=age
+        )
+    return Decision(True, f"expired: {retention.describe()}, deleted {_days(age)} ago", age=age)
+
+
+def result_decision(
+    created_at: datetime, bot: BotRecord | None, policy: Policy, now: datetime
+) -> Decision:
+    """Result retention for live bots (the ``results`` stage); other results follow their bot."""
+    _check_now(now)
+    age = now - created_at
+    if bot is None:
+        return Decision(False, "orphaned result (the orphaned_results stage)", age=age)
+    if not bot.live:
+        return Decision(False, "result of a deleted bot (purged with it)", age=age)
+    if is_held(bot.labels):
+        return Decision(False, f"legal hold ({LABEL_HOLD}=true)", orphaned=False, age=age)
+    retention = policy.result_retention(bot.labels)
+    cutoff = retention.cutoff(now)
+    if cutoff is None or created_at >= cutoff:
+        return Decision(False, f"within retention ({retention.describe()})", False, age)
+    return Decision(True, f"expired: {retention.describe()}, {_days(age)} old", age=age)
+
+
+def container_age(container: ContainerInfo, now: datetime) -> timedelta | None:
+    """Exited or dead: since it stopped. Never started: since it was created."""
+    if container.state in ("exited", "dead"):
+        since = container.finished_at or container.created_at
+    elif container.state == "created":
+        since = container.created_at
+    else:
+        since = container.started_at or container.created_at
+    return None if since is None else now - since
+
+
+def container_decision(
+    container: ContainerInfo,
+    bot: BotRecord | None,
+    *,
+    instance: str,
+    grace: timedelta,
+    now: datetime,
+) -> Decision:
+    """Safety rule 2: ours, not running, older than the grace period, and no live bot owns it.
+
+    ``bot`` is the row named by the container's bot-id label, or None if there is no such row.
+    """
+    _check_now(now)
+    age = container_age(container, now)
+    if not container.belongs_to(instance):
+        return Decision(False, f"not labelled for instance {instance!r}", False, age)
+    if bot is not None and str(bot.id) != container.labels.get(LABEL_BOT_ID):
+        return Decision(False, "bot-id label does not match the bot checked", False, age)
+    if bot is not None and bot.live:
+        return Decision(False, f"bot {bot.id} is live", orphaned=False, age=age)
+    if container.state not in REMOVABLE_STATES:
+        return Decision(False, f"container is {container.state}", age=age)
+    if age is None:
+        return Decision(False, "age unknown (no timestamps)", age=age)
+    if age < grace:
+        return Decision(
+            False, f"younger than the grace period ({_short(age)} < {_short(grace)})", age=age
+        )
+    owner = "no bot row" if bot is None else f"bot {bot.id} is deleted"
+    return Decision(True, f"{owner}; {container.state} for {_short(age)}", age=age)
+
+
+def labels_of(raw: Any) -> Mapping[str, Any]:
+    """A bot's labels as stored (JSON object); anything else counts as no labels."""
+    return raw if isinstance(raw, Mapping) else {}

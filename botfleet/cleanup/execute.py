@@ -1,0 +1,412 @@
+"""Execution of the database stages: batched, verified, audited deletes.
+
+Every batch is one short transaction (safety rule 3) that re-states the stage's condition in SQL,
+so a row that changed since selection (a bot restored mid-run) is simply not deleted. Batches walk
+a keyset (``deleted_at``, ``created_at`` or ``id``), never an offset, so each starts where the last
+one ended instead of re-reading what was already deleted. On PostgreSQL one data-modifying CTE per
+batch deletes the bots, their results (by ``bot_id = ANY(…)``: index lookups) and writes the audit
+rows in one round trip; SQLite gets plain statements in one transaction. Containers are removed
+by :mod:`botfleet.cleanup.containers`, through the same checkpoints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from sqlalchemy import Integer, Uuid, bindparam, insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from botfleet.cleanup.plan import (
+    ORPHAN_TABLE,
+    ORPHANED,
+    Runner,
+    bound_text,
+    results_where,
+)
+from botfleet.cleanup.policy import Policy
+from botfleet.cleanup.predicates import Dialect, bot_predicate, bot_reason, bot_reason_for
+from botfleet.config import Settings
+from botfleet.constants import KIND_BOTS, KIND_ORPHANED_RESULTS, KIND_RESULTS
+from botfleet.store.models import Bot, CleanupAudit, UTCDateTime
+from botfleet.store.session import SessionFactory
+
+log = logging.getLogger(__name__)
+
+_FIRST_TS = datetime(1, 1, 1, tzinfo=UTC)
+_BOT_COLUMNS = [c for c in Bot.__table__.c]
+# A purged bot's audit snapshot: its row, less the id (the record's resource_id) and the token
+# hash. One jsonb_build_object is cheaper than to_jsonb(row) and three edits of it.
+_SNAPSHOT_COLUMNS = [c.name for c in _BOT_COLUMNS if c.name not in ("id", "token_hash")]
+_SNAPSHOT_PAIRS = ", ".join(f"'{name}', g.{name}" for name in _SNAPSHOT_COLUMNS)
+
+
+class Interrupted(Exception):
+    """A stop was requested (SIGTERM, a time limit): the run ends after the current batch."""
+
+
+class Governor(Protocol):
+    """Adaptive batch sizing (the scheduler's): asked before, told after, every batch."""
+
+    def next_size(self) -> int: ...
+
+    def observe(self, seconds: float, rows: int) -> None: ...
+
+
+class FixedBatch:
+    """The default governor: ``CLEANUP_BATCH_SIZE`` rows per transaction, always."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def next_size(self) -> int:
+        return self.size
+
+    def observe(self, seconds: float, rows: int) -> None:
+        return None
+
+
+@dataclass
+class Tally:
+    """What a stage really removed so far: updated only after a batch commits."""
+
+    deleted: int = 0
+    related: int = 0  # bot_results deleted with their bots
+    failed: int = 0
+    batches: int = 0
+    bytes_reclaimed: int = 0
+    skipped: list[tuple[str, str, str]] = field(default_factory=list)  # (id, reason, engine)
+    unlisted_skips: int = 0  # skipped items known only by count
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    lag_seconds: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Batch:
+    selected: int
+    rows: int
+    related: int = 0
+    cursor: Any = None
+
+
+Progress = Callable[[str, int, int], None]
+Checkpoint = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class Executor:
+    sessions: SessionFactory
+    dialect: Dialect
+    policy: Policy
+    now: datetime  # the plan's: every cutoff derives from it
+    run_id: uuid.UUID
+    actor: str
+    checkpoint: Checkpoint
+    governor: Governor
+    lock_timeout_ms: int = 5000
+    statement_timeout_ms: int = 60000
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    progress: Progress | None = None
+
+    # --- the batch loop ------------------------------------------------------------------------
+    async def _loop(
+        self,
+        kind: str,
+        tally: Tally,
+        limit: int,
+        step: Callable[[Runner, int, Any], Awaitable[_Batch]],
+        *,
+        connection: AsyncConnection | None = None,
+    ) -> None:
+        cursor: Any = None
+        while tally.deleted < limit:
+            await self.checkpoint()
+            size = max(1, min(self.governor.next_size(), limit - tally.deleted))
+            started = time.perf_counter()
+            if connection is not None:
+                async with connection.begin():
+                    await self._session_limits(connection)
+                    batch = await step(connection, size, cursor)
+            else:
+                async with self.sessions() as session, session.begin():
+                    await self._session_limits(session)
+                    batch = await step(session, size, cursor)
+            self.governor.observe(time.perf_counter() - started, batch.rows + batch.related)
+            tally.deleted += batch.rows
+            tally.related += batch.related
+            tally.batches += 1
+            if self.progress is not None:
+                self.progress(kind, tally.deleted, limit)
+            if batch.selected < size:
+                return
+            cursor = batch.cursor
+            # A busy database (timing.BatchGovernor): let live traffic through between batches.
+            pause = float(getattr(self.governor, "pause_seconds", 0.0) or 0.0)
+            if pause > 0:
+                await asyncio.sleep(pause)
+
+    async def _session_limits(self, session: Runner) -> None:
+        """Bounded waits, and no WAL flush per commit: a crash may undo the last few batches,
+        each whole (its audit rows with it), never half of one; the next run redoes them.
+        https://www.postgresql.org/docs/current/wal-async-commit.html"""
+        if self.dialect.postgres:
+            await _set_limits(session, self.lock_timeout_ms, self.statement_timeout_ms, True)
+
+    def _common(self) -> list[Any]:
+        return [
+            bindparam("run_id", self.run_id, type_=Uuid()),
+            bindparam("actor", self.actor),
+            bindparam("at", self.clock(), type_=UTCDateTime()),
+        ]
+
+    # --- bots and their results ----------------------------------------------------------------
+    async def purge_bots(self, tally: Tally, limit: int) -> None:
+        step = self._bots_pg if self.dialect.postgres else self._bots_sqlite
+        await self._loop(KIND_BOTS, tally, limit, step)
+
+    def _keyset(self, cursor: Any, size: int) -> list[Any]:
+        return [
+            bindparam("after_ts", cursor or _FIRST_TS, type_=UTCDateTime()),
+            bindparam("batch", size),
+        ]
+
+    # Every row a batch selects is deleted by it (or is no longer eligible), so the next batch
+    # may start *at* the last deleted_at: ties are safe, and the index scan skips what is gone.
+    _KEYSET = "b.deleted_at >= :after_ts"
+
+    async def _bots_pg(self, session: Runner, size: int, cursor: Any) -> _Batch:
+        p = bot_predicate(self.dialect, self.policy, self.now)
+        why = bot_reason(self.dialect, self.policy, alias="g")
+        # No FOR UPDATE: the DELETE re-states the condition, and PostgreSQL re-checks it on a
+        # row a concurrent restore changed (READ COMMITTED), so a restored bot is skipped.
+        sql = f"""
+WITH victims AS (
+    SELECT b.id, b.deleted_at FROM bots b
+    WHERE {p.eligible} AND {self._KEYSET}
+    ORDER BY b.deleted_at
+    LIMIT :batch
+), gone AS (
+    DELETE FROM bots b WHERE b.id = ANY(ARRAY(SELECT id FROM victims)) AND {p.eligible}
+    RETURNING b.*
+), res AS (
+    DELETE FROM results r WHERE r.bot_id = ANY(ARRAY(SELECT id FROM gone))
+    RETURNING r.bot_id
+), per_bot AS (
+    SELECT bot_id, count(*) AS n FROM res GROUP BY bot_id
+), audit AS (
+    INSERT INTO cleanup_audit (run_id, kind, resource_id, engine, reason, actor, snapshot,
+                               deleted_at)
+    SELECT :run_id, '{KIND_BOTS}', g.id::text, g.engine, {why.sql}, :actor,
+           jsonb_build_object({_SNAPSHOT_PAIRS}, 'results_deleted', coalesce(p.n, 0)),
+           :at
+    FROM gone g LEFT JOIN per_bot p ON p.bot_id = g.id
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM victims) AS selected,
+       (SELECT count(*) FROM gone) AS rows,
+       (SELECT count(*) FROM res) AS related,
+       (SELECT count(*) FROM audit) AS audited,
+       (SELECT max(deleted_at) FROM victims) AS last_ts
+"""
+        binds = [*p.binds, *why.binds, *self._keyset(cursor, size), *self._common()]
+        stmt = bound_text(sql, binds).columns(last_ts=UTCDateTime())
+        row = (await session.execute(stmt)).one()
+        return _Batch(int(row.selected), int(row.rows), int(row.related), row.last_ts)
+
+    async def _bots_sqlite(self, session: Runner, size: int, cursor: Any) -> _Batch:
+        inner = bot_predicate(self.dialect, self.policy, self.now)
+        outer = bot_predicate(self.dialect, self.policy, self.now, alias="bots")
+        columns = ", ".join(c.name for c in _BOT_COLUMNS)
+        sql = (
+            f"DELETE FROM bots WHERE bots.id IN (SELECT b.id FROM bots b WHERE {inner.eligible}"
+            f" AND {self._KEYSET} ORDER BY b.deleted_at LIMIT :batch)"
+            f" AND {outer.eligible} RETURNING {columns}"
+        )
+        stmt = bound_text(sql, [*inner.binds, *outer.binds, *self._keyset(cursor, size)])
+        gone = (await session.execute(stmt.columns(*_BOT_COLUMNS))).all()
+        if not gone:
+            return _Batch(0, 0)
+        ids = [row.id for row in gone]
+        deleted = await session.execute(
+            bound_text(
+                "DELETE FROM results WHERE bot_id IN :ids RETURNING bot_id",
+                [bindparam("ids", ids, type_=Uuid(), expanding=True)],
+            ).columns(bot_id=Uuid())
+        )
+        per_bot: dict[uuid.UUID, int] = {}
+        for (bot_id,) in deleted:
+            per_bot[bot_id] = per_bot.get(bot_id, 0) + 1
+        at = self.clock()
+        audit = []
+        for row in gone:
+            snapshot = {k: jsonable(row._mapping[k]) for k in _SNAPSHOT_COLUMNS}
+            audit.append(
+                {
+                    "run_id": self.run_id,
+                    "kind": KIND_BOTS,
+                    "resource_id": str(row.id),
+                    "engine": row.engine,
+                    "reason": bot_reason_for(self.policy, dict(row.labels or {})),
+                    "actor": self.actor,
+                    "snapshot": snapshot | {"results_deleted": per_bot.get(row.id, 0)},
+                    "deleted_at": at,
+                }
+            )
+        await session.execute(insert(CleanupAudit), audit)
+        last = max(row.deleted_at for row in gone)
+        return _Batch(len(gone), len(gone), sum(per_bot.values()), last)
+
+    # --- results: orphaned, and past result retention -------------------------------------------
+    async def purge_orphaned_results(
+        self, tally: Tally, limit: int, max_id: int, candidates: AsyncConnection | None = None
+    ) -> None:
+        """``candidates``: the connection holding the plan's :data:`ORPHAN_TABLE` (PostgreSQL);
+        without it, batches walk ``results`` by id (SQLite)."""
+        if candidates is not None:
+            source = f"SELECT o.id, o.id AS key FROM {ORPHAN_TABLE} o WHERE o.id > :after"
+        else:
+            source = f"SELECT r.id, r.id AS key FROM results r WHERE {ORPHANED} AND r.id > :after"
+        step = self._results_step(
+            KIND_ORPHANED_RESULTS,
+            source + " ORDER BY key LIMIT :batch",
+            "NOT EXISTS (SELECT 1 FROM bots b WHERE b.id = r.bot_id)",
+            [bindparam("max_id", max_id)],
+            "orphaned_results: no bot row",
+            key=("id", Integer()),
+        )
+        await self._loop(KIND_ORPHANED_RESULTS, tally, limit, step, connection=candidates)
+
+    async def purge_results(self, tally: Tally, limit: int, max_id: int) -> None:
+        """Walks ``ix_results_created_at`` from the oldest; the DELETE asks again that the bot
+        be live, not held and the result past its retention."""
+        frag = results_where(self.dialect, self.policy, self.now)
+        step = self._results_step(
+            KIND_RESULTS,
+            f"SELECT r.id, r.created_at AS key FROM results r JOIN bots b ON b.id = r.bot_id"
+            f" WHERE {frag.sql} AND r.created_at >= :after ORDER BY r.created_at LIMIT :batch",
+            f"EXISTS (SELECT 1 FROM bots b WHERE b.id = r.bot_id AND {frag.sql})",
+            [*frag.binds, bindparam("max_id", max_id)],
+            "results: past result retention",
+            key=("created_at", UTCDateTime()),
+        )
+        await self._loop(KIND_RESULTS, tally, limit, step)
+
+    def _results_step(
+        self,
+        kind: str,
+        victims: str,
+        recheck: str,
+        binds: Sequence[Any],
+        reason: str,
+        *,
+        key: tuple[str, Any],
+    ) -> Callable[[Runner, int, Any], Awaitable[_Batch]]:
+        column, key_type = key
+        first = 0 if column == "id" else _FIRST_TS
+
+        async def step(runner: Runner, size: int, cursor: Any) -> _Batch:
+            params = [
+                *binds,
+                bindparam("after", first if cursor is None else cursor, type_=key_type),
+                bindparam("batch", size),
+            ]
+            if self.dialect.postgres:
+                return await self._results_pg(runner, kind, victims, recheck, params, reason)
+            sql = (
+                f"DELETE FROM results AS r WHERE r.id IN (SELECT id FROM ({victims}))"
+                f" AND {recheck} RETURNING id, {column}"
+            )
+            stmt = bound_text(sql, params).columns(**{column: key_type})
+            rows = (await runner.execute(stmt)).all()
+            if not rows:
+                return _Batch(0, 0)
+            ids = sorted(int(r[0]) for r in rows)
+            await self._audit_results(runner, kind, ids, reason)
+            return _Batch(len(ids), len(ids), cursor=max(r[1] for r in rows))
+
+        return step
+
+    async def _results_pg(
+        self,
+        runner: Runner,
+        kind: str,
+        victims: str,
+        recheck: str,
+        params: list[Any],
+        reason: str,
+    ) -> _Batch:
+        sql = f"""
+WITH victims AS ({victims}),
+gone AS (
+    DELETE FROM results r WHERE r.id = ANY(ARRAY(SELECT id FROM victims)) AND {recheck}
+    RETURNING r.id
+), audit AS (
+    INSERT INTO cleanup_audit (run_id, kind, resource_id, reason, actor, snapshot, deleted_at)
+    SELECT :run_id, '{kind}', min(id)::text || '..' || max(id)::text, :reason, :actor,
+           jsonb_build_object('count', count(*), 'ids', jsonb_agg(id ORDER BY id)), :at
+    FROM gone HAVING count(*) > 0
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM victims) AS selected, (SELECT count(*) FROM gone) AS rows,
+       (SELECT max(key) FROM victims) AS last, (SELECT count(*) FROM audit) AS audited
+"""
+        stmt = bound_text(sql, [*params, *self._common(), bindparam("reason", reason)])
+        row = (await runner.execute(stmt)).one()
+        last = row.last
+        if isinstance(last, datetime) and last.tzinfo is None:
+            last = last.replace(tzinfo=UTC)
+        return _Batch(int(row.selected), int(row.rows), cursor=last)
+
+    async def _audit_results(self, runner: Runner, kind: str, ids: list[int], reason: str) -> None:
+        """One audit row per batch of results: their ids, not a row each (results are many)."""
+        await runner.execute(
+            insert(CleanupAudit),
+            [
+                {
+                    "run_id": self.run_id,
+                    "kind": kind,
+                    "resource_id": f"{ids[0]}..{ids[-1]}",
+                    "reason": reason,
+                    "actor": self.actor,
+                    "snapshot": {"count": len(ids), "ids": ids},
+                    "deleted_at": self.clock(),
+                }
+            ],
+        )
+
+
+async def session_limits(session: Runner, settings: Settings, *, postgres: bool) -> None:
+    """CLEANUP_LOCK_TIMEOUT_MS and CLEANUP_STATEMENT_TIMEOUT_MS for this transaction."""
+    if postgres:
+        await _set_limits(
+            session, settings.cleanup_lock_timeout_ms, settings.cleanup_statement_timeout_ms, False
+        )
+
+
+async def _set_limits(session: Runner, lock_ms: int, statement_ms: int, async_commit: bool) -> None:
+    # One round trip; is_local=true is SET LOCAL: the settings end with the transaction.
+    extra = ", set_config('synchronous_commit', 'off', true)" if async_commit else ""
+    await session.execute(
+        bound_text(
+            "SELECT set_config('lock_timeout', :lt, true),"
+            f" set_config('statement_timeout', :st, true){extra}",
+            [bindparam("lt", f"{lock_ms}ms"), bindparam("st", f"{statement_ms}ms")],
+        )
+    )
+
+
+def jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, dict | list | str | int | float | bool) or value is None:
+        return value
+    return json.loads(json.dumps(value, default=str))

@@ -1,0 +1,260 @@
+"""Read-only views of the cleanup: run history, one run with its audit trail, what is orphaned now.
+
+Lists answer ``{"items", "total", "next_cursor"}`` (design.md) with keyset cursors from
+:mod:`botfleet.pagination`, so paging stays stable while new runs arrive in front.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Uuid, and_, bindparam, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from botfleet.cleanup.containers import select_containers
+from botfleet.cleanup.eligibility import bot_purge_decision
+from botfleet.cleanup.plan import (
+    ORPHANED,
+    bot_rows,
+    bound_text,
+    max_result_id,
+    select_bots,
+    select_orphaned_results,
+    select_results,
+)
+from botfleet.constants import (
+    KIND_BOTS,
+    KIND_CONTAINERS,
+    KIND_ORPHANED_RESULTS,
+    KIND_RESULTS,
+    RUN_RUNNING,
+    RUN_STATUSES,
+)
+from botfleet.errors import InvalidInput, RunNotFound
+from botfleet.pagination import Page, PageRequest, decode_cursor, encode_cursor
+from botfleet.store.models import CleanupAudit, CleanupRun, UTCDateTime
+
+if TYPE_CHECKING:
+    from botfleet.cleanup.service import CleanupService
+
+
+def _run_summary(run: CleanupRun) -> dict[str, Any]:
+    report = run.report or {}
+    resources = report.get("resources") or {}
+    return {
+        "id": str(run.id),
+        "trigger": run.trigger,
+        "actor": run.actor,
+        "dry_run": run.dry_run,
+        "status": run.status,
+        "started_at": run.started_at.isoformat(),
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+        "owner": run.owner,
+        "plan_id": report.get("plan_id"),
+        "found": {k: v.get("found", 0) for k, v in resources.items()},
+        "deleted": {k: v.get("deleted", 0) for k, v in resources.items()},
+        "errors": len(report.get("errors") or []),
+    }
+
+
+async def last_report(session: AsyncSession) -> dict[str, Any] | None:
+    """The newest finished run's report (dry or real)."""
+    run = await session.scalar(
+        select(CleanupRun)
+        .where(CleanupRun.status != RUN_RUNNING, CleanupRun.report.is_not(None))
+        .order_by(CleanupRun.started_at.desc(), CleanupRun.id.desc())
+        .limit(1)
+    )
+    return run.report if run is not None else None
+
+
+async def runs_page(
+    session: AsyncSession, page: PageRequest, *, status: str | None = None
+) -> Page[dict[str, Any]]:
+    """Newest first, keyset on ``(started_at, id)``."""
+    if status is not None and status not in RUN_STATUSES:
+        raise InvalidInput("status", f"accepts {', '.join(RUN_STATUSES)}; got {status!r}")
+    where = [CleanupRun.status == status] if status else []
+    total = int(
+        await session.scalar(select(func.count()).select_from(CleanupRun).where(*where)) or 0
+    )
+    stmt = select(CleanupRun).where(*where)
+    if page.cursor is not None:
+        raw_at, raw_id = decode_cursor(page.cursor, 2)
+        try:
+            at, key = datetime.fromisoformat(str(raw_at)), uuid.UUID(str(raw_id))
+        except ValueError:
+            raise InvalidInput("cursor", "is not a cursor this server issued") from None
+        stmt = stmt.where(
+            or_(
+                CleanupRun.started_at < at,
+                and_(CleanupRun.started_at == at, CleanupRun.id < key),
+            )
+        )
+    stmt = stmt.order_by(CleanupRun.started_at.desc(), CleanupRun.id.desc())
+    if page.offset:
+        stmt = stmt.offset(page.offset)
+    rows = list((await session.scalars(stmt.limit(page.limit + 1))).all())
+    more = len(rows) > page.limit
+    rows = rows[: page.limit]
+    cursor = (
+        encode_cursor([rows[-1].started_at.isoformat(), str(rows[-1].id)])
+        if more and rows
+        else None
+    )
+    return Page([_run_summary(r) for r in rows], total, cursor)
+
+
+async def run_detail(
+    session: AsyncSession, run_id: uuid.UUID, audit: PageRequest
+) -> dict[str, Any]:
+    """One run: its summary, full report, plan, and a page of its audit records (by id)."""
+    run = await session.get(CleanupRun, run_id)
+    if run is None:
+        raise RunNotFound(run_id)
+    total = int(
+        await session.scalar(
+            select(func.count()).select_from(CleanupAudit).where(CleanupAudit.run_id == run_id)
+        )
+        or 0
+    )
+    stmt = select(CleanupAudit).where(CleanupAudit.run_id == run_id)
+    if audit.cursor is not None:
+        (after,) = decode_cursor(audit.cursor, 1)
+        if not isinstance(after, int):
+            raise InvalidInput("audit_cursor", "is not a cursor this server issued")
+        stmt = stmt.where(CleanupAudit.id > after)
+    stmt = stmt.order_by(CleanupAudit.id)
+    if audit.offset:
+        stmt = stmt.offset(audit.offset)
+    rows = list((await session.scalars(stmt.limit(audit.limit + 1))).all())
+    more = len(rows) > audit.limit
+    rows = rows[: audit.limit]
+    return {
+        **_run_summary(run),
+        "report": run.report,
+        "plan": run.plan,
+        "audit": {
+            "items": [
+                {
+                    "id": a.id,
+                    "kind": a.kind,
+                    "resource_id": a.resource_id,
+                    "engine": a.engine,
+                    "reason": a.reason,
+                    "actor": a.actor,
+                    "deleted_at": a.deleted_at.isoformat(),
+                    "snapshot": a.snapshot,
+                }
+                for a in rows
+            ],
+            "total": total,
+            "next_cursor": encode_cursor([rows[-1].id]) if more and rows else None,
+        },
+    }
+
+
+async def orphans_view(service: CleanupService, *, limit: int = 100) -> dict[str, Any]:
+    """What is orphaned right now per kind, with what still protects it (reason and age).
+
+    Built from the run's own selection code, so it agrees with what a dry run would find.
+    """
+    if not 1 <= limit <= 1000:
+        raise InvalidInput("limit", "accepts 1 to 1000")
+    now = service.clock()
+    policy = service.policy
+    d = service.dialect
+    items: list[dict[str, Any]] = []
+    summary: dict[str, dict[str, Any]] = {}
+    errors: list[dict[str, Any]] = []
+    async with service.sessions() as session:
+        bots, _results = await select_bots(session, d, policy, now)
+        deleted = "b.deleted_at IS NOT NULL"
+        total_deleted = int(
+            (
+                await session.execute(bound_text(f"SELECT count(*) FROM bots b WHERE {deleted}"))
+            ).scalar()
+            or 0
+        )
+        for bot in await bot_rows(session, deleted + " ORDER BY b.deleted_at, b.id", [], limit):
+            decision = bot_purge_decision(bot, policy, now)
+            items.append(_item(KIND_BOTS, bot.id, decision.eligible, decision.reason, decision.age))
+        summary[KIND_BOTS] = {
+            "total": total_deleted,
+            "eligible": bots.found,
+            "protected": total_deleted - bots.found,
+        }
+        top = await max_result_id(session)
+        orphaned = await select_orphaned_results(session, top)
+        rows = await session.execute(
+            bound_text(
+                f"SELECT r.id, r.bot_id, r.created_at FROM results r WHERE {ORPHANED}"
+                " ORDER BY r.id LIMIT :n",
+                [_bind("max_id", top), _bind("n", limit)],
+            ).columns(bot_id=Uuid(), created_at=UTCDateTime())
+        )
+        for r in rows:
+            items.append(
+                _item(
+                    KIND_ORPHANED_RESULTS,
+                    str(r.id),
+                    True,
+                    f"no bot row {r.bot_id}",
+                    now - r.created_at,
+                )
+            )
+        summary[KIND_ORPHANED_RESULTS] = {
+            "total": orphaned.found,
+            "eligible": orphaned.found,
+            "protected": 0,
+        }
+        if policy.results_stage_enabled:
+            expired = await select_results(session, d, policy, now, top)
+            summary[KIND_RESULTS] = {"total": expired.found, "eligible": expired.found}
+    if service.settings.container_cleanup_enabled:
+        sel = await select_containers(
+            service.fleet,
+            service.sessions,
+            instance=service.settings.botfleet_instance,
+            policy=policy,
+            now=now,
+            concurrency=service.settings.cleanup_container_concurrency,
+        )
+        errors.extend(sel.errors)
+        judged = [(c, dec) for c, dec in sel.judged if dec.orphaned]
+        for c, dec in judged[:limit]:
+            items.append(
+                _item(KIND_CONTAINERS, c.id, dec.eligible, dec.reason, dec.age)
+                | {"engine": c.engine, "state": c.state, "bot_id": c.bot_id}
+            )
+        eligible = sum(1 for _, dec in judged if dec.eligible)
+        summary[KIND_CONTAINERS] = {
+            "total": len(judged),
+            "eligible": eligible,
+            "protected": len(judged) - eligible,
+        }
+    return {
+        "items": items,
+        "total": sum(int(v["total"]) for v in summary.values()),
+        # Each kind lists its oldest `limit` items; counts are in `summary`.
+        "next_cursor": None,
+        "summary": summary,
+        "now": now.isoformat(),
+        "errors": errors,
+    }
+
+
+def _bind(name: str, value: Any) -> Any:
+    return bindparam(name, value)
+
+
+def _item(kind: str, item_id: str, eligible: bool, reason: str, age: Any) -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "id": item_id,
+        "eligible": eligible,
+        "reason": reason,
+        "age_seconds": None if age is None else round(age.total_seconds(), 1),
+    }

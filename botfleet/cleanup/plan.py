@@ -1,0 +1,325 @@
+"""Selection: what each stage would delete, and why — the same code for dry and real runs.
+
+Counts and samples come from indexed SQL (never a list of every id: memory stays flat however
+many rows match); containers come from :mod:`botfleet.cleanup.containers`. A
+:class:`Plan` is what a run stores so that ``plan_id`` can execute it later: ``now`` (hence every
+cutoff), the policy, a bound on result ids and the explicit container ids. Re-selecting with those
+bounds can only find the planned items or fewer.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Uuid, bindparam, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from botfleet.cleanup.eligibility import (
+    BotRecord,
+    bot_purge_decision,
+    labels_of,
+)
+from botfleet.cleanup.policy import Policy
+from botfleet.cleanup.predicates import Dialect, Fragment, bot_predicate, result_eligible
+from botfleet.constants import (
+    KIND_BOT_RESULTS,
+    KIND_BOTS,
+    KIND_CONTAINERS,
+    KIND_ORPHANED_RESULTS,
+    KIND_RESULTS,
+)
+from botfleet.errors import InvalidInput
+from botfleet.store.models import Bot, UTCDateTime
+
+log = logging.getLogger(__name__)
+
+SAMPLE_SIZE = 20
+SKIPPED_LIMIT = 100
+PLAN_VERSION = 1
+# What `only=` accepts; bot_results always go with their bots.
+STAGES = (KIND_BOTS, KIND_RESULTS, KIND_ORPHANED_RESULTS, KIND_CONTAINERS)
+# Selection runs on a pooled session, or on a connection of its own (see ORPHAN_TABLE).
+Runner = AsyncSession | AsyncConnection
+
+
+def parse_only(value: str | Iterable[str] | None) -> frozenset[str] | None:
+    """``only=bots,containers`` → the stages; :class:`InvalidInput` naming the bad value."""
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else list(value)
+    out = {item.strip() for item in items if item.strip()}
+    if KIND_BOT_RESULTS in out:
+        raise InvalidInput("only", f"{KIND_BOT_RESULTS!r} go with their bots; use 'bots'")
+    unknown = sorted(out - set(STAGES))
+    if unknown or not out:
+        bad = repr(unknown[0]) if unknown else "nothing"
+        raise InvalidInput(
+            "only", f"accepts a comma-separated list of {', '.join(STAGES)}; got {bad}"
+        )
+    return frozenset(out)
+
+
+@dataclass
+class Selection:
+    """One kind's selection: the count, a few ids, and what was left alone on purpose."""
+
+    kind: str
+    found: int = 0
+    sample: list[str] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    skipped_count: int = 0
+    lag_seconds: list[float] = field(default_factory=list)
+    # Set when this stage's selection failed: it must not execute.
+    error: dict[str, Any] | None = None
+
+    def skip(self, item_id: str, reason: str, **extra: Any) -> None:
+        self.skipped_count += 1
+        if len(self.skipped) < SKIPPED_LIMIT:
+            self.skipped.append({"id": item_id, "reason": reason, **extra})
+
+
+@dataclass(frozen=True)
+class ContainerTarget:
+    """A container the plan would remove: by id, on one engine, with the bot it belonged to."""
+
+    id: str
+    engine: str
+    bot_id: str | None
+    reason: str
+    age_seconds: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "engine": self.engine,
+            "bot_id": self.bot_id,
+            "reason": self.reason,
+            "age_seconds": self.age_seconds,
+        }
+
+
+@dataclass
+class Plan:
+    """What a run decided; JSON-storable in ``cleanup_runs.plan`` and re-executable by id."""
+
+    id: str
+    now: datetime
+    instance: str
+    policy: Policy
+    stages: tuple[str, ...]
+    max_result_id: int
+    found: dict[str, int] = field(default_factory=dict)
+    containers: list[ContainerTarget] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": PLAN_VERSION,
+            "id": self.id,
+            "now": self.now.isoformat(),
+            "instance": self.instance,
+            "policy": self.policy.snapshot(),
+            "stages": list(self.stages),
+            "max_result_id": self.max_result_id,
+            "found": dict(self.found),
+            "containers": [c.to_json() for c in self.containers],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Plan:
+        return cls(
+            id=str(data["id"]),
+            now=datetime.fromisoformat(data["now"]),
+            instance=str(data["instance"]),
+            policy=Policy.from_snapshot(data["policy"]),
+            stages=tuple(data["stages"]),
+            max_result_id=int(data["max_result_id"]),
+            found={str(k): int(v) for k, v in data.get("found", {}).items()},
+            containers=[
+                ContainerTarget(
+                    id=c["id"],
+                    engine=c["engine"],
+                    bot_id=c.get("bot_id"),
+                    reason=c.get("reason", ""),
+                    age_seconds=c.get("age_seconds"),
+                )
+                for c in data.get("containers", [])
+            ],
+        )
+
+
+def bound_text(sql: str, binds: Iterable[Any] = ()) -> Any:
+    """``text()`` with the bound parameters it names, each once (fragments share names)."""
+    unique = {b.key: b for b in binds if re.search(rf":{b.key}\b", sql)}
+    return text(sql).bindparams(*unique.values())
+
+
+def _uuid_list(name: str, ids: Sequence[uuid.UUID]) -> Any:
+    return bindparam(name, list(ids), type_=Uuid(), expanding=True)
+
+
+# --- database stages --------------------------------------------------------------------------
+async def max_result_id(session: AsyncSession) -> int:
+    return await scalar(session, "SELECT coalesce(max(id), 0) FROM results")
+
+
+async def select_bots(
+    session: AsyncSession, d: Dialect, policy: Policy, now: datetime
+) -> tuple[Selection, Selection]:
+    """Expired soft-deleted bots, and their results. Held or future-dated ones are reported."""
+    bots, results = Selection(KIND_BOTS), Selection(KIND_BOT_RESULTS)
+    p = bot_predicate(d, policy, now)
+    # One pass over the index range counts both the eligible and the held.
+    counts = (
+        await session.execute(
+            bound_text(
+                f"SELECT count(*) FILTER (WHERE NOT ({p.held}) AND ({p.expired})),"
+                f" count(*) FILTER (WHERE ({p.held}) AND ({p.expired}))"
+                f" FROM bots b WHERE {p.range}",
+                p.binds,
+            )
+        )
+    ).one()
+    bots.found, held = int(counts[0] or 0), int(counts[1] or 0)
+    order = " ORDER BY b.deleted_at, b.id"
+    for bot in await bot_rows(session, p.eligible + order, p.binds, SAMPLE_SIZE):
+        bots.sample.append(bot.id)
+        bots.lag_seconds.append(_lag(bot, policy, now))
+    if held:
+        where = f"{p.range} AND ({p.held}) AND ({p.expired})" + order
+        for bot in await bot_rows(session, where, p.binds, SKIPPED_LIMIT):
+            bots.skip(bot.id, bot_purge_decision(bot, policy, now).reason)
+    future = "b.deleted_at IS NOT NULL AND b.deleted_at > :now"
+    ahead = await scalar(session, f"SELECT count(*) FROM bots b WHERE {future}", [_at(now)])
+    if ahead:
+        rows = await bot_rows(session, future + order, [_at(now)], SKIPPED_LIMIT)
+        for bot in rows:
+            bots.skip(bot.id, bot_purge_decision(bot, policy, now).reason)
+        log.warning(
+            "%d soft-deleted bots have deleted_at in the future (clock skew?) and are kept: %s",
+            ahead,
+            ", ".join(b.id for b in rows[:5]),
+        )
+    bots.skipped_count = held + ahead
+    if bots.found:
+        results.found = await scalar(
+            session,
+            f"SELECT count(*) FROM results r WHERE r.bot_id IN"
+            f" (SELECT b.id FROM bots b WHERE {p.eligible})",
+            p.binds,
+        )
+        # A sample from the sampled bots: index lookups, not another pass over results.
+        stmt = bound_text(
+            "SELECT r.id FROM results r WHERE r.bot_id IN :ids ORDER BY r.id LIMIT :n",
+            [_uuid_list("ids", [uuid.UUID(i) for i in bots.sample]), bindparam("n", SAMPLE_SIZE)],
+        )
+        results.sample = [str(i) for i in (await session.execute(stmt)).scalars()]
+    return bots, results
+
+
+def _lag(bot: BotRecord, policy: Policy, now: datetime) -> float:
+    """How long an eligible item has waited past its eligibility (a metric of the backlog)."""
+    days = policy.bot_retention(bot.labels).days
+    if bot.deleted_at is None or days is None:
+        return 0.0
+    return round((now - bot.deleted_at - timedelta(days=days)).total_seconds(), 3)
+
+
+def _at(now: datetime) -> Any:
+    return bindparam("now", now, type_=UTCDateTime())
+
+
+async def scalar(session: Runner, sql: str, binds: Iterable[Any] = ()) -> int:
+    return int((await session.execute(bound_text(sql, binds))).scalar() or 0)
+
+
+async def bot_rows(
+    session: AsyncSession, where: str, binds: Iterable[Any], limit: int
+) -> list[BotRecord]:
+    table = Bot.__table__.c
+    stmt = bound_text(
+        f"SELECT b.id, b.deleted_at, b.labels FROM bots b WHERE {where} LIMIT :limit",
+        [*binds, bindparam("limit", limit)],
+    ).columns(id=Uuid(), deleted_at=table.deleted_at.type, labels=table.labels.type)
+    rows = (await session.execute(stmt)).all()
+    return [BotRecord(str(r.id), r.deleted_at, labels_of(r.labels)) for r in rows]
+
+
+ORPHANED = "r.id <= :max_id AND NOT EXISTS (SELECT 1 FROM bots b WHERE b.id = r.bot_id)"
+# PostgreSQL: the orphan ids of one run, found by one hash anti-join (a walk of results by id
+# would probe the bots index once per result, and hold the first batch open while it looks).
+ORPHAN_TABLE = "botfleet_cleanup_orphans"
+
+
+async def select_orphaned_results(
+    runner: Runner, max_id: int, prepare: Callable[[Runner], Awaitable[None]] | None = None
+) -> Selection:
+    """Results whose ``bot_id`` names no bot row, up to the plan's result-id bound.
+
+    Given an :class:`AsyncConnection` (PostgreSQL), the ids are kept in a temporary table on it
+    for :meth:`~botfleet.cleanup.execute.Executor.purge_orphaned_results` to walk.
+    """
+    sel = Selection(KIND_ORPHANED_RESULTS)
+    bound: list[Any] = [bindparam("max_id", max_id)]
+    if isinstance(runner, AsyncConnection):
+        async with runner.begin():
+            if prepare is not None:
+                await prepare(runner)
+            await runner.execute(text(f"DROP TABLE IF EXISTS {ORPHAN_TABLE}"))
+            await runner.execute(text(f"CREATE TEMP TABLE {ORPHAN_TABLE} (id bigint NOT NULL)"))
+            await runner.execute(
+                bound_text(
+                    f"INSERT INTO {ORPHAN_TABLE} SELECT r.id FROM results r WHERE {ORPHANED}",
+                    bound,
+                )
+            )
+            await runner.execute(text(f"ALTER TABLE {ORPHAN_TABLE} ADD PRIMARY KEY (id)"))
+            await runner.execute(text(f"ANALYZE {ORPHAN_TABLE}"))
+            sel.found = await scalar(runner, f"SELECT count(*) FROM {ORPHAN_TABLE}")
+            stmt = bound_text(
+                f"SELECT id FROM {ORPHAN_TABLE} ORDER BY id LIMIT :n",
+                [bindparam("n", SAMPLE_SIZE)],
+            )
+            sel.sample = [str(i) for i in (await runner.execute(stmt)).scalars()]
+        return sel
+    sel.found = await scalar(runner, f"SELECT count(*) FROM results r WHERE {ORPHANED}", bound)
+    if sel.found:
+        stmt = bound_text(
+            f"SELECT r.id FROM results r WHERE {ORPHANED} ORDER BY r.id LIMIT :n",
+            [*bound, bindparam("n", SAMPLE_SIZE)],
+        )
+        sel.sample = [str(i) for i in (await runner.execute(stmt)).scalars()]
+    return sel
+
+
+async def drop_orphan_table(conn: AsyncConnection) -> None:
+    async with conn.begin():
+        await conn.execute(text(f"DROP TABLE IF EXISTS {ORPHAN_TABLE}"))
+
+
+def results_where(d: Dialect, policy: Policy, now: datetime) -> Fragment:
+    """Results of live bots past their result retention, up to the result-id bound."""
+    frag = result_eligible(d, policy, now)
+    return Fragment(f"r.id <= :max_id AND {frag.sql}", [*frag.binds])
+
+
+async def select_results(
+    session: AsyncSession, d: Dialect, policy: Policy, now: datetime, max_id: int
+) -> Selection:
+    sel = Selection(KIND_RESULTS)
+    where = results_where(d, policy, now)
+    binds = [*where.binds, bindparam("max_id", max_id)]
+    join = "FROM results r JOIN bots b ON b.id = r.bot_id"
+    sel.found = await scalar(session, f"SELECT count(*) {join} WHERE {where.sql}", binds)
+    if sel.found:
+        stmt = bound_text(
+            f"SELECT r.id {join} WHERE {where.sql} ORDER BY r.id LIMIT :n",
+            [*binds, bindparam("n", SAMPLE_SIZE)],
+        )
+        sel.sample = [str(i) for i in (await session.execute(stmt)).scalars()]
+    return sel

@@ -1,0 +1,119 @@
+"""The run report (design.md's JSON): per-kind entries, the run's status, the one-line summary.
+
+Pure: built from selections (what the policies found) and tallies (what was really removed, only
+ever counted after a commit), so a dry run and a real run report through the same code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from botfleet.cleanup.execute import Tally
+from botfleet.cleanup.plan import SKIPPED_LIMIT, Selection
+from botfleet.constants import (
+    KIND_BOT_RESULTS,
+    KIND_BOTS,
+    KIND_CONTAINERS,
+    KIND_ORPHANED_RESULTS,
+    OUTCOME_DISABLED,
+    OUTCOME_DONE,
+    OUTCOME_FAILED,
+    OUTCOME_INTERRUPTED,
+    OUTCOME_NOT_SELECTED,
+    OUTCOME_PARTIAL,
+    OUTCOME_PLANNED,
+    OUTCOME_REFUSED,
+    RUN_FAILED,
+    RUN_PARTIAL,
+    RUN_SUCCEEDED,
+)
+
+PLANNED = OUTCOME_PLANNED
+DONE = OUTCOME_DONE
+NOT_SELECTED = OUTCOME_NOT_SELECTED
+DISABLED = OUTCOME_DISABLED
+FAILED = OUTCOME_FAILED
+PARTIAL = OUTCOME_PARTIAL
+REFUSED = OUTCOME_REFUSED
+INTERRUPTED = OUTCOME_INTERRUPTED
+CLEAN = frozenset({PLANNED, DONE, NOT_SELECTED, DISABLED})
+IDLE = frozenset({NOT_SELECTED, DISABLED})
+
+# Always present in a report, in this order (design.md); "results" only when enabled.
+CONTRACT_KINDS = (KIND_BOTS, KIND_BOT_RESULTS, KIND_ORPHANED_RESULTS, KIND_CONTAINERS)
+
+
+def entry(
+    selection: Selection,
+    *,
+    outcome: str,
+    tally: Tally | None = None,
+    related: bool = False,
+    duration: float | None = None,
+) -> dict[str, Any]:
+    """One kind's report entry. ``related``: this is bot_results, deleted as the tally's
+    ``related`` count of the bots stage."""
+    deleted = 0
+    skipped = list(selection.skipped)
+    skipped_count = selection.skipped_count
+    failed = 0
+    out: dict[str, Any] = {}
+    if tally is not None:
+        deleted = tally.related if related else tally.deleted
+        if not related:
+            failed = tally.failed
+            skipped_count += tally.unlisted_skips
+            for item_id, reason, engine in tally.skipped:
+                skipped_count += 1
+                if len(skipped) < SKIPPED_LIMIT:
+                    item = {"id": item_id, "reason": reason}
+                    skipped.append(item | {"engine": engine} if engine else item)
+            if selection.kind == KIND_CONTAINERS:
+                out["bytes_reclaimed"] = tally.bytes_reclaimed
+    lag = selection.lag_seconds if tally is None else (tally.lag_seconds or selection.lag_seconds)
+    return {
+        "found": selection.found,
+        "deleted": deleted,
+        "sample": list(selection.sample),
+        "skipped": skipped,
+        "skipped_count": skipped_count,
+        "failed": failed,
+        "outcome": outcome,
+        "duration_seconds": None if duration is None else round(duration, 3),
+        "lag_seconds": lag if deleted else [],
+        **out,
+    }
+
+
+def empty(kind: str, outcome: str) -> dict[str, Any]:
+    return entry(Selection(kind), outcome=outcome)
+
+
+def status_of(outcomes: Iterable[str], *, fatal: bool = False) -> str:
+    """succeeded: every stage clean. failed: nothing attempted went well. Else partial."""
+    outcomes = list(outcomes)
+    attempted = [o for o in outcomes if o not in IDLE]
+    good = [o for o in attempted if o in CLEAN]
+    if not fatal and all(o in CLEAN for o in outcomes):
+        return RUN_SUCCEEDED
+    if attempted and not good and all(o in (FAILED, INTERRUPTED) for o in attempted):
+        return RUN_FAILED if fatal or FAILED in attempted else RUN_PARTIAL
+    if fatal and not good:
+        return RUN_FAILED
+    return RUN_PARTIAL
+
+
+def summary_line(report: Mapping[str, Any]) -> str:
+    """``bots 1/1 bot_results 4/4 …`` (deleted/found): the one log line's body."""
+    parts = []
+    for kind, stats in (report.get("resources") or {}).items():
+        parts.append(f"{kind} {stats.get('deleted', 0)}/{stats.get('found', 0)}")
+    errors = report.get("errors") or []
+    tail = (
+        f"; {len(errors)} error(s): "
+        + "; ".join(str(e.get("message", ""))[:120] for e in errors[:3])
+        if errors
+        else ""
+    )
+    return " ".join(parts) + tail
