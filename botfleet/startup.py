@@ -18,7 +18,16 @@ def cleanup_mode(settings: Settings) -> str:
         else ("ACTIVE (scheduled runs delete)")
     )
     containers = "on" if settings.container_cleanup_enabled else "off"
-    return f"{mode}; container cleanup {containers}"
+    window = (
+        f"window {settings.cleanup_window} {settings.cleanup_timezone}"
+        if settings.cleanup_window
+        else "any time"
+    )
+    adaptive = "adaptive" if settings.cleanup_adaptive else "fixed"
+    return (
+        f"{mode}; container cleanup {containers}; every {settings.cleanup_interval_hours:g}h "
+        f"({adaptive}), first run after {settings.cleanup_startup_delay_seconds:g}s, {window}"
+    )
 
 
 def announce(settings: Settings) -> None:
