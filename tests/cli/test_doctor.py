@@ -1,0 +1,297 @@
+"""`botfleet doctor`: verdicts from pure judges, and the command against real stores and servers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from botfleet import diagnosis as dx
+from botfleet.backlog import Backlog
+from botfleet.cleanup.lock import lock_for
+from botfleet.cli.main import app as cli
+from botfleet.config import Settings
+from botfleet.store.models import CleanupRun
+from botfleet.store.session import create_engine, create_session_factory
+from tests.conftest import TEST_TOKEN
+from tests.servers import free_port, live_server
+
+NOW = datetime(2030, 1, 10, 12, 0, tzinfo=UTC)
+
+
+def run_row(status: str, minutes_ago: float, errors: list[str] | None = None) -> dx.RunRow:
+    started = NOW - timedelta(minutes=minutes_ago)
+    finished = None if status == "running" else started + timedelta(seconds=3)
+    return dx.RunRow(
+        str(uuid.uuid4()),
+        "schedule",
+        "schedule",
+        False,
+        status,
+        started,
+        finished,
+        "h:1",
+        errors or [],
+    )
+
+
+# --- judges ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("current", "head", "verdict", "hint"),
+    [
+        ("0002", "0002", dx.OK, ""),
+        (None, "0002", dx.FAIL, "db upgrade"),
+        ("0001", "0002", dx.FAIL, "db upgrade"),
+    ],
+)
+def test_migration_verdicts(current: str | None, head: str, verdict: str, hint: str) -> None:
+    check = dx.judge_migration(current, head)
+    assert check.verdict == verdict and hint in check.next_step
+
+
+@pytest.mark.parametrize(
+    ("runs", "verdict", "words"),
+    [
+        ([], dx.WARN, "no cleanup has run yet"),
+        ([run_row("succeeded", 10)], dx.OK, "last run succeeded"),
+        (
+            [run_row("partial", 10, ["engine b: timeout"]), run_row("succeeded", 400)],
+            dx.WARN,
+            "engine b: timeout",
+        ),
+        (
+            [run_row("failed", 5, ["db down"]), run_row("succeeded", 400)],
+            dx.WARN,
+            "1 failed run(s)",
+        ),
+        (
+            [run_row("failed", 5, ["db down"]), run_row("abandoned", 300), run_row("failed", 600)],
+            dx.FAIL,
+            "db down",
+        ),
+        ([run_row("succeeded", 60 * 24 * 3)], dx.WARN, "twice the scheduling gap"),
+        ([run_row("running", 1), run_row("succeeded", 30)], dx.OK, "last run succeeded"),
+    ],
+)
+def test_run_verdicts(runs: list[dx.RunRow], verdict: str, words: str) -> None:
+    check = dx.judge_runs(runs, now=NOW, gap=timedelta(hours=6), threshold=3, enabled=True)
+    assert check.verdict == verdict, check
+    assert words in check.detail
+    assert len(check.lines) == min(len(runs), dx.RUNS_SHOWN)
+
+
+def test_lock_verdicts() -> None:
+    holder = dx.LockHolder(4242, "botfleet-cleanup-lock from 10.0.0.7")
+    hour = timedelta(hours=1)
+    assert dx.judge_lock([], [], now=NOW, max_run=hour).verdict == dx.OK
+    busy = dx.judge_lock([holder], [run_row("running", 5)], now=NOW, max_run=hour)
+    assert busy.verdict == dx.OK and "in progress" in busy.detail
+    assert "held by pid 4242 (botfleet-cleanup-lock from 10.0.0.7)" in busy.lines[0]
+    stuck = dx.judge_lock([holder], [run_row("running", 120)], now=NOW, max_run=hour)
+    assert stuck.verdict == dx.WARN and "2.0h" in stuck.detail
+    ghost = dx.judge_lock([], [run_row("running", 5)], now=NOW, max_run=hour)
+    assert ghost.verdict == dx.WARN and "nobody holds the lock" in ghost.detail
+    orphan = dx.judge_lock([holder], [], now=NOW, max_run=hour)
+    assert orphan.verdict == dx.WARN and "no run is recorded" in orphan.detail
+
+
+def test_breaker_verdicts() -> None:
+    closed = {"breakers": {"database": {"state": "closed"}, "engine:local": {"state": "closed"}}}
+    assert dx.judge_breakers(closed, None, url="u").verdict == dx.OK
+    nested = {
+        "scheduler": {
+            "breakers": {"engine:b": {"state": "open", "since": "t", "last_error": "boom"}}
+        }
+    }
+    check = dx.judge_breakers(nested, None, url="u")
+    assert check.verdict == dx.FAIL and "engine:b: open since t; last error: boom" in check.lines
+    half = {"breakers": {"database": {"state": "half_open"}}}
+    assert dx.judge_breakers(half, None, url="u").verdict == dx.WARN
+    assert dx.judge_breakers(None, None, url="u").verdict == dx.SKIP
+    down = dx.judge_breakers(None, "ConnectError", url="http://x")
+    assert down.verdict == dx.WARN and "http://x" in down.detail
+
+
+def test_backlog_verdicts() -> None:
+    fine = Backlog(NOW, backlog={"bots": 3}, orphaned={"containers": 1})
+    check = dx.judge_backlog(fine, None, gap=timedelta(hours=6))
+    assert check.verdict == dx.OK and "bots 3" in check.detail and "containers 1" in check.detail
+    late = Backlog(NOW, backlog={"bots": 3}, oldest_age_seconds={"bots": 3 * 86400})
+    assert dx.judge_backlog(late, None, gap=timedelta(hours=6)).verdict == dx.WARN
+    blind = Backlog(NOW, engine_errors=["b: timeout"])
+    assert dx.judge_backlog(blind, None, gap=timedelta(hours=6)).verdict == dx.WARN
+
+
+def test_mode_is_context_not_a_fault() -> None:
+    assert "scheduler off" in dx.judge_mode(False, False).detail
+    dry = dx.judge_mode(True, True)
+    assert dry.verdict == dx.OK and "CLEANUP_DRY_RUN=false" in dry.detail
+    assert not dry.needs_attention
+
+
+def test_flock_holders_are_read_from_proc_locks(tmp_path: Path) -> None:
+    lock = tmp_path / "botfleet.db.cleanup.lock"
+    lock.write_text("")
+    inode = lock.stat().st_ino
+    table = tmp_path / "locks"
+    table.write_text(
+        f"1: POSIX  ADVISORY  WRITE 11 08:01:{inode} 0 EOF\n"
+        f"2: FLOCK  ADVISORY  WRITE {os.getpid()} 00:2a:{inode} 0 EOF\n"
+        f"2: -> FLOCK  ADVISORY  WRITE 99 00:2a:{inode} 0 EOF\n"
+        f"3: FLOCK  ADVISORY  WRITE 12 00:2a:{inode + 1} 0 EOF\n"
+    )
+    holders = dx.flock_holders(lock, table)
+    assert [h.pid for h in holders] == [os.getpid()]
+    assert holders[0].who.endswith("(this process)")
+    assert dx.flock_holders(tmp_path / "missing", table) == []
+
+
+# --- the command -----------------------------------------------------------------------------
+@pytest.fixture
+def keep_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def doctor(settings: Settings, *args: str, **env: str) -> Any:
+    values = {
+        "DATABASE_URL": settings.database_url,
+        "ADMIN_TOKEN": TEST_TOKEN,
+        "BOTFLEET_INSTANCE": settings.botfleet_instance,
+        "CLEANUP_ENABLED": "true",
+        "DOCKER_HOSTS": "",
+        "MAIN_SERVER_URL": f"http://127.0.0.1:{free_port()}",
+    }
+    values.update(env)
+    return CliRunner().invoke(cli, ["doctor", *args], env=values)
+
+
+def add_runs(settings: Settings, *runs: tuple[str, list[str]]) -> None:
+    async def go() -> None:
+        engine = create_engine(settings)
+        try:
+            async with create_session_factory(engine)() as session, session.begin():
+                now = datetime.now(UTC)
+                for i, (status, errors) in enumerate(runs):
+                    at = now - timedelta(minutes=10 * (i + 1))
+                    session.add(
+                        CleanupRun(
+                            trigger="schedule",
+                            actor="schedule",
+                            dry_run=False,
+                            status=status,
+                            started_at=at,
+                            finished_at=at + timedelta(seconds=2),
+                            report={
+                                "status": status,
+                                "errors": [{"stage": "bots", "message": m} for m in errors],
+                                "resources": {"bots": {"found": 2, "deleted": 2}},
+                            },
+                        )
+                    )
+        finally:
+            await engine.dispose()
+
+    asyncio.run(go())
+
+
+def test_a_healthy_system_exits_zero(
+    settings_factory: Callable[..., Settings], keep_logging: None
+) -> None:
+    port = free_port()
+    settings = settings_factory(port=port)
+    add_runs(settings, ("succeeded", []))
+    with live_server(settings) as url:
+        result = doctor(settings, "--server", url)
+    assert result.exit_code == 0, result.output
+    out = result.output
+    for line in (
+        "OK    database",
+        "OK    migrations",
+        "OK    engine local",
+        "OK    cleanup lock",
+        "OK    last runs",
+        "OK    breakers",
+        "OK    backlog",
+        "all checks passed",
+    ):
+        assert line in out, out
+    assert "all closed (database, engine:local)" in out
+    assert "OK    mode          ACTIVE: scheduled runs delete" in out
+    assert TEST_TOKEN not in out
+
+
+def test_failures_are_named_with_what_to_do(settings: Settings, keep_logging: None) -> None:
+    add_runs(settings, ("failed", ["database is locked"]), ("failed", ["x"]), ("failed", ["y"]))
+    result = doctor(settings, "--offline", DOCKER_HOSTS="unix:///nonexistent/docker.sock")
+    assert result.exit_code == 1, result.output
+    out = result.output
+    assert "FAIL  engine unix:///nonexistent/docker.sock" in out
+    assert "docker -H unix:///nonexistent/docker.sock info" in out
+    assert "FAIL  last runs" in out and "3 failed run(s) in a row; last: database is locked" in out
+    assert "SKIP  breakers" in out
+    assert "needs attention: engine unix:///nonexistent/docker.sock, last runs" in out
+
+
+def test_json_output_and_an_unreachable_server(settings: Settings, keep_logging: None) -> None:
+    add_runs(settings, ("succeeded", []))
+    result = doctor(settings, "--json")
+    assert result.exit_code == 1
+    checks = {c["name"]: c for c in json.loads(result.output)}
+    assert checks["breakers"]["verdict"] == "warn"
+    assert "did not answer" in checks["breakers"]["detail"]
+    assert checks["database"]["verdict"] == "ok"
+
+
+def test_an_unmigrated_database(tmp_path: Path, instance: str, keep_logging: None) -> None:
+    from tests.conftest import make_settings
+
+    settings = make_settings(
+        database_url=f"sqlite:///{tmp_path}/empty.db", botfleet_instance=instance
+    )
+    result = doctor(settings, "--offline")
+    assert result.exit_code == 1
+    assert "FAIL  migrations" in result.output and "botfleet db upgrade" in result.output
+    assert "last runs" not in result.output  # nothing to read before the schema exists
+
+
+def test_an_unreachable_database(instance: str, keep_logging: None) -> None:
+    from tests.conftest import make_settings
+
+    settings = make_settings(
+        database_url=f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere",
+        botfleet_instance=instance,
+    )
+    result = doctor(settings, "--offline")
+    assert result.exit_code == 1
+    assert "FAIL  database" in result.output and "pg_isready" in result.output
+
+
+def test_who_holds_the_cleanup_lock(settings: Settings, keep_logging: None) -> None:
+    add_runs(settings, ("succeeded", []))
+
+    async def holding() -> Any:
+        lock = lock_for(settings)
+        assert await lock.acquire()
+        try:
+            return await asyncio.to_thread(doctor, settings, "--offline")
+        finally:
+            await lock.release()
+
+    result = asyncio.run(holding())
+    assert result.exit_code == 1
+    assert "WARN  cleanup lock  held, but no run is recorded as running" in result.output
+    holder = f"held by pid {os.getpid()}" if settings.is_sqlite else "(botfleet-cleanup-lock from"
+    assert holder in result.output, result.output
