@@ -42,8 +42,12 @@ bench: install services
 bench-small: install services
 	BENCH_SCALE=small $(BIN)/python -m bench.all
 
+## The reliability and security scenarios, longer and bigger (docs/reliability.md publishes the
+## figures they write to test-artifacts/reliability-figures.jsonl).
 soak: install services
-	BOTFLEET_SOAK=1 $(BIN)/pytest tests/reliability $(PYTEST_ARGS)
+	mkdir -p test-artifacts && rm -f test-artifacts/reliability-figures.jsonl
+	BOTFLEET_SOAK=1 BOTFLEET_FIGURES=$(CURDIR)/test-artifacts/reliability-figures.jsonl \
+		$(BIN)/pytest tests/reliability tests/security --timeout 1800 $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

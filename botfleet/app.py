@@ -51,13 +51,24 @@ class Services:
 
 
 def build_services(settings: Settings) -> Services:
+    from botfleet.api.ratelimit import AuthFailureLimiter
+
     db = create_engine(settings)
+    limiter = AuthFailureLimiter(
+        limit=settings.auth_failure_limit, window=settings.auth_failure_window_seconds
+    )
+    # Bot-token failures have a budget of their own: a wrong admin token in a script on a bot
+    # host must not stop that host's bots from posting results (they share its address).
+    bot_limiter = AuthFailureLimiter(
+        limit=settings.auth_failure_limit, window=settings.auth_failure_window_seconds
+    )
     return Services(
         settings=settings,
         db=db,
         sessions=create_session_factory(db),
         registry=CollectorRegistry(auto_describe=True),
         fleet=Fleet.from_settings(settings),
+        extras={"auth_limiter": limiter, "bot_auth_limiter": bot_limiter},
     )
 
 
@@ -68,11 +79,49 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
             "create_app needs settings with an admin token (Settings.with_admin_token)"
         )
     services = build_services(settings)
+    from botfleet import metrics
+
+    # Before the cleanup service is built: it takes services.metrics.observe as an observer.
+    metrics.install(services)
+    from botfleet.cleanup.service import CleanupService
+    from botfleet.cleanup.timing import BatchGovernor
+
+    # Built here, so a bad CLEANUP_POLICY_FILE stops the app before it serves anything.
+    services.cleanup = CleanupService(
+        settings=settings,
+        sessions=services.sessions,
+        fleet=services.fleet,
+        observers=[services.metrics.observe],
+        governor=BatchGovernor.from_settings(settings),
+    )
+    from botfleet.logs import register_settings_secrets, track_cleanup_runs
+
+    # Logs carry the run id of every cleanup action and never a configured secret.
+    track_cleanup_runs(services.cleanup)
+    register_settings_secrets(settings)
+    from botfleet.reconcile import Reconciler
+
+    services.components.append(
+        Reconciler(sessions=services.sessions, fleet=services.fleet, settings=settings)
+    )
+    from botfleet.cleanup.scheduler import Scheduler
+
+    # Always built (its status explains "off"); started only with CLEANUP_ENABLED, and last,
+    # so that it stops first: a run in progress ends after its batch before the rest goes.
+    services.scheduler = Scheduler(
+        settings=settings, service=services.cleanup, engines=services.fleet.names
+    )
+    if settings.cleanup_enabled:
+        services.components.append(services.scheduler)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if migrate:
             await upgrade(settings)
+        try:
+            await services.cleanup.mark_abandoned()
+        except Exception as exc:  # not fatal: the next run's own check catches stale rows
+            log.warning("marking abandoned cleanup runs failed: %s", exc)
         started: list[Component] = []
         try:
             for component in services.components:
@@ -97,7 +146,12 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
     app.state.services = services
 
     from botfleet.api import errors, routes
+    from botfleet.api.limits import BodySizeLimit
+    from botfleet.api.middleware import HttpMetricsMiddleware
+    from botfleet.constants import MAX_BODY_BYTES
 
     errors.install(app)
     routes.include_all(app)
+    app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(HttpMetricsMiddleware, metrics=services.metrics.http)
     return app

@@ -16,6 +16,11 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def matches_hash(token: str, stored_hash: str) -> bool:
+    """Constant-time check of a presented token against what :func:`hash_token` stored."""
+    return hmac.compare_digest(hash_token(token), stored_hash)
+
+
 def fingerprint(token: str) -> str:
     """A short, non-reversible name for a token, fit for audit records and logs."""
     return hash_token(token)[:12]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -200,3 +201,28 @@ def cleanup_containers(docker_client: Any, instance: str) -> Iterator[None]:
         all=True, filters={"label": f"botfleet.instance={instance}"}
     ):
         c.remove(force=True)
+
+
+@pytest.fixture
+def engine_factory(docker_client: Any, sample_image: str) -> Iterator[Callable[[], Any]]:
+    """Start extra Docker Engines of this test's own (tests/engines.py), each holding the sample
+    image; every one is stopped and removed at the end, containers and data included."""
+    from tests.engines import EngineStartError, ExtraEngine
+
+    if os.geteuid() != 0 or shutil.which("dockerd") is None:
+        missing_service("a second dockerd (needs root and dockerd on PATH)")
+    engines: list[ExtraEngine] = []
+
+    def start() -> ExtraEngine:
+        engine = ExtraEngine()
+        engines.append(engine)
+        try:
+            engine.start()
+        except EngineStartError as exc:
+            missing_service(f"a second dockerd ({exc})")
+        engine.load_images([sample_image])
+        return engine
+
+    yield start
+    for engine in engines:
+        engine.remove()

@@ -6,7 +6,7 @@ in-memory fake of the same shape. Every method is async: blocking SDK calls run 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, runtime_checkable
@@ -83,3 +83,21 @@ class ContainerEngine(Protocol):
         """Remove one stopped container; never forced, never its volumes."""
 
     async def close(self) -> None: ...
+
+
+class EventStream(Protocol):
+    """A blocking iterator of engine events; ``close()`` from another thread ends it."""
+
+    def __iter__(self) -> Iterator[Mapping[str, object]]: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class EventSource(Protocol):
+    """An engine that can report container events (optional: polling covers the rest)."""
+
+    name: str
+
+    def open_events(self, instance: str) -> EventStream:
+        """Container events of this instance's containers, from now on (blocking call)."""

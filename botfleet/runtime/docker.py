@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -18,22 +19,22 @@ import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
 from botfleet.constants import LABEL_INSTANCE, LABEL_MANAGED
-from botfleet.errors import EngineUnavailable
-from botfleet.runtime.base import ContainerInfo, ContainerSpec
+from botfleet.errors import ContainerFailed, EngineUnavailable, ImageNotAvailable
+from botfleet.runtime.base import ContainerInfo, ContainerSpec, EventStream
 
 T = TypeVar("T")
 LOCAL_ENGINE = "local"
 _NEVER = "0001-01-01T00:00:00Z"
+# A container summary's Status reads "Exited (137) 5 seconds ago"; inspect is not needed for it.
+_EXITED_RE = re.compile(r"^Exited \((-?\d+)\)")
 
 
 class ContainerConflict(Exception):
     """The engine refused an operation because of the container's state (e.g. it is running)."""
 
 
-class ImageMissing(Exception):
-    def __init__(self, image: str) -> None:
-        super().__init__(f"image {image!r} is not present on the engine and cannot be pulled")
-        self.image = image
+class ImageMissing(ImageNotAvailable):
+    """The image is not on the engine; botfleet never pulls (bot images are loaded ahead)."""
 
 
 def parse_docker_time(value: str | None) -> datetime | None:
@@ -104,23 +105,36 @@ class DockerEngine:
                     environment=dict(spec.env),
                     labels=dict(spec.labels),
                     network_mode=spec.network,
+                    # docker-init as PID 1: a shell-script bot then stops on SIGTERM at once
+                    # instead of waiting out the stop timeout, and zombies are reaped.
+                    init=True,
                     detach=True,
                 )
             except ImageNotFound as exc:
-                raise ImageMissing(spec.image) from exc
+                raise ImageMissing(spec.image, self.name) from exc
+            except APIError as exc:
+                raise ContainerFailed(self.name, _explain(exc)) from exc
             try:
                 container.start()
-            except Exception:
+            except Exception as exc:
                 # Leave nothing behind: a bot row must never point at a half-made container.
                 with contextlib.suppress(DockerException):
                     container.remove(force=True)
+                if isinstance(exc, APIError):
+                    raise ContainerFailed(self.name, _explain(exc)) from exc
                 raise
             return _to_info(self.name, client.api.inspect_container(str(container.id)))
 
         return await self._call(create_and_start)
 
     async def start(self, container_id: str) -> None:
-        await self._call(lambda c: c.api.start(container_id))
+        def start(client: docker.DockerClient) -> None:
+            try:
+                client.api.start(container_id)
+            except APIError as exc:
+                raise ContainerFailed(self.name, _explain(exc)) from exc
+
+        await self._call(start)
 
     async def stop(self, container_id: str, timeout: float = 10) -> None:
         def stop(client: docker.DockerClient) -> None:
@@ -169,6 +183,17 @@ class DockerEngine:
 
         await self._call(remove)
 
+    def open_events(self, instance: str) -> EventStream:
+        """A stream of this instance's container events (blocking; run it in a thread)."""
+        filters = {"type": "container", "label": [f"{LABEL_INSTANCE}={instance}"]}
+        try:
+            stream: EventStream = self._connect().events(decode=True, filters=filters)
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+            raise EngineUnavailable(self.name, type(exc).__name__) from exc
+        except DockerException as exc:
+            raise EngineUnavailable(self.name, str(exc)[:200]) from exc
+        return stream
+
     async def close(self) -> None:
         with self._lock:
             client, self._client = self._client, None
@@ -196,6 +221,7 @@ def _to_info(engine: str, raw: dict[str, Any]) -> ContainerInfo:
 def _summary_to_info(engine: str, row: dict[str, Any]) -> ContainerInfo:
     names = row.get("Names") or [""]
     created = row.get("Created")
+    exited = _EXITED_RE.match(str(row.get("Status", "")))
     return ContainerInfo(
         id=row["Id"],
         name=str(names[0]).lstrip("/"),
@@ -203,4 +229,9 @@ def _summary_to_info(engine: str, row: dict[str, Any]) -> ContainerInfo:
         state=str(row.get("State", "unknown")),
         labels=dict(row.get("Labels") or {}),
         created_at=datetime.fromtimestamp(created, UTC) if created else None,
+        exit_code=int(exited[1]) if exited else None,
     )
+
+
+def _explain(exc: APIError) -> str:
+    return str(exc.explanation or exc)[:300]

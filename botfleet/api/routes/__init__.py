@@ -6,6 +6,11 @@ from fastapi import FastAPI
 
 
 def include_all(app: FastAPI) -> None:
-    from botfleet.api.routes import health
+    from botfleet.api.routes import bots, cleanup, dashboard, health, metrics, results
 
     app.include_router(health.router)
+    app.include_router(metrics.router)
+    app.include_router(bots.router)
+    app.include_router(results.router)
+    app.include_router(cleanup.router)
+    app.include_router(dashboard.router)

@@ -1,0 +1,376 @@
+"""The bot lifecycle: create, read, list, soft delete and restore.
+
+Steps that span the database and an engine are ordered so that a failure in the second undoes
+the first (never a half-done write):
+
+- create: reserve the row (``pending``, which also claims the name), run the container, then
+  record it. If the container fails the row goes; if recording fails the container goes.
+- delete: mark the row, then stop the container. If the engine is down, the reconciler finishes
+  the stop once it answers again (a running container of a deleted bot is always stopped).
+- restore: bring the container back first, then clear ``deleted_at``; if that write fails, the
+  container is stopped again (or removed, if it was a fresh one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from botfleet.auth import hash_token, new_bot_token
+from botfleet.config import Settings
+from botfleet.constants import (
+    BOT_STOP_TIMEOUT_SECONDS,
+    CONTAINER_NAME_PREFIX,
+    ENV_BOT_ID,
+    ENV_BOT_TOKEN,
+    ENV_MAIN_SERVER_URL,
+    LABEL_BOT_ID,
+    LABEL_INSTANCE,
+    LABEL_MANAGED,
+    STATUS_DELETED,
+    STATUS_PENDING,
+)
+from botfleet.errors import BotNameTaken, BotNotFound, InvalidInput, RestoreExpired
+from botfleet.pagination import Page, PageRequest, decode_cursor, encode_cursor
+from botfleet.reconcile import container_status
+from botfleet.runtime.base import ContainerEngine, ContainerInfo, ContainerSpec
+from botfleet.runtime.fleet import Fleet
+from botfleet.store.models import Bot
+from botfleet.store.session import SessionFactory
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NewBot:
+    """What an operator asks for; validated by the caller (the API's schemas)."""
+
+    name: str
+    image: str
+    command: Sequence[str] | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BotFilter:
+    labels: Mapping[str, str] = field(default_factory=dict)
+    status: str | None = None
+    # status=deleted lists deleted bots whatever this says.
+    include_deleted: bool = False
+
+
+def container_name(bot_id: uuid.UUID) -> str:
+    """Derived from the id, never from the user's name: unique, and safe for any engine."""
+    return f"{CONTAINER_NAME_PREFIX}{bot_id}"
+
+
+def container_spec(bot: Bot, token: str, settings: Settings) -> ContainerSpec:
+    env = {
+        **bot.env,
+        ENV_BOT_ID: str(bot.id),
+        ENV_BOT_TOKEN: token,
+        ENV_MAIN_SERVER_URL: settings.main_server_url,
+    }
+    labels = {
+        **bot.labels,
+        LABEL_MANAGED: "true",
+        LABEL_BOT_ID: str(bot.id),
+        LABEL_INSTANCE: settings.botfleet_instance,
+    }
+    return ContainerSpec(
+        name=container_name(bot.id),
+        image=bot.image,
+        command=bot.command,
+        env=env,
+        labels=labels,
+        network=settings.bot_network,
+    )
+
+
+def restorable(deleted_at: datetime, now: datetime, retention_days: int) -> bool:
+    """Inside retention: the cleanup service may purge the record from then on."""
+    return deleted_at > now - timedelta(days=retention_days)
+
+
+async def live_counts(session: AsyncSession) -> dict[str, int]:
+    """Live bots per engine: what placement balances."""
+    rows = await session.execute(
+        select(Bot.engine, func.count())
+        .where(Bot.deleted_at.is_(None), Bot.engine.is_not(None))
+        .group_by(Bot.engine)
+    )
+    return {str(engine): int(n) for engine, n in rows.all()}
+
+
+class BotService:
+    """Bot lifecycle over a session factory and a fleet; the API and the tests call this."""
+
+    def __init__(self, *, sessions: SessionFactory, fleet: Fleet, settings: Settings) -> None:
+        self._sessions = sessions
+        self._fleet = fleet
+        self._settings = settings
+
+    # --- create ------------------------------------------------------------------------------
+    async def create(self, new: NewBot, *, now: datetime) -> tuple[Bot, str]:
+        """Run a new bot; answer it with its token (shown this once, stored only as a hash)."""
+        async with self._sessions() as session:
+            await _ensure_name_free(session, new.name)
+            counts = await live_counts(session)
+        engine = await self._fleet.place(counts)
+        token = new_bot_token()
+        bot = Bot(
+            id=uuid.uuid4(),
+            name=new.name,
+            image=new.image,
+            command=list(new.command) if new.command else None,
+            env=dict(new.env),
+            labels=dict(new.labels),
+            status=STATUS_PENDING,
+            engine=engine.name,
+            token_hash=hash_token(token),
+            created_at=now,
+            updated_at=now,
+        )
+        await self._reserve(bot)
+        try:
+            info = await engine.run(container_spec(bot, token, self._settings))
+        except BaseException:
+            await asyncio.shield(self._forget(bot.id))
+            raise
+        try:
+            bot = await self._record_container(bot.id, engine.name, info, now=now)
+        except BaseException:
+            await asyncio.shield(self._discard(engine, info.id, bot.id))
+            raise
+        log.info("bot created", extra={"bot_id": str(bot.id), "engine": engine.name})
+        return bot, token
+
+    async def _reserve(self, bot: Bot) -> None:
+        try:
+            async with self._sessions() as session, session.begin():
+                session.add(bot)
+        except IntegrityError:
+            # The partial unique index uq_bots_name_live: a concurrent create won the name.
+            raise BotNameTaken(bot.name) from None
+
+    async def _record_container(
+        self, bot_id: uuid.UUID, engine: str, info: ContainerInfo, *, now: datetime
+    ) -> Bot:
+        async with self._sessions() as session, session.begin():
+            bot = await session.get(Bot, bot_id, with_for_update=True)
+            if bot is None:
+                raise BotNotFound(bot_id)
+            bot.container_id = info.id
+            bot.engine = engine
+            bot.updated_at = now
+            if bot.deleted_at is None:
+                bot.status, bot.exit_code = container_status(info)
+            return bot
+
+    async def _forget(self, bot_id: uuid.UUID) -> None:
+        """Undo a reservation whose container never ran (only while it is still pending)."""
+        try:
+            async with self._sessions() as session, session.begin():
+                await session.execute(
+                    delete(Bot).where(Bot.id == bot_id, Bot.container_id.is_(None))
+                )
+        except Exception:
+            log.exception("could not undo the reservation of bot %s", bot_id)
+
+    async def _discard(self, engine: ContainerEngine, container_id: str, bot_id: uuid.UUID) -> None:
+        try:
+            await engine.stop(container_id, timeout=BOT_STOP_TIMEOUT_SECONDS)
+            await engine.remove(container_id)
+        except Exception:
+            log.exception(
+                "could not remove container %s of failed bot %s on %s",
+                container_id,
+                bot_id,
+                engine.name,
+            )
+        await self._forget(bot_id)
+
+    # --- read --------------------------------------------------------------------------------
+    async def get(self, bot_id: uuid.UUID) -> Bot:
+        async with self._sessions() as session:
+            bot = await session.get(Bot, bot_id)
+        if bot is None:
+            raise BotNotFound(bot_id)
+        return bot
+
+    async def list(self, flt: BotFilter, page: PageRequest) -> Page[Bot]:
+        """Newest first; ``total`` counts every match, whatever the page."""
+        conditions: list[Any] = []
+        if not flt.include_deleted and flt.status != STATUS_DELETED:
+            conditions.append(Bot.deleted_at.is_(None))
+        if flt.status is not None:
+            conditions.append(Bot.status == flt.status)
+        for key, value in flt.labels.items():
+            conditions.append(Bot.labels[key].as_string() == value)
+        query = (
+            select(Bot)
+            .where(*conditions)
+            .order_by(Bot.created_at.desc(), Bot.id.desc())
+            .limit(page.limit + 1)
+        )
+        if page.cursor is not None:
+            created_at, bot_id = _bot_cursor(page.cursor)
+            query = query.where(
+                or_(
+                    Bot.created_at < created_at,
+                    and_(Bot.created_at == created_at, Bot.id < bot_id),
+                )
+            )
+        elif page.offset:
+            query = query.offset(page.offset)
+        async with self._sessions() as session:
+            total = await session.scalar(select(func.count()).select_from(Bot).where(*conditions))
+            rows = list((await session.scalars(query)).all())
+        more, rows = len(rows) > page.limit, rows[: page.limit]
+        last = rows[-1] if more else None
+        cursor = encode_cursor([last.created_at.isoformat(), str(last.id)]) if last else None
+        return Page(items=rows, total=int(total or 0), next_cursor=cursor)
+
+    # --- delete and restore ------------------------------------------------------------------
+    async def delete(self, bot_id: uuid.UUID, *, now: datetime) -> Bot:
+        """Soft delete: mark the row, stop the container and keep it. Idempotent."""
+        async with self._sessions() as session, session.begin():
+            bot = await session.get(Bot, bot_id, with_for_update=True)
+            if bot is None:
+                raise BotNotFound(bot_id)
+            if bot.deleted_at is None:
+                bot.deleted_at = now
+                bot.status = STATUS_DELETED
+                bot.updated_at = now
+        if bot.container_id and bot.engine:
+            try:
+                engine = self._fleet.get(bot.engine)
+                await engine.stop(bot.container_id, timeout=BOT_STOP_TIMEOUT_SECONDS)
+            except Exception as exc:
+                log.warning(
+                    "bot %s deleted but its container is not stopped yet (%s); "
+                    "the reconciler will stop it",
+                    bot_id,
+                    exc,
+                )
+        log.info("bot deleted", extra={"bot_id": str(bot_id)})
+        return bot
+
+    async def restore(self, bot_id: uuid.UUID, *, now: datetime) -> tuple[Bot, str | None]:
+        """Undo a delete within retention and run the bot again.
+
+        Answers a new token only if a fresh container had to be made (the old one was removed):
+        the old token lives in the old container's environment, and only its hash is stored.
+        """
+        bot = await self.get(bot_id)
+        if bot.deleted_at is None:
+            return bot, None
+        if not restorable(bot.deleted_at, now, self._settings.bot_retention_days):
+            raise RestoreExpired(bot_id)
+        async with self._sessions() as session:
+            counts = await live_counts(session)
+        # Intent first, as for create and delete: once the row is live again the reconciler
+        # no longer stops its container, so starting it cannot race with "finish the delete".
+        await self._mark_live(bot, now)
+        try:
+            engine, info, token = await self._revive(bot, counts)
+        except BaseException:
+            await asyncio.shield(self._mark_deleted_again(bot))
+            raise
+        fresh = token is not None
+        try:
+            async with self._sessions() as session, session.begin():
+                row = await session.get(Bot, bot_id, with_for_update=True)
+                if row is None or row.deleted_at is not None:
+                    raise BotNotFound(bot_id)  # purged or deleted again while we worked
+                row.engine = engine.name
+                row.container_id = info.id
+                row.status, row.exit_code = container_status(info)
+                row.updated_at = now
+                if token is not None:
+                    row.token_hash = hash_token(token)
+        except BaseException:
+            await asyncio.shield(self._undo_revive(engine, info.id, fresh=fresh))
+            await asyncio.shield(self._mark_deleted_again(bot))
+            raise
+        log.info("bot restored", extra={"bot_id": str(bot_id), "fresh_container": fresh})
+        return row, token
+
+    async def _mark_live(self, bot: Bot, now: datetime) -> None:
+        """Clear ``deleted_at`` (claiming the name again) while the container comes back."""
+        try:
+            async with self._sessions() as session, session.begin():
+                row = await session.get(Bot, bot.id, with_for_update=True)
+                if row is None or row.deleted_at != bot.deleted_at:
+                    raise BotNotFound(bot.id)  # purged, or restored by someone else meanwhile
+                row.deleted_at = None
+                row.status = STATUS_PENDING
+                row.updated_at = now
+                await session.flush()
+        except IntegrityError:
+            raise BotNameTaken(bot.name) from None
+
+    async def _mark_deleted_again(self, bot: Bot) -> None:
+        """Undo :meth:`_mark_live`: the bot is deleted as it was (same ``deleted_at``)."""
+        try:
+            async with self._sessions() as session, session.begin():
+                row = await session.get(Bot, bot.id, with_for_update=True)
+                if row is not None and row.deleted_at is None:
+                    row.deleted_at = bot.deleted_at
+                    row.status = STATUS_DELETED
+        except Exception:
+            log.exception("could not undo the restore of bot %s", bot.id)
+
+    async def _revive(
+        self, bot: Bot, counts: Mapping[str, int]
+    ) -> tuple[ContainerEngine, ContainerInfo, str | None]:
+        """Start the bot's container, or run a fresh one if it is gone."""
+        engine = self._fleet.engines.get(bot.engine or "")
+        if engine is not None and bot.container_id:
+            existing = await engine.inspect(bot.container_id)
+            if existing is not None:
+                await engine.start(bot.container_id)
+                info = await engine.inspect(bot.container_id)
+                return engine, info or existing, None
+        if engine is None:
+            # Its engine left DOCKER_HOSTS: the bot moves to the least loaded one.
+            engine = await self._fleet.place(counts)
+        token = new_bot_token()
+        info = await engine.run(container_spec(bot, token, self._settings))
+        return engine, info, token
+
+    async def _undo_revive(
+        self, engine: ContainerEngine, container_id: str, *, fresh: bool
+    ) -> None:
+        try:
+            await engine.stop(container_id, timeout=BOT_STOP_TIMEOUT_SECONDS)
+            if fresh:
+                await engine.remove(container_id)
+        except Exception:
+            log.exception("could not undo the restart of container %s", container_id)
+
+
+async def _ensure_name_free(session: AsyncSession, name: str) -> None:
+    taken = await session.scalar(
+        select(Bot.id).where(Bot.name == name, Bot.deleted_at.is_(None)).limit(1)
+    )
+    if taken is not None:
+        raise BotNameTaken(name)
+
+
+def _bot_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    created_at, bot_id = decode_cursor(cursor, 2)
+    try:
+        return datetime.fromisoformat(str(created_at)), uuid.UUID(str(bot_id))
+    except ValueError:
+        raise InvalidInput("cursor", "is not a cursor this server issued") from None

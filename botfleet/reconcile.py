@@ -1,0 +1,363 @@
+"""A bot's ``status`` follows its container: a pure plan, and a loop that applies it.
+
+``plan_reconcile`` decides from a snapshot (bots, then the containers of the reachable engines);
+``Reconciler`` takes the snapshot, applies the plan with guarded updates, and runs once at start-up,
+then every ``RECONCILE_INTERVAL_SECONDS`` — sooner when an engine's event stream reports a
+container starting or stopping. An unreachable engine is skipped (its bots keep their last known
+status) and logged; the loop never dies of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import or_, select, update
+
+from botfleet.config import Settings
+from botfleet.constants import (
+    BOT_STOP_TIMEOUT_SECONDS,
+    PENDING_GRACE_SECONDS,
+    STATUS_DELETED,
+    STATUS_EXITED,
+    STATUS_FAILED,
+    STATUS_PENDING,
+    STATUS_RUNNING,
+    STATUS_STOPPED,
+)
+from botfleet.errors import EngineUnavailable
+from botfleet.runtime.base import ContainerInfo, EventSource, EventStream
+from botfleet.runtime.fleet import Fleet
+from botfleet.store.models import Bot, utcnow
+from botfleet.store.session import SessionFactory
+
+log = logging.getLogger(__name__)
+
+# Exit codes of a container stopped from outside: 128 + SIGTERM and 128 + SIGKILL (docker stop).
+STOP_EXIT_CODES = frozenset({137, 143})
+ACTIVE_STATES = frozenset({"running", "restarting", "paused"})
+
+
+def container_status(info: ContainerInfo | None) -> tuple[str, int | None]:
+    """The bot status a container state means, with the exit code where there is one.
+
+    exit 0 is ``exited``; a container stopped by a signal (docker stop) is ``stopped``; any other
+    exit, a dead container or a missing one is ``failed``.
+    """
+    if info is None:
+        return STATUS_FAILED, None
+    if info.state in ("running", "restarting"):
+        return STATUS_RUNNING, None
+    if info.state in ("created", "paused"):
+        return STATUS_STOPPED, None
+    if info.state == "exited":
+        if info.exit_code == 0:
+            return STATUS_EXITED, 0
+        if info.exit_code in STOP_EXIT_CODES:
+            return STATUS_STOPPED, info.exit_code
+        return STATUS_FAILED, info.exit_code
+    return STATUS_FAILED, info.exit_code  # dead, removing
+
+
+@dataclass(frozen=True)
+class BotView:
+    """The columns reconciliation reads, as they were when the snapshot was taken."""
+
+    id: uuid.UUID
+    status: str
+    exit_code: int | None
+    container_id: str | None
+    engine: str | None
+    deleted: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    bot_id: uuid.UUID
+    old_status: str
+    status: str
+    exit_code: int | None
+    deleted: bool
+
+
+@dataclass(frozen=True)
+class StopContainer:
+    bot_id: uuid.UUID
+    engine: str
+    container_id: str
+
+
+@dataclass
+class ReconcilePlan:
+    changes: list[StatusChange] = field(default_factory=list)
+    stops: list[StopContainer] = field(default_factory=list)
+
+
+def plan_reconcile(
+    bots: Iterable[BotView],
+    containers: Mapping[str, Sequence[ContainerInfo]],
+    *,
+    now: datetime,
+) -> ReconcilePlan:
+    """What to change, given bots and the containers of every *reachable* engine (by name).
+
+    A bot on an engine missing from ``containers`` is left alone: absence of evidence is not a
+    failed container. A pending bot younger than the grace period is a create in flight.
+    """
+    by_id = {c.id: c for infos in containers.values() for c in infos}
+    active_by_bot: dict[str, list[ContainerInfo]] = {}
+    for info in by_id.values():
+        if info.state in ACTIVE_STATES and info.bot_id:
+            active_by_bot.setdefault(info.bot_id, []).append(info)
+    plan = ReconcilePlan()
+    for bot in bots:
+        if bot.deleted:
+            # Finish the delete: stop whatever still runs under this bot's label.
+            for info in active_by_bot.get(str(bot.id), []):
+                plan.stops.append(StopContainer(bot.id, info.engine, info.id))
+            target: tuple[str, int | None] = (STATUS_DELETED, bot.exit_code)
+        elif bot.container_id is None:
+            old = bot.created_at < now - timedelta(seconds=PENDING_GRACE_SECONDS)
+            if bot.status != STATUS_PENDING or not old:
+                continue
+            target = (STATUS_FAILED, None)
+        elif bot.engine not in containers:
+            continue
+        else:
+            target = container_status(by_id.get(bot.container_id))
+        if target != (bot.status, bot.exit_code):
+            plan.changes.append(StatusChange(bot.id, bot.status, *target, deleted=bot.deleted))
+    return plan
+
+
+@dataclass
+class ReconcileStats:
+    checked: int = 0
+    updated: int = 0
+    stopped: int = 0
+    engines_down: list[str] = field(default_factory=list)
+
+
+class Reconciler:
+    """The app component that keeps ``bots.status`` true to the engines."""
+
+    def __init__(
+        self,
+        *,
+        sessions: SessionFactory,
+        fleet: Fleet,
+        settings: Settings,
+        clock: Callable[[], datetime] = utcnow,
+        watch_events: bool = True,
+    ) -> None:
+        self._sessions = sessions
+        self._fleet = fleet
+        self._instance = settings.botfleet_instance
+        self._interval = settings.reconcile_interval_seconds
+        self._clock = clock
+        self._watch_events = watch_events
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._streams: set[EventStream] = set()
+        self._stopping = False
+        self.passes = 0
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start the loop; its first pass runs at once (start-up reconciliation)."""
+        self._tasks.append(asyncio.create_task(self._loop(), name="botfleet-reconcile"))
+        if self._watch_events:
+            for engine in self._fleet.engines.values():
+                if isinstance(engine, EventSource):
+                    self._tasks.append(asyncio.create_task(self._watch(engine)))
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        for task in self._tasks:
+            task.cancel()
+        for stream in list(self._streams):
+            with contextlib.suppress(Exception):
+                stream.close()  # ends the thread that iterates it
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        log.info("reconciler stopped after %d passes", self.passes)
+
+    def nudge(self) -> None:
+        """Reconcile now instead of at the next interval."""
+        self._wake.set()
+
+    async def _loop(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                await self.reconcile_once(self._clock())
+            except Exception:
+                log.exception("reconcile pass failed; next try in %ss", self._interval)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+            # arrives as the event fires (https://github.com/python/cpython/issues/86296).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._interval):
+                    await self._wake.wait()
+
+    async def _watch(self, engine: EventSource) -> None:
+        """Nudge the loop on each container event of this instance; reconnect when it ends."""
+        loop = asyncio.get_running_loop()
+
+        def drain(stream: EventStream) -> None:
+            for _event in stream:
+                loop.call_soon_threadsafe(self._wake.set)
+
+        while not self._stopping:
+            try:
+                stream = await asyncio.to_thread(engine.open_events, self._instance)
+            except EngineUnavailable as exc:
+                log.debug("no event stream from %s: %s", engine.name, exc)
+            else:
+                self._streams.add(stream)
+                try:
+                    # Events missed while reconnecting are covered by this pass.
+                    self._wake.set()
+                    await asyncio.to_thread(drain, stream)
+                except Exception as exc:
+                    log.debug("event stream of %s ended: %s", engine.name, exc)
+                finally:
+                    self._streams.discard(stream)
+                    with contextlib.suppress(Exception):
+                        stream.close()
+            # Periodic passes cover the gap; reconnect calmly, not in a hot loop.
+            await asyncio.sleep(min(self._interval, EVENT_RECONNECT_SECONDS))
+
+    # --- one pass ----------------------------------------------------------------------------
+    async def reconcile_once(self, now: datetime | None = None) -> ReconcileStats:
+        now = now or self._clock()
+        stats = ReconcileStats()
+        # Bots first, containers second: a container recorded after this read is not judged.
+        bots = await self._unsettled_bots()
+        containers: dict[str, Sequence[ContainerInfo]] = {}
+        for name, engine in self._fleet.engines.items():
+            try:
+                containers[name] = await engine.list_managed(self._instance)
+            except EngineUnavailable as exc:
+                stats.engines_down.append(name)
+                log.warning("reconcile: skipping unreachable engine %s: %s", name, exc)
+        known = {bot.id for bot in bots}
+        bots += await self._deleted_bots(_active_bot_ids(containers) - known)
+        stats.checked = len(bots)
+        plan = plan_reconcile(bots, containers, now=now)
+        stats.updated = await self._apply(plan.changes, now)
+        stats.stopped = await self._stop_deleted(plan.stops)
+        self.passes += 1
+        if stats.updated or stats.stopped:
+            log.info(
+                "reconciled: %d status changes, %d containers of deleted bots stopped",
+                stats.updated,
+                stats.stopped,
+            )
+        return stats
+
+    async def _unsettled_bots(self) -> list[BotView]:
+        """Live bots, and deleted ones whose status does not say so yet."""
+        query = select(*_VIEW_COLUMNS).where(
+            or_(Bot.deleted_at.is_(None), Bot.status != STATUS_DELETED)
+        )
+        async with self._sessions() as session:
+            rows = (await session.execute(query)).all()
+        return [_view(row) for row in rows]
+
+    async def _deleted_bots(self, ids: set[uuid.UUID]) -> list[BotView]:
+        """Deleted bots that still have an active container somewhere."""
+        found: list[BotView] = []
+        chunk = sorted(ids)
+        async with self._sessions() as session:
+            for i in range(0, len(chunk), 500):
+                query = select(*_VIEW_COLUMNS).where(
+                    Bot.id.in_(chunk[i : i + 500]), Bot.deleted_at.is_not(None)
+                )
+                found += [_view(row) for row in (await session.execute(query)).all()]
+        return found
+
+    async def _apply(self, changes: Sequence[StatusChange], now: datetime) -> int:
+        if not changes:
+            return 0
+        applied = 0
+        async with self._sessions() as session, session.begin():
+            for change in changes:
+                # Guarded: a delete or restore since the snapshot wins over this pass.
+                alive = Bot.deleted_at.is_not(None) if change.deleted else Bot.deleted_at.is_(None)
+                result = await session.execute(
+                    update(Bot)
+                    .where(Bot.id == change.bot_id, Bot.status == change.old_status, alive)
+                    .values(status=change.status, exit_code=change.exit_code, updated_at=now)
+                )
+                applied += int(getattr(result, "rowcount", 0) or 0)
+        return applied
+
+    async def _stop_deleted(self, stops: Sequence[StopContainer]) -> int:
+        stopped = 0
+        for stop in stops:
+            if not await self._still_deleted(stop.bot_id):
+                continue  # restored since the snapshot
+            try:
+                engine = self._fleet.get(stop.engine)
+                await engine.stop(stop.container_id, timeout=BOT_STOP_TIMEOUT_SECONDS)
+            except Exception as exc:
+                log.warning(
+                    "could not stop container %s of deleted bot %s on %s: %s",
+                    stop.container_id,
+                    stop.bot_id,
+                    stop.engine,
+                    exc,
+                )
+                continue
+            stopped += 1
+            log.info("stopped container %s of deleted bot %s", stop.container_id, stop.bot_id)
+        return stopped
+
+    async def _still_deleted(self, bot_id: uuid.UUID) -> bool:
+        async with self._sessions() as session:
+            deleted_at = await session.scalar(select(Bot.deleted_at).where(Bot.id == bot_id))
+        return deleted_at is not None
+
+
+EVENT_RECONNECT_SECONDS = 5.0
+_VIEW_COLUMNS = (
+    Bot.id,
+    Bot.status,
+    Bot.exit_code,
+    Bot.container_id,
+    Bot.engine,
+    Bot.deleted_at,
+    Bot.created_at,
+)
+
+
+def _view(row: Any) -> BotView:
+    return BotView(
+        id=row.id,
+        status=row.status,
+        exit_code=row.exit_code,
+        container_id=row.container_id,
+        engine=row.engine,
+        deleted=row.deleted_at is not None,
+        created_at=row.created_at,
+    )
+
+
+def _active_bot_ids(containers: Mapping[str, Sequence[ContainerInfo]]) -> set[uuid.UUID]:
+    ids: set[uuid.UUID] = set()
+    for infos in containers.values():
+        for info in infos:
+            if info.state in ACTIVE_STATES and info.bot_id:
+                with contextlib.suppress(ValueError):
+                    ids.add(uuid.UUID(info.bot_id))
+    return ids
