@@ -83,7 +83,6 @@ async def _botfleet_worker(url: str) -> dict[str, Any]:
     import resource
 
     from botfleet.cleanup.service import CleanupService
-
     from botfleet.config import Settings
     from botfleet.runtime.fleet import Fleet
     from botfleet.store.session import create_engine, create_session_factory
@@ -98,9 +97,25 @@ async def _botfleet_worker(url: str) -> dict[str, Any]:
     service = CleanupService(
         settings=settings, sessions=create_session_factory(engine), fleet=Fleet([]), observers=[]
     )
+    marks: dict[str, float] = {}
+    batch_ms: dict[str, list[float]] = {}
+
+    async def planned() -> None:  # called once selection is done, before the first batch
+        marks["planned"] = marks["last"] = time.perf_counter()
+
+    def progress(kind: str, done: int, total: int) -> None:  # after every batch
+        now = time.perf_counter()
+        batch_ms.setdefault(kind, []).append((now - marks.get("last", now)) * 1000)
+        marks["last"] = now
+
     started = time.perf_counter()
     report = await service.run(
-        trigger="cli", actor="cli:bench", dry_run=False, only=["bots", "orphaned_results"]
+        trigger="cli",
+        actor="cli:bench",
+        dry_run=False,
+        only=["bots", "orphaned_results"],
+        pause_hook=planned,
+        progress=progress,
     )
     seconds = time.perf_counter() - started
     await engine.dispose()
@@ -113,6 +128,19 @@ async def _botfleet_worker(url: str) -> dict[str, Any]:
         "status": report["status"],
         "peak_rss_mb": round(rss_mb, 1),
         "errors": report["errors"],
+        # Where the time went: selection (plan) up to the first batch, then each stage's batches
+        # (a batch's time includes the checkpoint before it: the lock check, one round trip).
+        "plan_seconds": round(marks.get("planned", started) - started, 3),
+        "batches": {
+            kind: {
+                "count": len(ms),
+                "total_s": round(sum(ms) / 1000, 3),
+                "p50_ms": round(sorted(ms)[len(ms) // 2], 1),
+                "max_ms": round(max(ms), 1),
+            }
+            for kind, ms in batch_ms.items()
+            if ms
+        },
     }
 
 
