@@ -1,0 +1,189 @@
+"""Scenario 1, churn: clients create, delete and restore bots and post results through the real
+API (real PostgreSQL, real containers) while real cleanups run back to back at retention 0 and
+grace 0 — every deleted bot is due the moment it is deleted, while the API still lets it be
+restored. Each client keeps a ledger of what the server acknowledged.
+
+Afterwards the invariant checker reads the store and the engine directly: every bot the ledger
+holds live is live, with its running container and every result acknowledged for it; nothing
+else is left (no deleted row, no orphaned result, no stray container); no resource was deleted
+twice; no two runs overlapped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from botfleet.cleanup.service import CleanupService
+from botfleet.config import Settings
+from botfleet.runtime.fleet import Fleet
+from tests.cleanup.support import Store
+from tests.conftest import started_app
+from tests.reliability._serve import AUTH
+from tests.reliability._support import (
+    Db,
+    container_state,
+    containers_of,
+    overlapping,
+    record_figure,
+    scale,
+)
+
+SECONDS = scale(8, 90)
+CLIENTS = scale(3, 6)
+MAX_LIVE = 4  # per client: bounds the containers on a shared engine
+
+
+@dataclass
+class Bot:
+    id: str
+    name: str
+    token: str
+    state: str = "live"  # live | deleted | purged
+    acked: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Ledger:
+    bots: dict[str, Bot] = field(default_factory=dict)
+    outcomes: Counter[str] = field(default_factory=Counter)
+
+
+async def client(
+    n: int, http: httpx.AsyncClient, image: str, ledger: Ledger, deadline: float
+) -> None:
+    rng = random.Random(n)
+    mine: list[Bot] = []
+    made = 0
+    while time.monotonic() < deadline:
+        live = [b for b in mine if b.state == "live"]
+        deleted = [b for b in mine if b.state == "deleted"]
+        roll = rng.random()
+        if not live or (roll < 0.25 and len(live) < MAX_LIVE):
+            made += 1
+            name = f"churn-{n}-{made}"
+            answer = await http.post("/bots", json={"name": name, "image": image})
+            assert answer.status_code == 201, answer.text
+            body = answer.json()
+            bot = Bot(body["id"], name, body["token"])
+            mine.append(bot)
+            ledger.bots[bot.id] = bot
+            ledger.outcomes["create 201"] += 1
+        elif roll < 0.45:
+            bot = rng.choice(live)
+            answer = await http.delete(f"/bots/{bot.id}")
+            assert answer.status_code == 200, answer.text
+            bot.state = "deleted"
+            ledger.outcomes["delete 200"] += 1
+        elif roll < 0.65 and deleted:
+            bot = rng.choice(deleted)
+            answer = await http.post(f"/bots/{bot.id}/restore")
+            ledger.outcomes[f"restore {answer.status_code}"] += 1
+            if answer.status_code == 200:
+                bot.state = "live"
+                bot.token = answer.json()["token"] or bot.token
+            elif answer.status_code == 404:
+                bot.state = "purged"  # the sweeper was first
+            else:  # the container vanished under the restore: the bot stays deleted
+                assert answer.status_code in (409, 502), answer.text
+        else:
+            bot = rng.choice(live)
+            seqs = list(range(len(bot.acked), len(bot.acked) + rng.randint(1, 3)))
+            answer = await http.post(
+                f"/bots/{bot.id}/results",
+                json=[{"data": {"seq": s}} for s in seqs],
+                headers={"Authorization": f"Bearer {bot.token}"},
+            )
+            # A live bot's results are always taken: the sweeper must never have touched it.
+            assert answer.status_code == 201, (bot.id, answer.text)
+            bot.acked.extend(seqs)
+            ledger.outcomes["post 201"] += 1
+
+
+async def test_churn_loses_nothing_live(
+    pg_factory: Callable[..., Settings],
+    docker_client: Any,
+    sample_image: str,
+    instance: str,
+    cleanup_containers: None,
+) -> None:
+    settings = pg_factory(
+        bot_network="none", container_cleanup_grace_minutes=0, auth_failure_limit=1_000_000
+    )
+    sweeper = settings.model_copy(update={"bot_retention_days": 0})
+    store = Store(sweeper)
+    service = CleanupService(
+        settings=sweeper, sessions=store.sessions, fleet=Fleet.from_settings(sweeper)
+    )
+    ledger = Ledger()
+    reports: list[dict[str, Any]] = []
+    app, ctx = await started_app(settings)
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50005))
+    try:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://t", headers=AUTH, timeout=60
+        ) as http:
+            deadline = time.monotonic() + SECONDS
+            clients = asyncio.gather(
+                *(client(n, http, sample_image, ledger, deadline) for n in range(CLIENTS))
+            )
+
+            async def sweep() -> None:
+                while not clients.done():
+                    reports.append(
+                        await service.run(trigger="cli", actor="cli:churn", dry_run=False)
+                    )
+
+            await asyncio.gather(clients, sweep())
+            # One last sweep on the settled state: whatever was deleted is due now.
+            reports.append(await service.run(trigger="cli", actor="cli:churn", dry_run=False))
+    finally:
+        await ctx.__aexit__(None, None, None)
+        await store.close()
+
+    db = Db(settings)
+    try:
+        live = await db.live_bots()
+        expected = {b.id for b in ledger.bots.values() if b.state == "live"}
+        assert set(live) == expected, "live bots lost or resurrected"
+        lost_results = 0
+        for bot_id in expected:
+            container_id, _ = live[bot_id]
+            assert container_state(docker_client, str(container_id)) == "running", bot_id
+            stored = sorted(d["seq"] for d in await db.result_data(bot_id))
+            lost_results += len(set(ledger.bots[bot_id].acked) - set(stored))
+            assert stored == ledger.bots[bot_id].acked, f"results of live bot {bot_id}"
+        # Nothing else is left: what was deleted went whole, with its results and container.
+        assert await db.bot_ids(live=False) == set()
+        assert await db.orphaned_results() == 0
+        assert set(containers_of(docker_client, instance)) == {str(c) for c, _ in live.values()}
+        assert not await db.double_deletions()
+        runs = await db.runs()
+        assert not overlapping(runs)
+        purged = len(await db.deleted_ids("bots"))
+    finally:
+        await db.close()
+    statuses = Counter(r["status"] for r in reports)
+    assert statuses["failed"] == 0, [r["errors"] for r in reports if r["status"] == "failed"]
+    ops = sum(ledger.outcomes.values())
+    assert ledger.outcomes["restore 200"] + ledger.outcomes["restore 404"] > 0, ledger.outcomes
+    record_figure(
+        "churn",
+        seconds=SECONDS,
+        clients=CLIENTS,
+        api_operations=ops,
+        outcomes=dict(ledger.outcomes),
+        cleanup_runs=len(reports),
+        run_statuses=dict(statuses),
+        bots_purged=purged,
+        live_bots_at_end=len(expected),
+        live_lost=0,
+        acknowledged_results_lost=lost_results,
+    )
