@@ -127,9 +127,15 @@ class Remote:
     """The same operations through the server's admin API."""
 
     def __init__(self, settings: Settings, url: str | None) -> None:
-        from botfleet.cli.cleanup_http import AdminClient
+        from botfleet.cli.client import ServerClient
 
-        self.client = AdminClient.from_settings(settings, url)
+        # A run answers when it is done: allow as long as a run may take.
+        self.client = ServerClient.from_settings(
+            settings, url=url, timeout=settings.cleanup_max_run_seconds + 60
+        )
+
+    def call(self, method: str, path: str, params: dict[str, Any] | None = None) -> Any:
+        return self.client.request(method, path, params=params)
 
     def run(
         self,
@@ -140,32 +146,32 @@ class Remote:
         progress: Callable[[str, int, int], None] | None,
     ) -> dict[str, Any]:
         params = {"dry_run": str(dry_run).lower(), "only": only, "plan_id": plan_id}
-        result: dict[str, Any] = self.client.call("POST", "/admin/cleanup", params)
+        result: dict[str, Any] = self.call("POST", "/admin/cleanup", params)
         return result
 
     def planned(self, plan_id: str) -> dict[str, int]:
-        detail = self.client.call("GET", f"/admin/cleanup/runs/{plan_id}", {"audit_limit": 1})
+        detail = self.call("GET", f"/admin/cleanup/runs/{plan_id}", {"audit_limit": 1})
         plan = detail.get("plan") or {}
         if not detail.get("dry_run") or not plan:
             fail(f"plan {plan_id} not found (plans come from dry runs)", EXIT_NOT_RUN)
         return {str(k): int(v) for k, v in plan.get("found", {}).items()}
 
     def status(self) -> dict[str, Any]:
-        result: dict[str, Any] = self.client.call("GET", "/admin/cleanup/status")
+        result: dict[str, Any] = self.call("GET", "/admin/cleanup/status")
         return result
 
     def orphans(self, limit: int) -> dict[str, Any]:
-        result: dict[str, Any] = self.client.call("GET", "/admin/cleanup/orphans", {"limit": limit})
+        result: dict[str, Any] = self.call("GET", "/admin/cleanup/orphans", {"limit": limit})
         return result
 
     def runs(self, limit: int, cursor: str | None, status: str | None) -> dict[str, Any]:
         params = {"limit": limit, "cursor": cursor, "status": status}
-        result: dict[str, Any] = self.client.call("GET", "/admin/cleanup/runs", params)
+        result: dict[str, Any] = self.call("GET", "/admin/cleanup/runs", params)
         return result
 
     def show(self, run_id: str, audit_limit: int) -> dict[str, Any]:
         params = {"audit_limit": audit_limit}
-        result: dict[str, Any] = self.client.call("GET", f"/admin/cleanup/runs/{run_id}", params)
+        result: dict[str, Any] = self.call("GET", f"/admin/cleanup/runs/{run_id}", params)
         return result
 
 
@@ -180,18 +186,18 @@ def _backend(server: bool, url: str | None) -> Local | Remote:
     settings = settings_or_exit()
     if not server:
         return Local(settings)
-    from botfleet.cli.cleanup_http import ServerError
+    from botfleet.cli.client import ClientError
 
     try:
         return Remote(settings, url)
-    except ServerError as exc:
+    except ClientError as exc:
         fail(str(exc), EXIT_NOT_RUN)
 
 
 @contextmanager
 def _errors() -> Iterator[None]:
     """Domain and HTTP errors become one line on stderr and exit 3: nothing ran."""
-    from botfleet.cli.cleanup_http import ServerError
+    from botfleet.cli.client import ClientError
 
     try:
         yield
@@ -199,9 +205,8 @@ def _errors() -> Iterator[None]:
         fail(f"{exc}; try again when it is done", EXIT_NOT_RUN)
     except BotfleetError as exc:
         fail(str(exc), EXIT_NOT_RUN)
-    except ServerError as exc:
-        if exc.status == 409 and isinstance(exc.body, dict):
-            fail(f"a cleanup run is already in progress (run {exc.body.get('run_id')})", 3)
+    except ClientError as exc:
+        # The server's 409 detail already names the running run.
         fail(str(exc), EXIT_NOT_RUN)
 
 
