@@ -29,8 +29,8 @@ services:
 	bash scripts/ensure-services.sh
 
 lint: install
-	$(BIN)/ruff check botfleet tests bench
-	$(BIN)/ruff format --check botfleet
+	$(BIN)/ruff check --no-cache botfleet tests bench
+	$(BIN)/ruff format --no-cache --check botfleet
 	$(BIN)/mypy
 
 sample-bot:

@@ -77,7 +77,6 @@ def prune(instance: str) -> float:
 
 async def botfleet_stage(instance: str, db_path: str) -> tuple[float, dict[str, Any]]:
     from botfleet.cleanup.service import CleanupService
-
     from botfleet.config import Settings
     from botfleet.runtime.fleet import Fleet
     from botfleet.store.migrate import upgrade

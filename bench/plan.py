@@ -46,7 +46,6 @@ async def counts_baseline(url: str) -> float:
 
 async def dry_run(url: str) -> tuple[float, dict[str, Any]]:
     from botfleet.cleanup.service import CleanupService
-
     from botfleet.config import Settings
     from botfleet.runtime.fleet import Fleet
     from botfleet.store.session import create_engine, create_session_factory
