@@ -23,7 +23,7 @@ from typing import Any
 
 import docker
 
-from bench.report import scale, write_result
+from bench.report import cleanup_service, scale, write_result
 from botfleet.constants import LABEL_BOT_ID, LABEL_INSTANCE, LABEL_MANAGED
 
 IMAGE = "botfleet/sample-bot:latest"
@@ -76,35 +76,22 @@ def prune(instance: str) -> float:
 
 
 async def botfleet_stage(instance: str, db_path: str) -> tuple[float, dict[str, Any]]:
-    from botfleet.cleanup.service import CleanupService
     from botfleet.config import Settings
-    from botfleet.runtime.fleet import Fleet
     from botfleet.store.migrate import upgrade
-    from botfleet.store.session import create_engine, create_session_factory
 
-    settings = Settings(  # type: ignore[call-arg]
-        database_url=f"sqlite:///{db_path}",
-        admin_token="x" * 40,
+    url = f"sqlite:///{db_path}"
+    await upgrade(Settings(database_url=url, admin_token="x" * 40))  # type: ignore[call-arg]
+    async with cleanup_service(
+        url,
         botfleet_instance=instance,
+        container_cleanup_enabled=True,
         container_cleanup_grace_minutes=0,
-        cleanup_enabled=False,
-    )
-    await upgrade(settings)
-    engine = create_engine(settings)
-    fleet = Fleet.from_settings(settings)
-    service = CleanupService(
-        settings=settings, sessions=create_session_factory(engine), fleet=fleet, observers=[]
-    )
-    try:
+    ) as service:
         started = time.perf_counter()
         report = await service.run(
             trigger="cli", actor="cli:bench", dry_run=False, only=["containers"]
         )
-        seconds = time.perf_counter() - started
-    finally:
-        await fleet.close()
-        await engine.dispose()
-    return seconds, report
+        return time.perf_counter() - started, report
 
 
 def survivors(client: docker.DockerClient, ids: list[str]) -> int:

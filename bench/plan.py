@@ -19,7 +19,7 @@ import asyncpg
 
 from bench import pgtools
 from bench.purge import spec_for
-from bench.report import scale, write_result
+from bench.report import cleanup_service, scale, write_result
 
 
 async def counts_baseline(url: str) -> float:
@@ -45,27 +45,10 @@ async def counts_baseline(url: str) -> float:
 
 
 async def dry_run(url: str) -> tuple[float, dict[str, Any]]:
-    from botfleet.cleanup.service import CleanupService
-    from botfleet.config import Settings
-    from botfleet.runtime.fleet import Fleet
-    from botfleet.store.session import create_engine, create_session_factory
-
-    settings = Settings(  # type: ignore[call-arg]
-        database_url=url,
-        admin_token="x" * 40,
-        container_cleanup_enabled=False,
-        cleanup_enabled=False,
-    )
-    engine = create_engine(settings)
-    service = CleanupService(
-        settings=settings, sessions=create_session_factory(engine), fleet=Fleet([]), observers=[]
-    )
-    try:
+    async with cleanup_service(url) as service:
         started = time.perf_counter()
         report = await service.run(trigger="cli", actor="cli:bench", dry_run=True)
         return time.perf_counter() - started, report
-    finally:
-        await engine.dispose()
 
 
 def main() -> int:

@@ -24,7 +24,7 @@ from typing import Any
 import asyncpg
 
 from bench import pgtools
-from bench.report import scale, write_result
+from bench.report import cleanup_service, scale, write_result
 from bench.seed import SeedSpec
 
 CONTENDER_APP = "botfleet"  # application_name of botfleet's sessions (store/session.py)
@@ -82,21 +82,6 @@ def botfleet_in_subprocess(url: str) -> dict[str, Any]:
 async def _botfleet_worker(url: str) -> dict[str, Any]:
     import resource
 
-    from botfleet.cleanup.service import CleanupService
-    from botfleet.config import Settings
-    from botfleet.runtime.fleet import Fleet
-    from botfleet.store.session import create_engine, create_session_factory
-
-    settings = Settings(  # type: ignore[call-arg]
-        database_url=url,
-        admin_token="x" * 40,
-        container_cleanup_enabled=False,
-        cleanup_enabled=False,
-    )
-    engine = create_engine(settings)
-    service = CleanupService(
-        settings=settings, sessions=create_session_factory(engine), fleet=Fleet([]), observers=[]
-    )
     marks: dict[str, float] = {}
     batch_ms: dict[str, list[float]] = {}
 
@@ -108,17 +93,17 @@ async def _botfleet_worker(url: str) -> dict[str, Any]:
         batch_ms.setdefault(kind, []).append((now - marks.get("last", now)) * 1000)
         marks["last"] = now
 
-    started = time.perf_counter()
-    report = await service.run(
-        trigger="cli",
-        actor="cli:bench",
-        dry_run=False,
-        only=["bots", "orphaned_results"],
-        pause_hook=planned,
-        progress=progress,
-    )
-    seconds = time.perf_counter() - started
-    await engine.dispose()
+    async with cleanup_service(url) as service:
+        started = time.perf_counter()
+        report = await service.run(
+            trigger="cli",
+            actor="cli:bench",
+            dry_run=False,
+            only=["bots", "orphaned_results"],
+            pause_hook=planned,
+            progress=progress,
+        )
+        seconds = time.perf_counter() - started
     res = report["resources"]
     rows = sum(res[k]["deleted"] for k in ("bots", "bot_results", "orphaned_results"))
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -6,6 +6,8 @@ import json
 import os
 import platform
 import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -45,3 +47,33 @@ def write_result(name: str, figures: dict[str, Any]) -> Path:
     }
     path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     return path
+
+
+@asynccontextmanager
+async def cleanup_service(database_url: str, **overrides: Any) -> AsyncIterator[Any]:
+    """botfleet's real CleanupService on ``database_url``, as the server would build it.
+
+    Containers are off unless ``container_cleanup_enabled`` is passed; then the engines come from
+    DOCKER_HOSTS like the server's.
+    """
+    from botfleet.cleanup.service import CleanupService
+    from botfleet.config import Settings
+    from botfleet.runtime.fleet import Fleet
+    from botfleet.store.session import create_engine, create_session_factory
+
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "admin_token": "x" * 40,
+        "container_cleanup_enabled": False,
+        "cleanup_enabled": False,
+    }
+    settings = Settings(**(values | overrides))  # type: ignore[arg-type]
+    engine = create_engine(settings)
+    fleet = Fleet.from_settings(settings) if settings.container_cleanup_enabled else Fleet([])
+    try:
+        yield CleanupService(
+            settings=settings, sessions=create_session_factory(engine), fleet=fleet, observers=[]
+        )
+    finally:
+        await fleet.close()
+        await engine.dispose()
