@@ -226,3 +226,18 @@ def engine_factory(docker_client: Any, sample_image: str) -> Iterator[Callable[[
     yield start
     for engine in engines:
         engine.remove()
+
+
+def in_store(settings: Settings, fn: Callable[[Any], Any]) -> Any:
+    """Run ``await fn(session)`` in one transaction on the store of ``settings`` (sync callers)."""
+    from botfleet.store.session import create_engine, create_session_factory
+
+    async def go() -> Any:
+        engine = create_engine(settings)
+        try:
+            async with create_session_factory(engine)() as session, session.begin():
+                return await fn(session)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(go())

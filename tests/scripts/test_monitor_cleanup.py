@@ -19,8 +19,7 @@ from botfleet.cleanup.lock import lock_for
 from botfleet.config import Settings
 from botfleet.constants import LABEL_BOT_ID, LABEL_INSTANCE, LABEL_MANAGED
 from botfleet.store.models import Bot, Result
-from botfleet.store.session import create_engine, create_session_factory
-from tests.conftest import ROOT, TEST_TOKEN
+from tests.conftest import ROOT, TEST_TOKEN, in_store
 from tests.servers import free_port, live_server
 
 SCRIPT = ROOT / "scripts/monitor-cleanup.sh"
@@ -58,18 +57,6 @@ def server(settings_factory: Callable[..., Settings]) -> Iterator[Server]:
         yield Server(url, settings)
 
 
-def store(settings: Settings, fn: Callable[[Any], Any]) -> Any:
-    async def go() -> Any:
-        engine = create_engine(settings)
-        try:
-            async with create_session_factory(engine)() as session, session.begin():
-                return await fn(session)
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(go())
-
-
 def seed(settings: Settings) -> None:
     """One expired soft-deleted bot with 3 results, one live bot with 1, 2 orphaned results."""
 
@@ -83,7 +70,7 @@ def seed(settings: Settings) -> None:
         session.add(Result(bot_id=live.id, data={}))
         session.add_all([Result(bot_id=uuid.uuid4(), data={}) for _ in range(2)])
 
-    store(settings, add)
+    in_store(settings, add)
 
 
 def counts(settings: Settings) -> tuple[int, int]:
@@ -92,7 +79,7 @@ def counts(settings: Settings) -> tuple[int, int]:
         results = await session.scalar(select(func.count()).select_from(Result))
         return int(bots), int(results)
 
-    bots, results = store(settings, count)
+    bots, results = in_store(settings, count)
     return int(bots), int(results)
 
 

@@ -5,7 +5,6 @@ Screenshots go to test-artifacts/ (gitignored) for a human to look at.
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,8 +18,7 @@ from sqlalchemy import func, select
 
 from botfleet.config import Settings
 from botfleet.store.models import Bot, CleanupRun, Result
-from botfleet.store.session import create_engine, create_session_factory
-from tests.conftest import ROOT, TEST_TOKEN, missing_service
+from tests.conftest import ROOT, TEST_TOKEN, in_store, missing_service
 from tests.servers import free_port, live_server
 from tests.web.cdp import CHROMIUM, Page, chromium
 
@@ -43,18 +41,6 @@ def page(tmp_path: Path) -> Iterator[Page]:
         missing_service("Chromium (/usr/bin/chromium)")
     with chromium(tmp_path / "profile") as p:
         yield p
-
-
-def _in_store(settings: Settings, fn: Callable[[Any], Any]) -> Any:
-    async def go() -> Any:
-        engine = create_engine(settings)
-        try:
-            async with create_session_factory(engine)() as session, session.begin():
-                return await fn(session)
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(go())
 
 
 def seed(settings: Settings) -> None:
@@ -97,14 +83,14 @@ def seed(settings: Settings) -> None:
                 )
             )
 
-    _in_store(settings, add)
+    in_store(settings, add)
 
 
 def bots_left(settings: Settings) -> int:
     async def count(session: Any) -> int:
         return int(await session.scalar(select(func.count()).select_from(Bot)) or 0)
 
-    return int(_in_store(settings, count))
+    return int(in_store(settings, count))
 
 
 def test_dashboard_sign_in_status_dry_run_and_confirmed_cleanup(
