@@ -12,18 +12,20 @@ by :mod:`botfleet.cleanup.containers`, through the same checkpoints.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Integer, Uuid, bindparam, insert
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Integer, String, Uuid, bindparam, insert, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from botfleet.cleanup.heapwalk import HeapWalk
 from botfleet.cleanup.plan import (
     ORPHAN_TABLE,
     ORPHANED,
@@ -94,6 +96,9 @@ class _Batch:
     rows: int
     related: int = 0
     cursor: Any = None
+    # None: the walk ends when a batch selects fewer rows than asked (keyset walks); a heap walk
+    # ends when its window passes the end of the table, however many rows the last one held.
+    done: bool | None = None
 
 
 Progress = Callable[[str, int, int], None]
@@ -124,13 +129,17 @@ class Executor:
         step: Callable[[Runner, int, Any], Awaitable[_Batch]],
         *,
         connection: AsyncConnection | None = None,
+        autocommit: bool = False,
     ) -> None:
         cursor: Any = None
         while tally.deleted < limit:
             await self.checkpoint()
             size = max(1, min(self.governor.next_size(), limit - tally.deleted))
             started = time.perf_counter()
-            if connection is not None:
+            if connection is not None and autocommit:
+                # One statement, one transaction, one round trip (limits set on the session).
+                batch = await step(connection, size, cursor)
+            elif connection is not None:
                 async with connection.begin():
                     await self._session_limits(connection)
                     batch = await step(connection, size, cursor)
@@ -144,7 +153,7 @@ class Executor:
             tally.batches += 1
             if self.progress is not None:
                 self.progress(kind, tally.deleted, limit)
-            if batch.selected < size:
+            if batch.done if batch.done is not None else batch.selected < size:
                 return
             cursor = batch.cursor
             # A busy database (timing.BatchGovernor): let live traffic through between batches.
@@ -166,10 +175,50 @@ class Executor:
             bindparam("at", self.clock(), type_=UTCDateTime()),
         ]
 
+    @contextlib.asynccontextmanager
+    async def dedicated(self) -> AsyncIterator[AsyncConnection]:
+        """PostgreSQL: one connection for a whole stage, in autocommit, its limits set once.
+
+        Each batch is then a single statement — its own transaction — in one round trip,
+        where a pooled session per batch cost five (checkout ping, BEGIN, limits, the batch,
+        COMMIT)."""
+        engine = self.sessions.kw.get("bind")
+        assert isinstance(engine, AsyncEngine)
+        conn = await engine.connect()
+        try:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await _set_limits(conn, self.lock_timeout_ms, self.statement_timeout_ms, True, False)
+            yield conn
+            for setting in _SESSION_LIMITS:
+                await conn.execute(text(f"RESET {setting}"))
+        except BaseException:
+            await conn.invalidate()  # mid-statement or broken: never back to the pool as is
+            raise
+        finally:
+            await conn.close()
+
     # --- bots and their results ----------------------------------------------------------------
     async def purge_bots(self, tally: Tally, limit: int) -> None:
-        step = self._bots_pg if self.dialect.postgres else self._bots_sqlite
-        await self._loop(KIND_BOTS, tally, limit, step)
+        if not self.dialect.postgres:
+            await self._loop(KIND_BOTS, tally, limit, self._bots_sqlite)
+            return
+        async with self.dedicated() as conn:
+            walk = await HeapWalk.start(conn, "bots", limit)
+            if walk is not None:
+                await self._loop(
+                    KIND_BOTS,
+                    tally,
+                    limit,
+                    self._walk_step(walk),
+                    connection=conn,
+                    autocommit=True,
+                )
+            # By deleted_at through the index: all of it when eligible bots are sparse, else
+            # whatever the heap walk could not see (a row that moved behind it since).
+            if tally.deleted < limit:
+                await self._loop(
+                    KIND_BOTS, tally, limit, self._bots_pg, connection=conn, autocommit=True
+                )
 
     def _keyset(self, cursor: Any, size: int) -> list[Any]:
         return [
@@ -182,18 +231,77 @@ class Executor:
     _KEYSET = "b.deleted_at >= :after_ts"
 
     async def _bots_pg(self, session: Runner, size: int, cursor: Any) -> _Batch:
+        """Victims by ``deleted_at`` (the partial index), deleted by id."""
+        p = bot_predicate(self.dialect, self.policy, self.now)
+        victims = f"""
+    SELECT b.id, b.deleted_at FROM bots b
+    WHERE {p.eligible} AND {self._KEYSET}
+    ORDER BY b.deleted_at
+    LIMIT :batch"""
+        row = await self._delete_bots(
+            session,
+            victims,
+            "b.id = ANY(ARRAY(SELECT id FROM victims))",
+            "(SELECT max(deleted_at) FROM victims)",
+            self._keyset(cursor, size),
+        )
+        return _Batch(int(row.selected), int(row.rows), int(row.related), row.last)
+
+    def _walk_step(self, walk: HeapWalk) -> Callable[[Runner, int, Any], Awaitable[_Batch]]:
+        async def step(session: Runner, size: int, _cursor: Any) -> _Batch:
+            window = walk.window(size)
+            row = await self._bots_by_tid(session, size, window)
+            walk.advance(size, int(row.selected), row.last, window)
+            return _Batch(int(row.selected), int(row.rows), int(row.related), done=walk.done)
+
+        return step
+
+    async def _bots_by_tid(self, session: Runner, size: int, window: tuple[str, str]) -> Any:
+        """Victims by physical position (a TID range scan of one window of heap blocks),
+        deleted by TID: no index probe for the bots, and their pages visited once, in order."""
+        p = bot_predicate(self.dialect, self.policy, self.now)
+        victims = f"""
+    SELECT b.ctid AS tid FROM bots b
+    WHERE b.ctid > CAST(CAST(:after_tid AS text) AS tid)
+      AND b.ctid < CAST(CAST(:until_tid AS text) AS tid) AND {p.eligible}
+    ORDER BY b.ctid
+    LIMIT :batch"""
+        binds: list[Any] = [
+            bindparam("after_tid", window[0]),
+            bindparam("until_tid", window[1]),
+            bindparam("batch", size),
+        ]
+        # A row updated since the victims were read has another TID now: the DELETE's recheck
+        # fails and it stays (for the sweep by deleted_at, if it is still eligible).
+        return await self._delete_bots(
+            session,
+            victims,
+            "b.ctid = ANY(ARRAY(SELECT tid FROM victims))",
+            "(SELECT max(tid)::text FROM victims)",
+            binds,
+            last_type=String(),
+        )
+
+    async def _delete_bots(
+        self,
+        session: Runner,
+        victims: str,
+        which: str,
+        last: str,
+        binds: list[Any],
+        *,
+        last_type: Any = None,
+    ) -> Any:
+        """One data-modifying statement: the bots (condition re-stated), exactly their results,
+        and one audit row per bot with its snapshot."""
         p = bot_predicate(self.dialect, self.policy, self.now)
         why = bot_reason(self.dialect, self.policy, alias="g")
         # No FOR UPDATE: the DELETE re-states the condition, and PostgreSQL re-checks it on a
         # row a concurrent restore changed (READ COMMITTED), so a restored bot is skipped.
         sql = f"""
-WITH victims AS (
-    SELECT b.id, b.deleted_at FROM bots b
-    WHERE {p.eligible} AND {self._KEYSET}
-    ORDER BY b.deleted_at
-    LIMIT :batch
+WITH victims AS ({victims}
 ), gone AS (
-    DELETE FROM bots b WHERE b.id = ANY(ARRAY(SELECT id FROM victims)) AND {p.eligible}
+    DELETE FROM bots b WHERE {which} AND {p.eligible}
     RETURNING b.*
 ), res AS (
     DELETE FROM results r WHERE r.bot_id = ANY(ARRAY(SELECT id FROM gone))
@@ -213,12 +321,11 @@ SELECT (SELECT count(*) FROM victims) AS selected,
        (SELECT count(*) FROM gone) AS rows,
        (SELECT count(*) FROM res) AS related,
        (SELECT count(*) FROM audit) AS audited,
-       (SELECT max(deleted_at) FROM victims) AS last_ts
+       {last} AS last
 """
-        binds = [*p.binds, *why.binds, *self._keyset(cursor, size), *self._common()]
-        stmt = bound_text(sql, binds).columns(last_ts=UTCDateTime())
-        row = (await session.execute(stmt)).one()
-        return _Batch(int(row.selected), int(row.rows), int(row.related), row.last_ts)
+        stmt = bound_text(sql, [*p.binds, *why.binds, *binds, *self._common()])
+        stmt = stmt.columns(last=last_type if last_type is not None else UTCDateTime())
+        return (await session.execute(stmt)).one()
 
     async def _bots_sqlite(self, session: Runner, size: int, cursor: Any) -> _Batch:
         inner = bot_predicate(self.dialect, self.policy, self.now)
@@ -390,13 +497,20 @@ async def session_limits(session: Runner, settings: Settings, *, postgres: bool)
         )
 
 
-async def _set_limits(session: Runner, lock_ms: int, statement_ms: int, async_commit: bool) -> None:
-    # One round trip; is_local=true is SET LOCAL: the settings end with the transaction.
-    extra = ", set_config('synchronous_commit', 'off', true)" if async_commit else ""
+_SESSION_LIMITS = ("lock_timeout", "statement_timeout", "synchronous_commit")
+
+
+async def _set_limits(
+    session: Runner, lock_ms: int, statement_ms: int, async_commit: bool, local: bool = True
+) -> None:
+    # One round trip; is_local=true is SET LOCAL: the settings end with the transaction
+    # (false: they last for the session, until reset).
+    scope = "true" if local else "false"
+    extra = f", set_config('synchronous_commit', 'off', {scope})" if async_commit else ""
     await session.execute(
         bound_text(
-            "SELECT set_config('lock_timeout', :lt, true),"
-            f" set_config('statement_timeout', :st, true){extra}",
+            f"SELECT set_config('lock_timeout', :lt, {scope}),"
+            f" set_config('statement_timeout', :st, {scope}){extra}",
             [bindparam("lt", f"{lock_ms}ms"), bindparam("st", f"{statement_ms}ms")],
         )
     )
