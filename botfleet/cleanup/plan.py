@@ -25,6 +25,13 @@ from botfleet.cleanup.eligibility import (
     bot_purge_decision,
     labels_of,
 )
+from botfleet.cleanup.keyranges import (
+    SLICE_SETTINGS,
+    KeyRange,
+    estimated_rows,
+    key_ranges,
+    slice_count,
+)
 from botfleet.cleanup.policy import Policy
 from botfleet.cleanup.predicates import Dialect, Fragment, bot_predicate, result_eligible
 from botfleet.constants import (
@@ -169,23 +176,35 @@ async def max_result_id(session: AsyncSession) -> int:
 
 
 async def select_bots(
-    session: AsyncSession, d: Dialect, policy: Policy, now: datetime
+    session: AsyncSession,
+    d: Dialect,
+    policy: Policy,
+    now: datetime,
+    prepare: Prepare | None = None,
 ) -> tuple[Selection, Selection]:
     """Expired soft-deleted bots, and their results. Held or future-dated ones are reported."""
     bots, results = Selection(KIND_BOTS), Selection(KIND_BOT_RESULTS)
     p = bot_predicate(d, policy, now)
     # One pass over the index range counts both the eligible and the held.
-    counts = (
-        await session.execute(
-            bound_text(
-                f"SELECT count(*) FILTER (WHERE NOT ({p.held}) AND ({p.expired})),"
-                f" count(*) FILTER (WHERE ({p.held}) AND ({p.expired}))"
-                f" FROM bots b WHERE {p.range}",
-                p.binds,
-            )
+    sql = (
+        f"SELECT count(*) FILTER (WHERE NOT ({p.held}) AND ({p.expired})),"
+        f" count(*) FILTER (WHERE ({p.held}) AND ({p.expired}))"
+        f" FROM bots b WHERE {p.range}"
+    )
+    if d.postgres:
+        # The purgeable from ix_bots_deleted_id (index-only unless a rule reads labels), slice
+        # by slice; the held from the small ix_bots_held.
+        bots.found = await sliced_count(
+            session, f"SELECT count(*) FROM bots b WHERE {{b}} AND {p.eligible}", p.binds, prepare
         )
-    ).one()
-    bots.found, held = int(counts[0] or 0), int(counts[1] or 0)
+        held = await scalar(
+            session,
+            f"SELECT count(*) FROM bots b WHERE {p.range} AND ({p.held}) AND ({p.expired})",
+            p.binds,
+        )
+    else:
+        counts = (await session.execute(bound_text(sql, p.binds))).one()
+        bots.found, held = int(counts[0] or 0), int(counts[1] or 0)
     order = " ORDER BY b.deleted_at, b.id"
     for bot in await bot_rows(session, p.eligible + order, p.binds, SAMPLE_SIZE):
         bots.sample.append(bot.id)
@@ -206,13 +225,23 @@ async def select_bots(
             ", ".join(b.id for b in rows[:5]),
         )
     bots.skipped_count = held + ahead
-    if bots.found:
+    if bots.found and d.postgres:
+        # Slice by slice of bot ids, each its own short transaction (cleanup/keyranges.py).
+        results.found = await sliced_count(
+            session,
+            "SELECT count(*) FROM results r JOIN bots b ON b.id = r.bot_id"
+            f" WHERE {{r}} AND {{b}} AND {p.eligible}",
+            p.binds,
+            prepare,
+        )
+    elif bots.found:
         results.found = await scalar(
             session,
             f"SELECT count(*) FROM results r WHERE r.bot_id IN"
             f" (SELECT b.id FROM bots b WHERE {p.eligible})",
             p.binds,
         )
+    if bots.found:
         # A sample from the sampled bots: index lookups, not another pass over results.
         stmt = bound_text(
             "SELECT r.id FROM results r WHERE r.bot_id IN :ids ORDER BY r.id LIMIT :n",
@@ -236,6 +265,70 @@ def _at(now: datetime) -> Any:
 
 async def scalar(session: Runner, sql: str, binds: Iterable[Any] = ()) -> int:
     return int((await session.execute(bound_text(sql, binds))).scalar() or 0)
+
+
+Prepare = Callable[[Runner], Awaitable[None]]
+
+
+async def results_slices(runner: Runner) -> list[KeyRange]:
+    row = (
+        await runner.execute(
+            text(
+                "SELECT reltuples, pg_relation_size(oid) FROM pg_class"
+                " WHERE oid = CAST('results' AS regclass)"
+            )
+        )
+    ).one()
+    return key_ranges(slice_count(estimated_rows(row[0], int(row[1]))))
+
+
+def _slice_binds(r: KeyRange) -> tuple[dict[str, str], list[Any]]:
+    """``{r}``/``{b}``/``{x}`` → the slice's condition on ``r.bot_id``/``b.id``/``x.bot_id``."""
+    binds: list[Any] = [bindparam("slice_lo", r.low, type_=Uuid())]
+    if r.high is not None:
+        binds.append(bindparam("slice_hi", r.high, type_=Uuid()))
+
+    def cond(col: str) -> str:
+        high = f" AND {col} < :slice_hi" if r.high is not None else ""
+        return f"{col} >= :slice_lo{high}"
+
+    return {"r": cond("r.bot_id"), "b": cond("b.id"), "x": cond("x.bot_id")}, binds
+
+
+async def _slice_transaction(runner: Runner, prepare: Prepare | None) -> None:
+    """End whatever the runner has open, and set a slice's limits and planner settings."""
+    if runner.in_transaction():
+        await runner.commit()
+    if prepare is not None:
+        await prepare(runner)
+    pairs = ", ".join(f"set_config('{k}', '{v}', true)" for k, v in SLICE_SETTINGS.items())
+    await runner.execute(text(f"SELECT {pairs}"))
+
+
+async def sliced_sums(
+    runner: Runner, sql: str, binds: Iterable[Any], prepare: Prepare | None = None
+) -> list[int]:
+    """Column sums of ``sql`` (with ``{r}``, ``{b}``, ``{x}`` placeholders) over every slice of
+    bot ids, each slice in a transaction of its own: no transaction of the selection lasts long."""
+    totals: list[int] = []
+    for key_range in await results_slices(runner):
+        conds, slice_binds = _slice_binds(key_range)
+        query = sql
+        for name, cond in conds.items():
+            query = query.replace("{" + name + "}", cond)
+        await _slice_transaction(runner, prepare)
+        row = (await runner.execute(bound_text(query, [*binds, *slice_binds]))).one()
+        values = [int(v or 0) for v in row]
+        totals = [a + b for a, b in zip(totals, values, strict=True)] if totals else values
+    if runner.in_transaction():
+        await runner.commit()
+    return totals
+
+
+async def sliced_count(
+    runner: Runner, sql: str, binds: Iterable[Any], prepare: Prepare | None = None
+) -> int:
+    return (await sliced_sums(runner, sql, binds, prepare))[0]
 
 
 async def bot_rows(
@@ -272,12 +365,20 @@ async def select_orphaned_results(
                 await prepare(runner)
             await runner.execute(text(f"DROP TABLE IF EXISTS {ORPHAN_TABLE}"))
             await runner.execute(text(f"CREATE TEMP TABLE {ORPHAN_TABLE} (id bigint NOT NULL)"))
-            await runner.execute(
-                bound_text(
-                    f"INSERT INTO {ORPHAN_TABLE} SELECT r.id FROM results r WHERE {ORPHANED}",
-                    bound,
-                )
-            )
+        # Per slice: the orphans' bot ids by a merge anti-join of two index-only ranges (no
+        # heap), then their results' ids through ix_results_bot_id (a heap visit per orphan).
+        await sliced_count(
+            runner,
+            f"WITH ins AS (INSERT INTO {ORPHAN_TABLE} SELECT r.id FROM results r"
+            " WHERE r.bot_id = ANY(ARRAY(SELECT DISTINCT x.bot_id FROM results x"
+            " WHERE {x} AND NOT EXISTS (SELECT 1 FROM bots b WHERE b.id = x.bot_id AND {b})))"
+            " AND r.id <= :max_id RETURNING 1) SELECT count(*) FROM ins",
+            bound,
+            prepare,
+        )
+        async with runner.begin():
+            if prepare is not None:
+                await prepare(runner)
             await runner.execute(text(f"ALTER TABLE {ORPHAN_TABLE} ADD PRIMARY KEY (id)"))
             await runner.execute(text(f"ANALYZE {ORPHAN_TABLE}"))
             sel.found = await scalar(runner, f"SELECT count(*) FROM {ORPHAN_TABLE}")

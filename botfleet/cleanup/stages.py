@@ -7,6 +7,7 @@ how it ended becomes the report's ``resources`` (:mod:`botfleet.cleanup.report`)
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -37,6 +38,7 @@ from botfleet.cleanup.execute import (
 from botfleet.cleanup.lock import CleanupLock
 from botfleet.cleanup.plan import (
     Plan,
+    Prepare,
     Selection,
     drop_orphan_table,
     max_result_id,
@@ -66,6 +68,7 @@ PauseHook = Callable[[], Awaitable[Any]]
 # The order stages run in: bots (with their results) first, so that what they leave behind is
 # not counted as orphaned; containers last, after the database stages.
 ORDER = (KIND_BOTS, KIND_RESULTS, KIND_ORPHANED_RESULTS, KIND_CONTAINERS)
+_DB_KINDS = (KIND_BOTS, KIND_RESULTS, KIND_ORPHANED_RESULTS)
 
 
 def is_database_error(exc: BaseException) -> bool:
@@ -147,56 +150,27 @@ class Run:
 
     # --- selection -----------------------------------------------------------------------------
     async def select(self) -> None:
+        """Every stage's selection. On PostgreSQL they run side by side, each on its own
+        connection: on two cores the plan of the benchmark store takes the time of its longest
+        stage, not of all of them (bench/plan)."""
         s = self.s
         max_id = self.stored.max_result_id if self.stored else None
-        for kind in self.stages:
-            await self.checkpoint()
-            started = time.perf_counter()
+        await self.checkpoint()
+        failure: Exception | None = None
+        if max_id is None and set(self.stages) & set(_DB_KINDS):
             try:
-                if kind in (KIND_BOTS, KIND_RESULTS, KIND_ORPHANED_RESULTS):
-                    async with s.sessions() as session:
-                        await session_limits(session, s.settings, postgres=s.dialect.postgres)
-                        if max_id is None:
-                            max_id = await max_result_id(session)
-                        if kind == KIND_BOTS:
-                            bots, results = await select_bots(
-                                session, s.dialect, self.policy, self.now
-                            )
-                            self.selections[KIND_BOTS] = bots
-                            self.selections[KIND_BOT_RESULTS] = results
-                        elif kind == KIND_RESULTS:
-                            self.selections[kind] = await select_results(
-                                session, s.dialect, self.policy, self.now, max_id
-                            )
-                        else:
-                            runner = await self._orphan_connection() or session
-                            self.selections[kind] = await select_orphaned_results(
-                                runner,
-                                max_id,
-                                lambda r: session_limits(r, s.settings, postgres=True),
-                            )
-                else:
-                    self.containers = await select_containers(
-                        s.fleet,
-                        s.sessions,
-                        instance=s.settings.botfleet_instance,
-                        policy=self.policy,
-                        now=self.now,
-                        concurrency=s.settings.cleanup_container_concurrency,
-                        skip_engines=self.skip_engines,
-                        planned=self.stored.containers if self.stored else None,
-                    )
-                    self.selections[kind] = self.containers.selection
-                    self.errors.extend(self.containers.errors)
-            except Exception as exc:
-                if not is_database_error(exc):
-                    log.exception("cleanup selection of %s failed", kind)
-                self.errors.append(error_entry(kind, exc))
-                self.outcomes[kind] = rpt.FAILED
-                self.selections.setdefault(kind, Selection(kind))
-                if kind == KIND_BOTS:
-                    self.selections.setdefault(KIND_BOT_RESULTS, Selection(KIND_BOT_RESULTS))
-            self.durations[kind] = time.perf_counter() - started
+                async with s.sessions() as session:
+                    await session_limits(session, s.settings, postgres=s.dialect.postgres)
+                    max_id = await max_result_id(session)
+            except Exception as exc:  # every database stage fails with it, below
+                failure = exc
+        selections = [self._select_one(kind, max_id or 0, failure) for kind in self.stages]
+        if s.dialect.postgres:
+            outcomes = await asyncio.gather(*selections)
+        else:  # one writer, one file: no gain in overlapping
+            outcomes = [await selection for selection in selections]
+        for errors in outcomes:  # in stage order, however the selections interleaved
+            self.errors.extend(errors)
         found = {k: v.found for k, v in self.selections.items()}
         self.plan = Plan(
             id=self.stored.id if self.stored else str(self.run_id),
@@ -209,6 +183,59 @@ class Run:
             containers=self.containers.targets if self.containers else [],
         )
         await self._store_plan()
+
+    async def _select_one(
+        self, kind: str, max_id: int, failure: Exception | None
+    ) -> list[dict[str, Any]]:
+        """One stage's selection; its errors are returned (the report lists them in order)."""
+        s = self.s
+        errors: list[dict[str, Any]] = []
+        started = time.perf_counter()
+        limits: Prepare = lambda r: session_limits(r, s.settings, postgres=True)  # noqa: E731
+        try:
+            if kind in _DB_KINDS:
+                if failure is not None:
+                    raise failure
+                async with s.sessions() as session:
+                    await session_limits(session, s.settings, postgres=s.dialect.postgres)
+                    if kind == KIND_BOTS:
+                        bots, results = await select_bots(
+                            session, s.dialect, self.policy, self.now, limits
+                        )
+                        self.selections[KIND_BOTS] = bots
+                        self.selections[KIND_BOT_RESULTS] = results
+                    elif kind == KIND_RESULTS:
+                        self.selections[kind] = await select_results(
+                            session, s.dialect, self.policy, self.now, max_id
+                        )
+                    else:
+                        runner = await self._orphan_connection() or session
+                        self.selections[kind] = await select_orphaned_results(
+                            runner, max_id, limits
+                        )
+            else:
+                self.containers = await select_containers(
+                    s.fleet,
+                    s.sessions,
+                    instance=s.settings.botfleet_instance,
+                    policy=self.policy,
+                    now=self.now,
+                    concurrency=s.settings.cleanup_container_concurrency,
+                    skip_engines=self.skip_engines,
+                    planned=self.stored.containers if self.stored else None,
+                )
+                self.selections[kind] = self.containers.selection
+                errors.extend(self.containers.errors)
+        except Exception as exc:
+            if not is_database_error(exc):
+                log.exception("cleanup selection of %s failed", kind)
+            errors.append(error_entry(kind, exc))
+            self.outcomes[kind] = rpt.FAILED
+            self.selections.setdefault(kind, Selection(kind))
+            if kind == KIND_BOTS:
+                self.selections.setdefault(KIND_BOT_RESULTS, Selection(KIND_BOT_RESULTS))
+        self.durations[kind] = time.perf_counter() - started
+        return errors
 
     async def _orphan_connection(self) -> AsyncConnection | None:
         """PostgreSQL: a connection of this run's own, for the orphan ids' temporary table."""

@@ -28,6 +28,8 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from botfleet.constants import LABEL_HOLD
+
 # https://alembic.sqlalchemy.org/en/latest/naming.html
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -72,6 +74,11 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+# The hold label as PostgreSQL spells it (cleanup/predicates.py writes the same expression, so
+# the planner can prove that a purge condition implies ix_bots_deleted_id's predicate).
+HELD_SQL = f"lower(coalesce(labels->>'{LABEL_HOLD}', '')) = 'true'"
+
+
 class Bot(Base):
     __tablename__ = "bots"
 
@@ -107,6 +114,22 @@ class Bot(Base):
             sqlite_where=text("deleted_at IS NULL"),
         ),
         Index("ix_bots_status", "status"),
+        # The cleanup's counts: soft-deleted bots in id order, with deleted_at, read index-only
+        # in a merge against ix_results_bot_id (cleanup/keyranges.py).
+        Index(
+            "ix_bots_deleted_id",
+            "id",
+            postgresql_include=["deleted_at"],
+            postgresql_where=text(f"deleted_at IS NOT NULL AND NOT ({HELD_SQL})"),
+            sqlite_where=text("deleted_at IS NOT NULL"),
+        ),
+        # Soft-deleted bots on hold (few): the plan reports them without reading every label.
+        Index(
+            "ix_bots_held",
+            "deleted_at",
+            postgresql_where=text(f"deleted_at IS NOT NULL AND {HELD_SQL}"),
+            sqlite_where=text("deleted_at IS NOT NULL"),
+        ),
     )
 
 

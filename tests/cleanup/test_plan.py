@@ -177,3 +177,99 @@ def test_parse_only_refuses(value: str) -> None:
 def test_a_policy_that_keeps_everything_selects_nothing() -> None:
     keep_all = Policy(7, rules=(Rule(number=1, match={}, keeps_bots=True),))
     assert bot_predicate(Dialect(True), keep_all, NOW).eligible.startswith("false")
+
+
+async def test_counts_agree_whether_taken_in_one_slice_or_many(
+    settings: Settings, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL counts slice by slice of bot ids (cleanup/keyranges.py): cut into 16 slices,
+    every count — bots, their results, held, orphans — is what one query over all rows says."""
+    if settings.is_sqlite:
+        pytest.skip("slices are PostgreSQL's")
+    from botfleet.cleanup import plan as plan_module
+    from botfleet.cleanup.keyranges import key_ranges
+
+    for labels, ago in itertools.product(LABEL_SETS, DELETED_AGO):
+        await store.bot(deleted_at=None if ago is None else NOW - ago, labels=labels, results=2)
+    for _ in range(5):
+        await store.orphans(3)  # five vanished owners, spread over the key space
+    d = Dialect(postgres=True)
+    p = bot_predicate(d, POLICY, NOW)
+    async with store.sessions() as session:
+        truth_bots = int(
+            (
+                await session.execute(
+                    bound_text(f"SELECT count(*) FROM bots b WHERE {p.eligible}", p.binds)
+                )
+            ).scalar()
+            or 0
+        )
+        truth_results = int(
+            (
+                await session.execute(
+                    bound_text(
+                        "SELECT count(*) FROM results r WHERE r.bot_id IN"
+                        f" (SELECT b.id FROM bots b WHERE {p.eligible})",
+                        p.binds,
+                    )
+                )
+            ).scalar()
+            or 0
+        )
+        whole_bots, whole_results = await select_bots(session, d, POLICY, NOW)
+    slices: list[int] = []
+
+    async def sixteen(runner: object) -> list[object]:
+        slices.append(16)
+        return list(key_ranges(16))
+
+    monkeypatch.setattr(plan_module, "results_slices", sixteen)
+    async with store.sessions() as session:
+        bots, results = await select_bots(session, d, POLICY, NOW)
+    async with store.engine.connect() as conn:
+        orphans = await select_orphaned_results(conn, 10**9)
+        await plan_module.drop_orphan_table(conn)
+    assert len(slices) >= 3  # bots, their results, orphans: each walked the 16 slices
+    assert truth_bots > 0 and truth_results == 2 * truth_bots
+    assert (bots.found, results.found) == (truth_bots, truth_results)
+    assert (whole_bots.found, whole_results.found) == (truth_bots, truth_results)
+    assert bots.skipped_count == whole_bots.skipped_count > 0
+    assert orphans.found == 15
+
+
+async def test_purge_counts_can_read_the_partial_indexes_alone(
+    settings: Settings, store: Store
+) -> None:
+    """The hold test in predicates.py and the predicates of ix_bots_deleted_id / ix_bots_held
+    (store/models.py) must stay the same expression, or PostgreSQL cannot use the indexes."""
+    if settings.is_sqlite:
+        pytest.skip("PostgreSQL's partial indexes")
+    for i in range(30):
+        await store.bot(deleted_at=NOW - days(8 + i), results=1)
+    d = Dialect(postgres=True)
+    p = bot_predicate(d, Policy(7), NOW)
+    async with store.sessions() as session, session.begin():
+        # Within a transaction that is rolled back: leave the planner no other index and no
+        # sequential scan, so a partial index shows in the plan only if the query implies its
+        # predicate.
+        for ddl in (
+            "ALTER TABLE bots DROP CONSTRAINT pk_bots",
+            "DROP INDEX ix_bots_deleted_at",
+            "DROP INDEX ix_bots_status",
+            "SET LOCAL enable_seqscan = off",
+            "SET LOCAL enable_bitmapscan = off",
+        ):
+            await session.execute(bound_text(ddl))
+        purgeable = await session.execute(
+            bound_text(f"EXPLAIN SELECT count(*) FROM bots b WHERE {p.eligible}", p.binds)
+        )
+        held = await session.execute(
+            bound_text(
+                f"EXPLAIN SELECT count(*) FROM bots b WHERE {p.range} AND ({p.held})", p.binds
+            )
+        )
+        purgeable_plan = "\n".join(r[0] for r in purgeable)
+        held_plan = "\n".join(r[0] for r in held)
+        await session.rollback()
+    assert "using ix_bots_deleted_id" in purgeable_plan, purgeable_plan
+    assert "using ix_bots_held" in held_plan, held_plan
