@@ -211,6 +211,7 @@ class TxnWatcher:
         self.app = application_name
         self.every = every
         self.longest_ms = 0.0
+        self.longest_query = ""  # the statement seen last in that transaction
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
 
@@ -221,14 +222,17 @@ class TxnWatcher:
 
     async def _loop(self) -> None:
         query = await self._conn.prepare(
-            """SELECT coalesce(max(extract(epoch FROM clock_timestamp() - xact_start)), 0) * 1000
+            """SELECT extract(epoch FROM clock_timestamp() - xact_start) * 1000, state, query
                FROM pg_stat_activity
                WHERE datname = current_database() AND application_name = $1
-                 AND xact_start IS NOT NULL"""
+                 AND xact_start IS NOT NULL
+               ORDER BY xact_start LIMIT 1"""
         )
         while not self._stop.is_set():
-            value = float(await query.fetchval(self.app))
-            self.longest_ms = max(self.longest_ms, value)
+            row = await query.fetchrow(self.app)
+            if row is not None and float(row[0]) > self.longest_ms:
+                self.longest_ms = float(row[0])
+                self.longest_query = f"{row[1]}: {' '.join(str(row[2]).split())[:300]}"
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self.every)
 

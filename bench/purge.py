@@ -113,6 +113,10 @@ async def _botfleet_worker(url: str) -> dict[str, Any]:
         "status": report["status"],
         "peak_rss_mb": round(rss_mb, 1),
         "errors": report["errors"],
+        "settings": {
+            "CLEANUP_BATCH_SIZE": service.settings.cleanup_batch_size,
+            "CLEANUP_DB_CONCURRENCY": service.settings.cleanup_db_concurrency,
+        },
         # Where the time went: selection (plan) up to the first batch, then each stage's batches
         # (a batch's time includes the checkpoint before it: the lock check, one round trip).
         "plan_seconds": round(marks.get("planned", started) - started, 3),
@@ -141,6 +145,7 @@ async def measure(name: str, url: str, spec: SeedSpec, seeded_max_id: int) -> di
         finally:
             latency = writer.stop()
     result["longest_txn_ms"] = round(watcher.longest_ms, 1)
+    result["longest_txn_query"] = watcher.longest_query
     result["writer"] = latency
     result["rows_per_s"] = round(result["rows"] / result["seconds"], 1)
     result["fingerprint"] = await pgtools.fingerprint(url, seeded_max_id)

@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     result_retention_days: int | None = Field(None, ge=0)
     cleanup_max_deletions: int | None = Field(None, ge=1)
     cleanup_container_concurrency: int = Field(8, ge=1, le=64)
+    # PostgreSQL: walks of the bots table side by side in a purge (each its own connection).
+    cleanup_db_concurrency: int = Field(2, ge=1, le=8)
 
     # --- scheduling and resilience ------------------------------------------------------------
     cleanup_window: str | None = None

@@ -21,6 +21,8 @@ BAD_VALUES = [
     ("CONTAINER_CLEANUP_ENABLED", "sometimes"),
     ("DATABASE_URL", "mysql://root@localhost/db"),
     ("CLEANUP_BATCH_SIZE", "0"),
+    ("CLEANUP_DB_CONCURRENCY", "0"),
+    ("CLEANUP_DB_CONCURRENCY", "9"),
     ("PORT", "70000"),
     ("CLEANUP_WINDOW", "25:00-03:00"),
     ("CLEANUP_TIMEZONE", "Mars/Olympus"),

@@ -88,6 +88,8 @@ class Tally:
     unlisted_skips: int = 0  # skipped items known only by count
     errors: list[dict[str, Any]] = field(default_factory=list)
     lag_seconds: list[float] = field(default_factory=list)
+    in_flight: int = 0  # rows reserved by batches not yet committed (concurrent walks)
+    aborted: bool = False  # one concurrent walk failed: the others end after their batch
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,7 @@ class Executor:
     statement_timeout_ms: int = 60000
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     progress: Progress | None = None
+    concurrency: int = 1  # PostgreSQL heap walks side by side (CLEANUP_DB_CONCURRENCY)
 
     # --- the batch loop ------------------------------------------------------------------------
     async def _loop(
@@ -132,22 +135,21 @@ class Executor:
         autocommit: bool = False,
     ) -> None:
         cursor: Any = None
-        while tally.deleted < limit:
+        while tally.deleted + tally.in_flight < limit:
             await self.checkpoint()
-            size = max(1, min(self.governor.next_size(), limit - tally.deleted))
+            if tally.aborted:  # a concurrent walk of this stage failed: stop after our batch
+                return
+            size = max(1, min(self.governor.next_size(), limit - tally.deleted - tally.in_flight))
+            # Reserved until the batch commits: concurrent walks never delete more than planned.
+            tally.in_flight += size
             started = time.perf_counter()
-            if connection is not None and autocommit:
-                # One statement, one transaction, one round trip (limits set on the session).
-                batch = await step(connection, size, cursor)
-            elif connection is not None:
-                async with connection.begin():
-                    await self._session_limits(connection)
-                    batch = await step(connection, size, cursor)
-            else:
-                async with self.sessions() as session, session.begin():
-                    await self._session_limits(session)
-                    batch = await step(session, size, cursor)
+            try:
+                batch = await self._batch(step, size, cursor, connection, autocommit)
+            except BaseException:
+                tally.in_flight -= size
+                raise
             self.governor.observe(time.perf_counter() - started, batch.rows + batch.related)
+            tally.in_flight -= size
             tally.deleted += batch.rows
             tally.related += batch.related
             tally.batches += 1
@@ -160,6 +162,25 @@ class Executor:
             pause = float(getattr(self.governor, "pause_seconds", 0.0) or 0.0)
             if pause > 0:
                 await asyncio.sleep(pause)
+
+    async def _batch(
+        self,
+        step: Callable[[Runner, int, Any], Awaitable[_Batch]],
+        size: int,
+        cursor: Any,
+        connection: AsyncConnection | None,
+        autocommit: bool,
+    ) -> _Batch:
+        if connection is not None and autocommit:
+            # One statement, one transaction, one round trip (limits set on the session).
+            return await step(connection, size, cursor)
+        if connection is not None:
+            async with connection.begin():
+                await self._session_limits(connection)
+                return await step(connection, size, cursor)
+        async with self.sessions() as session, session.begin():
+            await self._session_limits(session)
+            return await step(session, size, cursor)
 
     async def _session_limits(self, session: Runner) -> None:
         """Bounded waits, and no WAL flush per commit: a crash may undo the last few batches,
@@ -205,13 +226,25 @@ class Executor:
         async with self.dedicated() as conn:
             walk = await HeapWalk.start(conn, "bots", limit)
             if walk is not None:
-                await self._loop(
-                    KIND_BOTS,
+                parts = walk.split(self.concurrency)
+
+                async def walk_part(part: HeapWalk, own: AsyncConnection | None) -> None:
+                    if own is not None:
+                        await self._loop(
+                            KIND_BOTS,
+                            tally,
+                            limit,
+                            self._walk_step(part),
+                            connection=own,
+                            autocommit=True,
+                        )
+                        return
+                    async with self.dedicated() as other:
+                        await walk_part(part, other)
+
+                await together(
                     tally,
-                    limit,
-                    self._walk_step(walk),
-                    connection=conn,
-                    autocommit=True,
+                    [walk_part(part, conn if i == 0 else None) for i, part in enumerate(parts)],
                 )
             # By deleted_at through the index: all of it when eligible bots are sparse, else
             # whatever the heap walk could not see (a row that moved behind it since).
@@ -524,3 +557,25 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, dict | list | str | int | float | bool) or value is None:
         return value
     return json.loads(json.dumps(value, default=str))
+
+
+async def together(tally: Tally, walks: Sequence[Awaitable[None]]) -> None:
+    """Run a stage's walks side by side. The first failure makes the others stop after their
+    current batch (never mid-statement: each batch commits or not, whole, and is counted), and
+    is raised once all have ended."""
+    if len(walks) == 1:
+        await walks[0]
+        return
+
+    async def guarded(walk: Awaitable[None]) -> None:
+        try:
+            await walk
+        except BaseException:
+            tally.aborted = True
+            raise
+
+    outcomes = await asyncio.gather(*(guarded(w) for w in walks), return_exceptions=True)
+    tally.aborted = False
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome

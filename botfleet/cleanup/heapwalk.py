@@ -46,6 +46,22 @@ class HeapWalk:
     density: float  # eligible rows per block, as last seen
     after: tuple[int, int] = (0, 0)  # offsets start at 1: "(0,0)" excludes nothing
 
+    def split(self, parts: int) -> list[HeapWalk]:
+        """The rest of this walk cut into ``parts`` walks of adjacent block ranges (at least a
+        block each), to run side by side."""
+        first = self.after[0]
+        span = self.end_block - first
+        parts = max(1, min(parts, span))
+        bounds = [first + span * i // parts for i in range(parts + 1)]
+        return [
+            HeapWalk(
+                end_block=bounds[i + 1],
+                density=self.density,
+                after=self.after if i == 0 else (bounds[i], 0),
+            )
+            for i in range(parts)
+        ]
+
     @classmethod
     def plan(cls, blocks: int, expected: int) -> HeapWalk | None:
         """A walk over ``blocks`` blocks for ``expected`` rows, or None when too sparse."""

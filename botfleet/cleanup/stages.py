@@ -196,23 +196,11 @@ class Run:
             if kind in _DB_KINDS:
                 if failure is not None:
                     raise failure
-                async with s.sessions() as session:
-                    await session_limits(session, s.settings, postgres=s.dialect.postgres)
-                    if kind == KIND_BOTS:
-                        bots, results = await select_bots(
-                            session, s.dialect, self.policy, self.now, limits
-                        )
-                        self.selections[KIND_BOTS] = bots
-                        self.selections[KIND_BOT_RESULTS] = results
-                    elif kind == KIND_RESULTS:
-                        self.selections[kind] = await select_results(
-                            session, s.dialect, self.policy, self.now, max_id
-                        )
-                    else:
-                        runner = await self._orphan_connection() or session
-                        self.selections[kind] = await select_orphaned_results(
-                            runner, max_id, limits
-                        )
+                conn = await self._orphan_connection() if kind == KIND_ORPHANED_RESULTS else None
+                if conn is not None:  # PostgreSQL: on the connection that keeps the orphan ids
+                    self.selections[kind] = await select_orphaned_results(conn, max_id, limits)
+                else:
+                    await self._select_in_session(kind, max_id, limits)
             else:
                 self.containers = await select_containers(
                     s.fleet,
@@ -236,6 +224,21 @@ class Run:
                 self.selections.setdefault(KIND_BOT_RESULTS, Selection(KIND_BOT_RESULTS))
         self.durations[kind] = time.perf_counter() - started
         return errors
+
+    async def _select_in_session(self, kind: str, max_id: int, limits: Prepare) -> None:
+        s = self.s
+        async with s.sessions() as session:
+            await session_limits(session, s.settings, postgres=s.dialect.postgres)
+            if kind == KIND_BOTS:
+                bots, results = await select_bots(session, s.dialect, self.policy, self.now, limits)
+                self.selections[KIND_BOTS] = bots
+                self.selections[KIND_BOT_RESULTS] = results
+            elif kind == KIND_RESULTS:
+                self.selections[kind] = await select_results(
+                    session, s.dialect, self.policy, self.now, max_id
+                )
+            else:
+                self.selections[kind] = await select_orphaned_results(session, max_id)
 
     async def _orphan_connection(self) -> AsyncConnection | None:
         """PostgreSQL: a connection of this run's own, for the orphan ids' temporary table."""
@@ -373,6 +376,7 @@ class Run:
             lock_timeout_ms=s.settings.cleanup_lock_timeout_ms,
             statement_timeout_ms=s.settings.cleanup_statement_timeout_ms,
             clock=s.clock,
+            concurrency=s.settings.cleanup_db_concurrency,
             progress=self.progress,
         )
         limit = self.selections[kind].found

@@ -299,3 +299,93 @@ async def test_the_heap_walk_alone_purges_a_dense_table_batch_by_batch(
     assert deleted(report)["bots"] == 120 and deleted(report)["bot_results"] == 120
     assert all(rows <= 25 * 2 for rows in governor.seen)  # a bot and its result per row
     assert len(await store.bot_ids()) == 40
+
+
+def _executor(store: Store, concurrency: int, size: int) -> Any:
+    """The bots stage's executor as stages.py builds it, on the test's store."""
+    import uuid as _uuid
+
+    from botfleet.cleanup.execute import Executor
+    from botfleet.cleanup.policy import Policy
+    from botfleet.cleanup.predicates import Dialect
+
+    async def checkpoint() -> None:
+        return None
+
+    return Executor(
+        sessions=store.sessions,
+        dialect=Dialect(postgres=True),
+        policy=Policy(7),
+        now=NOW,
+        run_id=_uuid.uuid4(),
+        actor="cli:test",
+        checkpoint=checkpoint,
+        governor=Recorder(size),
+        concurrency=concurrency,
+    )
+
+
+async def test_concurrent_walks_purge_everything_once_and_never_more_than_the_limit(
+    settings: Settings, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CLEANUP_DB_CONCURRENCY walks split the table; a batch reserves its rows before it runs,
+    so together they stop at the stage's limit (the plan's count) exactly."""
+    if settings.is_sqlite:
+        pytest.skip("concurrent walks are PostgreSQL's")
+    from botfleet.cleanup import execute
+    from botfleet.cleanup.execute import Tally
+
+    for _ in range(240):
+        await store.bot(deleted_at=NOW - days(9), results=1)
+    live = {await store.bot(results=1) for _ in range(10)}
+    opened = 0
+    dedicated = execute.Executor.dedicated
+
+    def counting(self: Any) -> Any:
+        nonlocal opened
+        opened += 1
+        return dedicated(self)
+
+    monkeypatch.setattr(execute.Executor, "dedicated", counting)
+    executor = _executor(store, concurrency=2, size=15)
+    capped = Tally()
+    await executor.purge_bots(capped, 100)
+    assert capped.deleted == 100 and capped.related == 100 and capped.in_flight == 0
+    assert len(await store.bot_ids()) == 140 + 10
+    assert opened >= 2  # a second connection for the second walk
+    everything = Tally()
+    await _executor(store, concurrency=2, size=15).purge_bots(everything, 140)
+    assert everything.deleted == 140 and await store.bot_ids() == live
+    assert {a.resource_id for a in await store.audit(str(executor.run_id))} and all(
+        r == 15 or r <= 30 for r in executor.governor.seen
+    )
+
+
+async def test_when_one_concurrent_walk_fails_the_other_ends_after_its_batch(
+    settings: Settings, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if settings.is_sqlite:
+        pytest.skip("concurrent walks are PostgreSQL's")
+    from botfleet.cleanup import execute
+    from botfleet.cleanup.execute import Tally
+
+    for _ in range(300):
+        await store.bot(deleted_at=NOW - days(9), results=1)
+    calls = 0
+    by_tid = execute.Executor._bots_by_tid
+
+    async def failing_third(self: Any, session: Any, size: int, window: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise RuntimeError("boom")
+        return await by_tid(self, session, size, window)
+
+    monkeypatch.setattr(execute.Executor, "_bots_by_tid", failing_third)
+    tally = Tally()
+    with pytest.raises(RuntimeError, match="boom"):
+        await _executor(store, concurrency=2, size=10).purge_bots(tally, 300)
+    # Every batch that committed is counted, and nothing else was deleted.
+    assert 300 - len(await store.bot_ids()) == tally.deleted > 0
+    assert tally.in_flight == 0 and not tally.aborted
+    assert calls < 10  # the other walk stopped after its batch, it did not go on alone

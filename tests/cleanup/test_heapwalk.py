@@ -60,3 +60,16 @@ def test_tids_are_parsed_strictly() -> None:
     for bad in ("3,4", "(a,1)", "(1,2,3)", ""):
         with pytest.raises(ValueError):
             parse_tid(bad)
+
+
+def test_a_walk_splits_into_adjacent_parts_that_cover_it_once() -> None:
+    walk = HeapWalk(end_block=1001, density=3.0, after=(10, 4))
+    parts = walk.split(3)
+    assert [p.after for p in parts] == [(10, 4), (340, 0), (670, 0)]
+    assert [p.end_block for p in parts] == [340, 670, 1001]
+    assert all(p.density == 3.0 for p in parts)
+    assert HeapWalk(end_block=2, density=1.0).split(8) == [
+        HeapWalk(end_block=1, density=1.0),
+        HeapWalk(end_block=2, density=1.0, after=(1, 0)),
+    ]
+    assert HeapWalk(end_block=5, density=1.0).split(1) == [HeapWalk(end_block=5, density=1.0)]

@@ -59,6 +59,8 @@ async def test_a_batch_whose_session_dies_rolls_back_whole(
         cleanup_batch_size=20,
         container_cleanup_grace_minutes=0,
         cleanup_lock_timeout_ms=60_000,
+        # One walk, so that "the 6th batch" is well defined (two walks: test_execute.py).
+        cleanup_db_concurrency=1,
     )
     seeder = Seeder(settings)
     store = Store(settings)

@@ -28,7 +28,10 @@ async def test_a_lost_lock_stops_the_run_before_its_next_batch(
     pg_factory: Callable[..., Settings],
 ) -> None:
     settings = pg_factory(
-        cleanup_batch_size=BATCH, container_cleanup_enabled=False, cleanup_lock_timeout_ms=60_000
+        cleanup_batch_size=BATCH,
+        container_cleanup_enabled=False,
+        cleanup_lock_timeout_ms=60_000,
+        cleanup_db_concurrency=1,  # one walk: "the 4th batch" is well defined
     )
     seeder = Seeder(settings)
     store = Store(settings)

@@ -300,6 +300,7 @@ async def test_connections_killed_mid_run_fail_cleanly_and_retry_on_time(
         cleanup_adaptive=False,
         container_cleanup_enabled=False,
         cleanup_breaker_threshold=5,
+        cleanup_db_concurrency=1,  # one walk: "the 11th batch" is well defined
     )
     store = Store(settings)
     first = await store.seed_bots(200, results_per_bot=2, deleted_ago=timedelta(days=30))
@@ -390,7 +391,10 @@ async def test_a_busy_database_shrinks_batches_and_pauses(
     migrated_pg: str, blocker: asyncpg.Connection, observer: asyncpg.Connection, instance: str
 ) -> None:
     settings = make_settings(
-        database_url=migrated_pg, botfleet_instance=instance, container_cleanup_enabled=False
+        database_url=migrated_pg,
+        botfleet_instance=instance,
+        container_cleanup_enabled=False,
+        cleanup_db_concurrency=1,  # one walk: the batch sizes follow one another in order
     )
     store = Store(settings)
     await store.seed_bots(100, deleted_ago=timedelta(days=30))
