@@ -27,7 +27,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from botfleet.cleanup.heapwalk import HeapWalk
 from botfleet.cleanup.plan import (
-    ORPHAN_TABLE,
     ORPHANED,
     Runner,
     bound_text,
@@ -405,12 +404,13 @@ SELECT (SELECT count(*) FROM victims) AS selected,
 
     # --- results: orphaned, and past result retention -------------------------------------------
     async def purge_orphaned_results(
-        self, tally: Tally, limit: int, max_id: int, candidates: AsyncConnection | None = None
+        self, tally: Tally, limit: int, max_id: int, table: str | None = None
     ) -> None:
-        """``candidates``: the connection holding the plan's :data:`ORPHAN_TABLE` (PostgreSQL);
-        without it, batches walk ``results`` by id (SQLite)."""
-        if candidates is not None:
-            source = f"SELECT o.id, o.id AS key FROM {ORPHAN_TABLE} o WHERE o.id > :after"
+        """``table``: the plan's orphan ids (PostgreSQL, :func:`~botfleet.cleanup.plan.
+        orphan_table`), walked by id on one autocommit connection; without it, batches walk
+        ``results`` by id (SQLite)."""
+        if table is not None:
+            source = f'SELECT o.id, o.id AS key FROM "{table}" o WHERE o.id > :after'
         else:
             source = f"SELECT r.id, r.id AS key FROM results r WHERE {ORPHANED} AND r.id > :after"
         step = self._results_step(
@@ -421,7 +421,13 @@ SELECT (SELECT count(*) FROM victims) AS selected,
             "orphaned_results: no bot row",
             key=("id", Integer()),
         )
-        await self._loop(KIND_ORPHANED_RESULTS, tally, limit, step, connection=candidates)
+        if table is None:
+            await self._loop(KIND_ORPHANED_RESULTS, tally, limit, step)
+            return
+        async with self.dedicated() as conn:
+            await self._loop(
+                KIND_ORPHANED_RESULTS, tally, limit, step, connection=conn, autocommit=True
+            )
 
     async def purge_results(self, tally: Tally, limit: int, max_id: int) -> None:
         """Walks ``ix_results_created_at`` from the oldest; the DELETE asks again that the bot

@@ -15,9 +15,9 @@ import math
 import uuid
 from dataclasses import dataclass
 
-# Results per slice: about 150 ms of merging on the benchmark machine (BENCHMARKS.md), so every
+# Results per slice: about 60-100 ms of merging on the benchmark machine (BENCHMARKS.md), so every
 # selection statement stays well under CLEANUP's 250 ms transaction target.
-ROWS_PER_SLICE = 400_000
+ROWS_PER_SLICE = 250_000
 MAX_SLICES = 1024
 # Bytes per results row assumed when the table was never analysed (a small row: errs towards
 # more, shorter slices).

@@ -9,6 +9,7 @@ bounds can only find the planned items or fewer.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import uuid
@@ -43,6 +44,7 @@ from botfleet.constants import (
 )
 from botfleet.errors import InvalidInput
 from botfleet.store.models import Bot, UTCDateTime
+from botfleet.store.session import SessionFactory
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +182,7 @@ async def select_bots(
     d: Dialect,
     policy: Policy,
     now: datetime,
-    prepare: Prepare | None = None,
+    slicing: Slicing | None = None,
 ) -> tuple[Selection, Selection]:
     """Expired soft-deleted bots, and their results. Held or future-dated ones are reported."""
     bots, results = Selection(KIND_BOTS), Selection(KIND_BOT_RESULTS)
@@ -195,7 +197,7 @@ async def select_bots(
         # The purgeable from ix_bots_deleted_id (index-only unless a rule reads labels), slice
         # by slice; the held from the small ix_bots_held.
         bots.found = await sliced_count(
-            session, f"SELECT count(*) FROM bots b WHERE {{b}} AND {p.eligible}", p.binds, prepare
+            session, f"SELECT count(*) FROM bots b WHERE {{b}} AND {p.eligible}", p.binds, slicing
         )
         held = await scalar(
             session,
@@ -232,7 +234,7 @@ async def select_bots(
             "SELECT count(*) FROM results r JOIN bots b ON b.id = r.bot_id"
             f" WHERE {{r}} AND {{b}} AND {p.eligible}",
             p.binds,
-            prepare,
+            slicing,
         )
     elif bots.found:
         results.found = await scalar(
@@ -295,6 +297,16 @@ def _slice_binds(r: KeyRange) -> tuple[dict[str, str], list[Any]]:
     return {"r": cond("r.bot_id"), "b": cond("b.id"), "x": cond("x.bot_id")}, binds
 
 
+@dataclass(frozen=True)
+class Slicing:
+    """How slices run: each in a transaction of its own on a pooled session, ``concurrency``
+    at a time, each transaction first ``prepare``d (the cleanup's lock and statement limits)."""
+
+    sessions: SessionFactory
+    prepare: Prepare | None = None
+    concurrency: int = 1
+
+
 async def _slice_transaction(runner: Runner, prepare: Prepare | None) -> None:
     """End whatever the runner has open, and set a slice's limits and planner settings."""
     if runner.in_transaction():
@@ -305,30 +317,57 @@ async def _slice_transaction(runner: Runner, prepare: Prepare | None) -> None:
     await runner.execute(text(f"SELECT {pairs}"))
 
 
+def _slice_query(sql: str, key_range: KeyRange, binds: Iterable[Any]) -> Any:
+    conds, slice_binds = _slice_binds(key_range)
+    for name, cond in conds.items():
+        sql = sql.replace("{" + name + "}", cond)
+    return bound_text(sql, [*binds, *slice_binds])
+
+
+async def _run_slice(
+    runner: Runner, sql: str, key_range: KeyRange, binds: Iterable[Any], prepare: Prepare | None
+) -> list[int]:
+    await _slice_transaction(runner, prepare)
+    row = (await runner.execute(_slice_query(sql, key_range, binds))).one()
+    await runner.commit()
+    return [int(v or 0) for v in row]
+
+
 async def sliced_sums(
-    runner: Runner, sql: str, binds: Iterable[Any], prepare: Prepare | None = None
+    runner: Runner, sql: str, binds: Iterable[Any], slicing: Slicing | None = None
 ) -> list[int]:
     """Column sums of ``sql`` (with ``{r}``, ``{b}``, ``{x}`` placeholders) over every slice of
-    bot ids, each slice in a transaction of its own: no transaction of the selection lasts long."""
-    totals: list[int] = []
-    for key_range in await results_slices(runner):
-        conds, slice_binds = _slice_binds(key_range)
-        query = sql
-        for name, cond in conds.items():
-            query = query.replace("{" + name + "}", cond)
-        await _slice_transaction(runner, prepare)
-        row = (await runner.execute(bound_text(query, [*binds, *slice_binds]))).one()
-        values = [int(v or 0) for v in row]
-        totals = [a + b for a, b in zip(totals, values, strict=True)] if totals else values
+    bot ids, each slice in a transaction of its own: no transaction of the selection lasts long.
+    Without ``slicing`` (or with a concurrency of 1) the slices run one after another on
+    ``runner``; with it, on that many pooled sessions at once."""
+    binds = list(binds)
+    ranges = await results_slices(runner)
     if runner.in_transaction():
         await runner.commit()
-    return totals
+    rows: list[list[int]] = []
+    if slicing is None or slicing.concurrency <= 1 or len(ranges) == 1:
+        prepare = slicing.prepare if slicing is not None else None
+        for key_range in ranges:
+            rows.append(await _run_slice(runner, sql, key_range, binds, prepare))
+    else:
+        pending = list(reversed(ranges))
+
+        async def worker(sessions: SessionFactory, prepare: Prepare | None) -> None:
+            async with sessions() as session:
+                while pending:
+                    key_range = pending.pop()
+                    rows.append(await _run_slice(session, sql, key_range, binds, prepare))
+
+        workers = min(slicing.concurrency, len(ranges))
+        await asyncio.gather(*(worker(slicing.sessions, slicing.prepare) for _ in range(workers)))
+    return [sum(column) for column in zip(*rows, strict=True)] if rows else []
 
 
 async def sliced_count(
-    runner: Runner, sql: str, binds: Iterable[Any], prepare: Prepare | None = None
+    runner: Runner, sql: str, binds: Iterable[Any], slicing: Slicing | None = None
 ) -> int:
-    return (await sliced_sums(runner, sql, binds, prepare))[0]
+    sums = await sliced_sums(runner, sql, binds, slicing)
+    return sums[0] if sums else 0
 
 
 async def bot_rows(
@@ -344,49 +383,69 @@ async def bot_rows(
 
 
 ORPHANED = "r.id <= :max_id AND NOT EXISTS (SELECT 1 FROM bots b WHERE b.id = r.bot_id)"
-# PostgreSQL: the orphan ids of one run, found by one hash anti-join (a walk of results by id
-# would probe the bots index once per result, and hold the first batch open while it looks).
-ORPHAN_TABLE = "botfleet_cleanup_orphans"
+# PostgreSQL: a run's orphan ids, in an UNLOGGED table of its own (scratch data: no WAL, and any
+# of the run's connections can fill it or walk it). Dropped at the end of the run; one left by a
+# crashed run is dropped by the next (runs are serialised by the cleanup lock).
+ORPHAN_TABLE_PREFIX = "botfleet_cleanup_orphans_"
+
+
+def orphan_table(run_id: uuid.UUID) -> str:
+    return f"{ORPHAN_TABLE_PREFIX}{run_id.hex}"
+
+
+async def drop_orphan_tables(runner: Runner, keep: str | None = None) -> list[str]:
+    """Drop every run's orphan table but ``keep``; returns the names dropped."""
+    rows = await runner.execute(
+        text(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+            " AND tablename LIKE :prefix"
+        ).bindparams(prefix=ORPHAN_TABLE_PREFIX + "%")
+    )
+    names = [str(r[0]) for r in rows if r[0] != keep]
+    for name in names:
+        await runner.execute(text(f'DROP TABLE IF EXISTS "{name}"'))
+    return names
 
 
 async def select_orphaned_results(
-    runner: Runner, max_id: int, prepare: Callable[[Runner], Awaitable[None]] | None = None
+    runner: Runner, max_id: int, slicing: Slicing | None = None, table: str | None = None
 ) -> Selection:
     """Results whose ``bot_id`` names no bot row, up to the plan's result-id bound.
 
-    Given an :class:`AsyncConnection` (PostgreSQL), the ids are kept in a temporary table on it
-    for :meth:`~botfleet.cleanup.execute.Executor.purge_orphaned_results` to walk.
+    Given a ``table`` name (PostgreSQL), their ids are written to that new UNLOGGED table for
+    :meth:`~botfleet.cleanup.execute.Executor.purge_orphaned_results` to walk; the work runs
+    slice by slice of bot ids (see :mod:`botfleet.cleanup.keyranges`).
     """
     sel = Selection(KIND_ORPHANED_RESULTS)
     bound: list[Any] = [bindparam("max_id", max_id)]
-    if isinstance(runner, AsyncConnection):
-        async with runner.begin():
-            if prepare is not None:
-                await prepare(runner)
-            await runner.execute(text(f"DROP TABLE IF EXISTS {ORPHAN_TABLE}"))
-            await runner.execute(text(f"CREATE TEMP TABLE {ORPHAN_TABLE} (id bigint NOT NULL)"))
+    if table is not None:
+        prepare = slicing.prepare if slicing is not None else None
+        if prepare is not None:
+            await prepare(runner)
+        await runner.execute(text(f'DROP TABLE IF EXISTS "{table}"'))
+        await runner.execute(text(f'CREATE UNLOGGED TABLE "{table}" (id bigint NOT NULL)'))
+        await runner.commit()
         # Per slice: the orphans' bot ids by a merge anti-join of two index-only ranges (no
         # heap), then their results' ids through ix_results_bot_id (a heap visit per orphan).
         await sliced_count(
             runner,
-            f"WITH ins AS (INSERT INTO {ORPHAN_TABLE} SELECT r.id FROM results r"
+            f'WITH ins AS (INSERT INTO "{table}" SELECT r.id FROM results r'
             " WHERE r.bot_id = ANY(ARRAY(SELECT DISTINCT x.bot_id FROM results x"
             " WHERE {x} AND NOT EXISTS (SELECT 1 FROM bots b WHERE b.id = x.bot_id AND {b})))"
             " AND r.id <= :max_id RETURNING 1) SELECT count(*) FROM ins",
             bound,
-            prepare,
+            slicing,
         )
-        async with runner.begin():
-            if prepare is not None:
-                await prepare(runner)
-            await runner.execute(text(f"ALTER TABLE {ORPHAN_TABLE} ADD PRIMARY KEY (id)"))
-            await runner.execute(text(f"ANALYZE {ORPHAN_TABLE}"))
-            sel.found = await scalar(runner, f"SELECT count(*) FROM {ORPHAN_TABLE}")
-            stmt = bound_text(
-                f"SELECT id FROM {ORPHAN_TABLE} ORDER BY id LIMIT :n",
-                [bindparam("n", SAMPLE_SIZE)],
-            )
-            sel.sample = [str(i) for i in (await runner.execute(stmt)).scalars()]
+        if prepare is not None:
+            await prepare(runner)
+        await runner.execute(text(f'ALTER TABLE "{table}" ADD PRIMARY KEY (id)'))
+        await runner.execute(text(f'ANALYZE "{table}"'))
+        sel.found = await scalar(runner, f'SELECT count(*) FROM "{table}"')
+        stmt = bound_text(
+            f'SELECT id FROM "{table}" ORDER BY id LIMIT :n', [bindparam("n", SAMPLE_SIZE)]
+        )
+        sel.sample = [str(i) for i in (await runner.execute(stmt)).scalars()]
+        await runner.commit()
         return sel
     sel.found = await scalar(runner, f"SELECT count(*) FROM results r WHERE {ORPHANED}", bound)
     if sel.found:
@@ -396,11 +455,6 @@ async def select_orphaned_results(
         )
         sel.sample = [str(i) for i in (await runner.execute(stmt)).scalars()]
     return sel
-
-
-async def drop_orphan_table(conn: AsyncConnection) -> None:
-    async with conn.begin():
-        await conn.execute(text(f"DROP TABLE IF EXISTS {ORPHAN_TABLE}"))
 
 
 def results_where(d: Dialect, policy: Policy, now: datetime) -> Fragment:

@@ -14,10 +14,9 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import update
+from sqlalchemy import text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as SATimeoutError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from botfleet.cleanup import report as rpt
 from botfleet.cleanup.containers import (
@@ -40,8 +39,10 @@ from botfleet.cleanup.plan import (
     Plan,
     Prepare,
     Selection,
-    drop_orphan_table,
+    Slicing,
+    drop_orphan_tables,
     max_result_id,
+    orphan_table,
     select_bots,
     select_orphaned_results,
     select_results,
@@ -119,7 +120,7 @@ class Run:
         self.durations: dict[str, float] = {}
         self.extra: dict[str, dict[str, Any]] = {}
         self.stages = self._stages(only)
-        self.orphan_conn: AsyncConnection | None = None
+        self.orphan_table: str | None = None  # PostgreSQL: the run's orphan ids (plan.py)
 
     def _stages(self, only: frozenset[str] | None) -> list[str]:
         settings = self.s.settings
@@ -196,11 +197,7 @@ class Run:
             if kind in _DB_KINDS:
                 if failure is not None:
                     raise failure
-                conn = await self._orphan_connection() if kind == KIND_ORPHANED_RESULTS else None
-                if conn is not None:  # PostgreSQL: on the connection that keeps the orphan ids
-                    self.selections[kind] = await select_orphaned_results(conn, max_id, limits)
-                else:
-                    await self._select_in_session(kind, max_id, limits)
+                await self._select_in_session(kind, max_id, limits)
             else:
                 self.containers = await select_containers(
                     s.fleet,
@@ -229,37 +226,38 @@ class Run:
         s = self.s
         async with s.sessions() as session:
             await session_limits(session, s.settings, postgres=s.dialect.postgres)
+            slicing = Slicing(s.sessions, limits, s.settings.cleanup_db_concurrency)
             if kind == KIND_BOTS:
-                bots, results = await select_bots(session, s.dialect, self.policy, self.now, limits)
+                bots, results = await select_bots(
+                    session, s.dialect, self.policy, self.now, slicing
+                )
                 self.selections[KIND_BOTS] = bots
                 self.selections[KIND_BOT_RESULTS] = results
             elif kind == KIND_RESULTS:
                 self.selections[kind] = await select_results(
                     session, s.dialect, self.policy, self.now, max_id
                 )
+            elif s.dialect.postgres:
+                # A table of this run's own, and none left over by a run that crashed.
+                await drop_orphan_tables(session)
+                await session.commit()
+                self.orphan_table = orphan_table(self.run_id)
+                self.selections[kind] = await select_orphaned_results(
+                    session, max_id, slicing, table=self.orphan_table
+                )
             else:
                 self.selections[kind] = await select_orphaned_results(session, max_id)
 
-    async def _orphan_connection(self) -> AsyncConnection | None:
-        """PostgreSQL: a connection of this run's own, for the orphan ids' temporary table."""
-        engine = self.s.sessions.kw.get("bind")
-        if not self.s.dialect.postgres or not isinstance(engine, AsyncEngine):
-            return None
-        if self.orphan_conn is None:
-            self.orphan_conn = await engine.connect()
-        return self.orphan_conn
-
     async def close(self) -> None:
-        conn, self.orphan_conn = self.orphan_conn, None
-        if conn is None:
+        """Drop this run's orphan table (PostgreSQL), if selection made one."""
+        table, self.orphan_table = self.orphan_table, None
+        if table is None:
             return
         try:
-            await drop_orphan_table(conn)
-            await conn.close()
-        except Exception as exc:  # a broken connection: make sure the pool never reuses it
-            log.warning("closing the orphan-scan connection failed: %s", exc)
-            await conn.invalidate()
-            await conn.close()
+            async with self.s.sessions() as session, session.begin():
+                await session.execute(text(f'DROP TABLE IF EXISTS "{table}"'))
+        except Exception as exc:  # the next run drops it (drop_orphan_tables)
+            log.warning("dropping the orphan table %s failed: %s", table, exc)
 
     async def _store_plan(self) -> None:
         """Stored before anything is deleted: a crash mid-run still shows what was meant."""
@@ -391,7 +389,7 @@ class Run:
             elif kind == KIND_ORPHANED_RESULTS:
                 assert self.plan is not None
                 await executor.purge_orphaned_results(
-                    tally, limit, self.plan.max_result_id, candidates=self.orphan_conn
+                    tally, limit, self.plan.max_result_id, table=self.orphan_table
                 )
             else:
                 assert self.containers is not None

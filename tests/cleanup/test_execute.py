@@ -389,3 +389,27 @@ async def test_when_one_concurrent_walk_fails_the_other_ends_after_its_batch(
     assert 300 - len(await store.bot_ids()) == tally.deleted > 0
     assert tally.in_flight == 0 and not tally.aborted
     assert calls < 10  # the other walk stopped after its batch, it did not go on alone
+
+
+async def test_orphan_tables_last_one_run_and_a_crashed_runs_is_dropped_by_the_next(
+    settings: Settings, store: Store
+) -> None:
+    if settings.is_sqlite:
+        pytest.skip("the orphan table is PostgreSQL's")
+    from sqlalchemy import text
+
+    from botfleet.cleanup.plan import ORPHAN_TABLE_PREFIX
+
+    leftover = ORPHAN_TABLE_PREFIX + "0" * 32
+    async with store.sessions() as session, session.begin():
+        await session.execute(text(f'CREATE UNLOGGED TABLE "{leftover}" (id bigint)'))
+    await store.orphans(4)
+    service = make_service(settings, store, Clock(NOW))
+    report = await service.run(trigger="cli", actor="cli:x", dry_run=False)
+    assert deleted(report)["orphaned_results"] == 4
+    async with store.sessions() as session:
+        tables = await session.execute(
+            text("SELECT tablename FROM pg_tables WHERE tablename LIKE :p"),
+            {"p": ORPHAN_TABLE_PREFIX + "%"},
+        )
+        assert list(tables) == []

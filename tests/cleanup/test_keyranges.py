@@ -36,7 +36,7 @@ def test_the_number_of_slices_follows_the_table_size() -> None:
     assert slice_count(0) == 1
     assert slice_count(ROWS_PER_SLICE) == 1
     assert slice_count(ROWS_PER_SLICE + 1) == 2
-    assert slice_count(3_050_000) == 8
+    assert slice_count(3_050_000) == 13
     assert slice_count(10**12) == MAX_SLICES
     assert slice_count(10, per_slice=3) == 4
 

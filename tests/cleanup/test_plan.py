@@ -224,11 +224,14 @@ async def test_counts_agree_whether_taken_in_one_slice_or_many(
         return list(key_ranges(16))
 
     monkeypatch.setattr(plan_module, "results_slices", sixteen)
+    two_at_a_time = plan_module.Slicing(store.sessions, None, concurrency=2)
     async with store.sessions() as session:
-        bots, results = await select_bots(session, d, POLICY, NOW)
-    async with store.engine.connect() as conn:
-        orphans = await select_orphaned_results(conn, 10**9)
-        await plan_module.drop_orphan_table(conn)
+        bots, results = await select_bots(session, d, POLICY, NOW, two_at_a_time)
+    async with store.sessions() as session:
+        table = plan_module.orphan_table(uuid.uuid4())
+        orphans = await select_orphaned_results(session, 10**9, two_at_a_time, table=table)
+        assert await plan_module.drop_orphan_tables(session) == [table]
+        await session.commit()
     assert len(slices) >= 3  # bots, their results, orphans: each walked the 16 slices
     assert truth_bots > 0 and truth_results == 2 * truth_bots
     assert (bots.found, results.found) == (truth_bots, truth_results)
