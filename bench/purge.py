@@ -106,12 +106,16 @@ async def _botfleet_worker(url: str) -> dict[str, Any]:
         seconds = time.perf_counter() - started
     res = report["resources"]
     rows = sum(res[k]["deleted"] for k in ("bots", "bot_results", "orphaned_results"))
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    rss_mb = usage.ru_maxrss / 1024
     return {
         "seconds": seconds,
         "rows": rows,
         "status": report["status"],
         "peak_rss_mb": round(rss_mb, 1),
+        # The worker's own CPU (Python, SQLAlchemy, asyncpg): on 2 cores it competes with
+        # PostgreSQL's backends for the same time.
+        "client_cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
         "errors": report["errors"],
         "settings": {
             "CLEANUP_BATCH_SIZE": service.settings.cleanup_batch_size,
