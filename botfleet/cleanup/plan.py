@@ -102,6 +102,7 @@ class ContainerTarget:
     bot_id: str | None
     reason: str
     age_seconds: float | None = None
+    size_bytes: int | None = None  # its writable layer when selected ("bytes reclaimed")
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -110,6 +111,7 @@ class ContainerTarget:
             "bot_id": self.bot_id,
             "reason": self.reason,
             "age_seconds": self.age_seconds,
+            "size_bytes": self.size_bytes,
         }
 
 
@@ -156,6 +158,7 @@ class Plan:
                     bot_id=c.get("bot_id"),
                     reason=c.get("reason", ""),
                     age_seconds=c.get("age_seconds"),
+                    size_bytes=c.get("size_bytes"),
                 )
                 for c in data.get("containers", [])
             ],

@@ -1,0 +1,65 @@
+"""The container stage's coalesced bot look-ups: right answers, fewer queries, errors to all."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from botfleet.cleanup import containers
+from botfleet.cleanup.containers import BotLookup
+from tests.cleanup.support import Store, store
+
+__all__ = ["store"]
+
+
+async def test_concurrent_look_ups_share_queries_and_get_their_own_rows(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    live = await store.bot()
+    gone = await store.bot(deleted_at=datetime.now(UTC) - timedelta(days=3))
+    queries: list[int] = []
+    real = containers.bot_records
+
+    async def counting(sessions: Any, ids: Any) -> Any:
+        queries.append(len(list(ids)))
+        return await real(sessions, ids)
+
+    monkeypatch.setattr(containers, "bot_records", counting)
+    lookup = BotLookup(store.sessions)
+    asked = [str(live), str(gone), str(uuid.uuid4()), "not-a-uuid", None] * 8
+    answers = await asyncio.gather(*(lookup.get(a) for a in asked))
+    for question, answer in zip(asked, answers, strict=True):
+        if question in (str(live), str(gone)):
+            assert answer is not None and answer.id == question
+        else:
+            assert answer is None
+    assert next(a for a in answers if a and a.id == str(gone)).deleted_at is not None
+    assert 1 <= len(queries) <= 3 < len(asked)  # 40 questions, a query or two
+
+
+async def test_a_failed_query_fails_every_waiting_look_up_and_the_next_one_retries(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bot = await store.bot()
+    real = containers.bot_records
+    calls = 0
+
+    async def flaky(sessions: Any, ids: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("database gone")
+        return await real(sessions, ids)
+
+    monkeypatch.setattr(containers, "bot_records", flaky)
+    lookup = BotLookup(store.sessions)
+    outcomes = await asyncio.gather(
+        *(lookup.get(str(bot)) for _ in range(5)), return_exceptions=True
+    )
+    assert all(isinstance(o, RuntimeError) for o in outcomes)
+    again = await lookup.get(str(bot))
+    assert again is not None and again.id == str(bot)
