@@ -24,6 +24,7 @@ from sqlalchemy import TextClause, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from botfleet.cleanup.eligibility import labels_of
+from botfleet.cleanup.plan import sliced_count
 from botfleet.cleanup.policy import Policy
 from botfleet.cleanup.predicates import Dialect, bot_predicate, result_eligible
 from botfleet.config import Settings
@@ -163,17 +164,33 @@ async def _db_backlog(
     p = bot_predicate(d, policy, now)
     # ix_bots_deleted_at bounds the first two; ix_results_bot_id serves the joins.
     n_bots = await _count(session, f"SELECT count(*) FROM bots b WHERE {p.eligible}", p.binds)
-    n_bot_results = await _count(
-        session,
-        f"SELECT count(*) FROM results r WHERE r.bot_id IN"
-        f" (SELECT b.id FROM bots b WHERE {p.eligible})",
-        p.binds,
-    )
-    n_orphans = await _count(
-        session,
-        "SELECT count(*) FROM results r"
-        " WHERE NOT EXISTS (SELECT 1 FROM bots b WHERE b.id = r.bot_id)",
-    )
+    if d.postgres:
+        # As the plan counts them: slice by slice of bot ids, each a short transaction of its
+        # own (cleanup/keyranges.py), not one pass over every result in one transaction.
+        n_bot_results = await sliced_count(
+            session,
+            f"SELECT count(*) FROM results r JOIN bots b ON b.id = r.bot_id"
+            f" WHERE {{r}} AND {{b}} AND {p.eligible}",
+            p.binds,
+        )
+        n_orphans = await sliced_count(
+            session,
+            "SELECT count(*) FROM results r WHERE {r}"
+            " AND NOT EXISTS (SELECT 1 FROM bots b WHERE b.id = r.bot_id AND {b})",
+            [],
+        )
+    else:
+        n_bot_results = await _count(
+            session,
+            f"SELECT count(*) FROM results r WHERE r.bot_id IN"
+            f" (SELECT b.id FROM bots b WHERE {p.eligible})",
+            p.binds,
+        )
+        n_orphans = await _count(
+            session,
+            "SELECT count(*) FROM results r"
+            " WHERE NOT EXISTS (SELECT 1 FROM bots b WHERE b.id = r.bot_id)",
+        )
     frag = result_eligible(d, policy, now)
     n_results = await _count(
         session,
