@@ -106,6 +106,11 @@ def make_settings(**overrides: Any) -> Settings:
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
+# A test of PostgreSQL's own machinery (TIDs, partial indexes, slices): that backend only, rather
+# than a SQLite variant that would skip.
+postgres_only = pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh, migrated store on each backend: a new SQLite file, or a truncated PG database."""

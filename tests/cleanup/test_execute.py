@@ -28,7 +28,7 @@ from tests.cleanup.support import (
     make_service,
     store,
 )
-from tests.conftest import make_settings
+from tests.conftest import make_settings, postgres_only
 
 __all__ = ["containers", "store"]
 NOW = datetime.now(UTC)
@@ -235,13 +235,12 @@ async def test_trigger_is_checked(settings: Settings, store: Store) -> None:
     assert (await store.counts())["cleanup_runs"] == 0  # refused before anything was written
 
 
+@postgres_only
 async def test_dense_bots_are_walked_in_physical_order_and_the_index_sweeps_what_it_missed(
     settings: Settings, store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """PostgreSQL walks the heap (delete by TID); rows the walk cannot reach (here: beyond a
     walk cut short to the first block, as a row moved behind it would be) still go, by index."""
-    if settings.is_sqlite:
-        pytest.skip("the heap walk is PostgreSQL's")
     from botfleet.cleanup import execute
     from botfleet.cleanup.heapwalk import HeapWalk
 
@@ -276,11 +275,10 @@ async def test_dense_bots_are_walked_in_physical_order_and_the_index_sweeps_what
     assert all(a.snapshot and a.snapshot["results_deleted"] == 2 for a in audit)
 
 
+@postgres_only
 async def test_the_heap_walk_alone_purges_a_dense_table_batch_by_batch(
     settings: Settings, store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if settings.is_sqlite:
-        pytest.skip("the heap walk is PostgreSQL's")
     from botfleet.cleanup import execute
 
     for i in range(120):
@@ -325,13 +323,12 @@ def _executor(store: Store, concurrency: int, size: int) -> Any:
     )
 
 
+@postgres_only
 async def test_concurrent_walks_purge_everything_once_and_never_more_than_the_limit(
     settings: Settings, store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """CLEANUP_DB_CONCURRENCY walks split the table; a batch reserves its rows before it runs,
     so together they stop at the stage's limit (the plan's count) exactly."""
-    if settings.is_sqlite:
-        pytest.skip("concurrent walks are PostgreSQL's")
     from botfleet.cleanup import execute
     from botfleet.cleanup.execute import Tally
 
@@ -361,11 +358,10 @@ async def test_concurrent_walks_purge_everything_once_and_never_more_than_the_li
     )
 
 
+@postgres_only
 async def test_when_one_concurrent_walk_fails_the_other_ends_after_its_batch(
     settings: Settings, store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if settings.is_sqlite:
-        pytest.skip("concurrent walks are PostgreSQL's")
     from botfleet.cleanup import execute
     from botfleet.cleanup.execute import Tally
 
@@ -391,11 +387,10 @@ async def test_when_one_concurrent_walk_fails_the_other_ends_after_its_batch(
     assert calls < 10  # the other walk stopped after its batch, it did not go on alone
 
 
+@postgres_only
 async def test_orphan_tables_last_one_run_and_a_crashed_runs_is_dropped_by_the_next(
     settings: Settings, store: Store
 ) -> None:
-    if settings.is_sqlite:
-        pytest.skip("the orphan table is PostgreSQL's")
     from sqlalchemy import text
 
     from botfleet.cleanup.plan import ORPHAN_TABLE_PREFIX

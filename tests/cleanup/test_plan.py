@@ -27,6 +27,7 @@ from botfleet.config import Settings
 from botfleet.errors import InvalidInput
 from botfleet.store.models import Result
 from tests.cleanup.support import Store, days, store
+from tests.conftest import postgres_only
 
 __all__ = ["store"]
 
@@ -179,13 +180,12 @@ def test_a_policy_that_keeps_everything_selects_nothing() -> None:
     assert bot_predicate(Dialect(True), keep_all, NOW).eligible.startswith("false")
 
 
+@postgres_only
 async def test_counts_agree_whether_taken_in_one_slice_or_many(
     settings: Settings, store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """PostgreSQL counts slice by slice of bot ids (cleanup/keyranges.py): cut into 16 slices,
     every count — bots, their results, held, orphans — is what one query over all rows says."""
-    if settings.is_sqlite:
-        pytest.skip("slices are PostgreSQL's")
     from botfleet.cleanup import plan as plan_module
     from botfleet.cleanup.keyranges import key_ranges
 
@@ -240,13 +240,12 @@ async def test_counts_agree_whether_taken_in_one_slice_or_many(
     assert orphans.found == 15
 
 
+@postgres_only
 async def test_purge_counts_can_read_the_partial_indexes_alone(
     settings: Settings, store: Store
 ) -> None:
     """The hold test in predicates.py and the predicates of ix_bots_deleted_id / ix_bots_held
     (store/models.py) must stay the same expression, or PostgreSQL cannot use the indexes."""
-    if settings.is_sqlite:
-        pytest.skip("PostgreSQL's partial indexes")
     for i in range(30):
         await store.bot(deleted_at=NOW - days(8 + i), results=1)
     d = Dialect(postgres=True)
