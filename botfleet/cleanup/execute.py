@@ -2,11 +2,13 @@
 
 Every batch is one short transaction (safety rule 3) that re-states the stage's condition in SQL,
 so a row that changed since selection (a bot restored mid-run) is simply not deleted. Batches walk
-a keyset (``deleted_at``, ``created_at`` or ``id``), never an offset, so each starts where the last
-one ended instead of re-reading what was already deleted. On PostgreSQL one data-modifying CTE per
-batch deletes the bots, their results (by ``bot_id = ANY(…)``: index lookups) and writes the audit
-rows in one round trip; SQLite gets plain statements in one transaction. Containers are removed
-by :mod:`botfleet.cleanup.containers`, through the same checkpoints.
+a keyset (``deleted_at``, ``created_at`` or ``id``) or, for dense expired bots on PostgreSQL, the
+``bots`` heap in physical order (:mod:`botfleet.cleanup.heapwalk`; ``CLEANUP_DB_CONCURRENCY``
+walks side by side) — never an offset, so each starts where the last one ended. On PostgreSQL one
+data-modifying statement per batch, on a connection of the stage's own in autocommit, deletes the
+bots, their results (by ``bot_id = ANY(…)``: index lookups) and writes the audit rows in one round
+trip; SQLite gets plain statements in one transaction. Containers are removed by
+:mod:`botfleet.cleanup.containers`, through the same checkpoints.
 """
 
 from __future__ import annotations
