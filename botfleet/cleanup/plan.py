@@ -401,8 +401,8 @@ async def drop_orphan_tables(runner: Runner, keep: str | None = None) -> list[st
     rows = await runner.execute(
         text(
             "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
-            " AND tablename LIKE :prefix"
-        ).bindparams(prefix=ORPHAN_TABLE_PREFIX + "%")
+            " AND starts_with(tablename, :prefix)"  # not LIKE: "_" is a wildcard there
+        ).bindparams(prefix=ORPHAN_TABLE_PREFIX)
     )
     names = [str(r[0]) for r in rows if r[0] != keep]
     for name in names:
