@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import docker
 import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.transport import UnixHTTPAdapter
 
 from botfleet.constants import LABEL_INSTANCE, LABEL_MANAGED
 from botfleet.errors import ContainerFailed, EngineUnavailable, ImageNotAvailable
@@ -72,6 +73,7 @@ class DockerEngine:
                     )
                 else:
                     self._client = docker.from_env(timeout=int(self._timeout))
+                _one_pool_per_socket(self._client)
             return self._client
 
     async def _call(self, fn: Callable[[docker.DockerClient], T]) -> T:
@@ -199,6 +201,30 @@ class DockerEngine:
             client, self._client = self._client, None
         if client is not None:
             await asyncio.to_thread(client.close)
+
+
+class _OnePoolAdapter(UnixHTTPAdapter):
+    """docker-py keys its unix-socket connection pools by the whole URL, so every container id
+    in a path (``/containers/<id>/json``) gets a pool, and a new socket, of its own. One pool per
+    socket instead: connections are reused across containers (bench/containers: 0.71 → 0.61 ms
+    of client CPU per inspect, and no connect/close per container)."""
+
+    def get_connection(self, url: str | bytes, proxies: Any = None) -> Any:
+        return super().get_connection("http+docker://localhost", proxies)
+
+
+def _one_pool_per_socket(client: docker.DockerClient) -> None:
+    adapter = client.api.adapters.get("http+docker://")
+    if isinstance(adapter, UnixHTTPAdapter) and not isinstance(adapter, _OnePoolAdapter):
+        client.api.mount(
+            "http+docker://",
+            _OnePoolAdapter(
+                "http+unix://" + adapter.socket_path,
+                adapter.timeout,
+                max_pool_size=adapter.max_pool_size,
+            ),
+        )
+        adapter.close()
 
 
 def _to_info(engine: str, raw: dict[str, Any]) -> ContainerInfo:

@@ -145,3 +145,12 @@ async def test_event_stream_reports_and_closes(
 )
 def test_parse_docker_time(text: str | None, expected: datetime | None) -> None:
     assert parse_docker_time(text) == expected
+
+
+async def test_calls_about_many_containers_share_one_connection_pool(engine: Any) -> None:
+    """docker-py would open a pool (and a socket) per container path; ours keeps one."""
+    for _ in range(5):
+        assert await engine.inspect(uuid.uuid4().hex) is None  # five distinct URLs
+    await engine.list_managed("nobody")
+    adapter = engine._connect().api.adapters["http+docker://"]
+    assert len(adapter.pools) == 1
