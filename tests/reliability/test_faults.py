@@ -172,7 +172,7 @@ async def test_no_container_is_removed_without_a_fresh_look_at_its_bot(
         await set_connections(database, False)
 
     def progress(kind: str, done: int, total: int) -> None:
-        # Called after each chunk of removals: the database comes back once they were tried,
+        # Called once the removals were tried (every 32, and at the end): the database comes back,
         # so that the run can record how it ended.
         if kind == KIND_CONTAINERS and not reopened.is_set():
             worker = threading.Thread(target=asyncio.run, args=(set_connections(database, True),))
@@ -235,7 +235,9 @@ async def test_dockerd_restarted_mid_run(
     settings = pg_factory(
         docker_hosts=second.url,
         container_cleanup_grace_minutes=0,
-        cleanup_container_concurrency=2,
+        # One removal at a time: the daemon goes down right after the 2nd, before any other
+        # starts (with a sliding window of 2 the other slot could finish the rest meanwhile).
+        cleanup_container_concurrency=1,
     )
     store = Store(settings)
     db = Db(settings)
@@ -263,7 +265,7 @@ async def test_dockerd_restarted_mid_run(
         plan = await service.run(trigger="cli", actor="cli:plan", dry_run=True)
         assert plan["resources"]["containers"]["found"] == 7, plan
 
-        # The real run: dockerd goes down once the first chunk of removals is done.
+        # The real run: dockerd goes down once two removals are done.
         removed: list[str] = []
         target = service.fleet.engines[second.url]
         real_remove = target.remove
