@@ -35,7 +35,13 @@ from botfleet.cleanup.plan import (
     results_where,
 )
 from botfleet.cleanup.policy import Policy
-from botfleet.cleanup.predicates import Dialect, bot_predicate, bot_reason, bot_reason_for
+from botfleet.cleanup.predicates import (
+    BotPredicate,
+    Dialect,
+    bot_predicate,
+    bot_reason,
+    bot_reason_for,
+)
 from botfleet.config import Settings
 from botfleet.constants import KIND_BOTS, KIND_ORPHANED_RESULTS, KIND_RESULTS
 from botfleet.store.models import Bot, CleanupAudit, UTCDateTime
@@ -229,23 +235,16 @@ class Executor:
             if walk is not None:
                 parts = walk.split(self.concurrency)
 
-                async def walk_part(part: HeapWalk, own: AsyncConnection | None) -> None:
-                    if own is not None:
-                        await self._loop(
-                            KIND_BOTS,
-                            tally,
-                            limit,
-                            self._walk_step(part),
-                            connection=own,
-                            autocommit=True,
-                        )
-                        return
+                async def walk_part(part: HeapWalk, own: AsyncConnection) -> None:
+                    step = self._walk_step(part)
+                    await self._loop(KIND_BOTS, tally, limit, step, connection=own, autocommit=True)
+
+                async def walk_apart(part: HeapWalk) -> None:  # on a connection of its own
                     async with self.dedicated() as other:
                         await walk_part(part, other)
 
                 await together(
-                    tally,
-                    [walk_part(part, conn if i == 0 else None) for i, part in enumerate(parts)],
+                    tally, [walk_part(parts[0], conn), *(walk_apart(p) for p in parts[1:])]
                 )
             # By deleted_at through the index: all of it when eligible bots are sparse, else
             # whatever the heap walk could not see (a row that moved behind it since).
@@ -274,6 +273,7 @@ class Executor:
     LIMIT :batch"""
         row = await self._delete_bots(
             session,
+            p,
             victims,
             "b.id = ANY(ARRAY(SELECT id FROM victims))",
             "(SELECT max(deleted_at) FROM victims)",
@@ -309,6 +309,7 @@ class Executor:
         # fails and it stays (for the sweep by deleted_at, if it is still eligible).
         return await self._delete_bots(
             session,
+            p,
             victims,
             "b.ctid = ANY(ARRAY(SELECT tid FROM victims))",
             "(SELECT max(tid)::text FROM victims)",
@@ -319,6 +320,7 @@ class Executor:
     async def _delete_bots(
         self,
         session: Runner,
+        p: BotPredicate,
         victims: str,
         which: str,
         last: str,
@@ -328,7 +330,6 @@ class Executor:
     ) -> Any:
         """One data-modifying statement: the bots (condition re-stated), exactly their results,
         and one audit row per bot with its snapshot."""
-        p = bot_predicate(self.dialect, self.policy, self.now)
         why = bot_reason(self.dialect, self.policy, alias="g")
         # No FOR UPDATE: the DELETE re-states the condition, and PostgreSQL re-checks it on a
         # row a concurrent restore changed (READ COMMITTED), so a restored bot is skipped.

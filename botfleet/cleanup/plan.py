@@ -190,12 +190,6 @@ async def select_bots(
     """Expired soft-deleted bots, and their results. Held or future-dated ones are reported."""
     bots, results = Selection(KIND_BOTS), Selection(KIND_BOT_RESULTS)
     p = bot_predicate(d, policy, now)
-    # One pass over the index range counts both the eligible and the held.
-    sql = (
-        f"SELECT count(*) FILTER (WHERE NOT ({p.held}) AND ({p.expired})),"
-        f" count(*) FILTER (WHERE ({p.held}) AND ({p.expired}))"
-        f" FROM bots b WHERE {p.range}"
-    )
     if d.postgres:
         # The purgeable from ix_bots_deleted_id (index-only unless a rule reads labels), slice
         # by slice; the held from the small ix_bots_held.
@@ -208,6 +202,12 @@ async def select_bots(
             p.binds,
         )
     else:
+        # One pass over the index range counts both the eligible and the held.
+        sql = (
+            f"SELECT count(*) FILTER (WHERE NOT ({p.held}) AND ({p.expired})),"
+            f" count(*) FILTER (WHERE ({p.held}) AND ({p.expired}))"
+            f" FROM bots b WHERE {p.range}"
+        )
         counts = (await session.execute(bound_text(sql, p.binds))).one()
         bots.found, held = int(counts[0] or 0), int(counts[1] or 0)
     order = " ORDER BY b.deleted_at, b.id"
@@ -396,15 +396,15 @@ def orphan_table(run_id: uuid.UUID) -> str:
     return f"{ORPHAN_TABLE_PREFIX}{run_id.hex}"
 
 
-async def drop_orphan_tables(runner: Runner, keep: str | None = None) -> list[str]:
-    """Drop every run's orphan table but ``keep``; returns the names dropped."""
+async def drop_orphan_tables(runner: Runner) -> list[str]:
+    """Drop every run's orphan table (left by a run that crashed); returns the names dropped."""
     rows = await runner.execute(
         text(
             "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
             " AND starts_with(tablename, :prefix)"  # not LIKE: "_" is a wildcard there
         ).bindparams(prefix=ORPHAN_TABLE_PREFIX)
     )
-    names = [str(r[0]) for r in rows if r[0] != keep]
+    names = [str(r[0]) for r in rows]
     for name in names:
         await runner.execute(text(f'DROP TABLE IF EXISTS "{name}"'))
     return names
@@ -430,7 +430,7 @@ async def select_orphaned_results(
         await runner.commit()
         # Per slice: the orphans' bot ids by a merge anti-join of two index-only ranges (no
         # heap), then their results' ids through ix_results_bot_id (a heap visit per orphan).
-        await sliced_count(
+        sel.found = await sliced_count(
             runner,
             f'WITH ins AS (INSERT INTO "{table}" SELECT r.id FROM results r'
             " WHERE r.bot_id = ANY(ARRAY(SELECT DISTINCT x.bot_id FROM results x"
@@ -443,21 +443,21 @@ async def select_orphaned_results(
             await prepare(runner)
         await runner.execute(text(f'ALTER TABLE "{table}" ADD PRIMARY KEY (id)'))
         await runner.execute(text(f'ANALYZE "{table}"'))
-        sel.found = await scalar(runner, f'SELECT count(*) FROM "{table}"')
-        stmt = bound_text(
-            f'SELECT id FROM "{table}" ORDER BY id LIMIT :n', [bindparam("n", SAMPLE_SIZE)]
-        )
-        sel.sample = [str(i) for i in (await runner.execute(stmt)).scalars()]
+        sel.sample = await _sample(runner, f'FROM "{table}" r', [])
         await runner.commit()
         return sel
     sel.found = await scalar(runner, f"SELECT count(*) FROM results r WHERE {ORPHANED}", bound)
     if sel.found:
-        stmt = bound_text(
-            f"SELECT r.id FROM results r WHERE {ORPHANED} ORDER BY r.id LIMIT :n",
-            [*bound, bindparam("n", SAMPLE_SIZE)],
-        )
-        sel.sample = [str(i) for i in (await runner.execute(stmt)).scalars()]
+        sel.sample = await _sample(runner, f"FROM results r WHERE {ORPHANED}", bound)
     return sel
+
+
+async def _sample(runner: Runner, source: str, binds: Iterable[Any]) -> list[str]:
+    """The first ids of ``source`` (``FROM … r [WHERE …]``), as a plan's sample."""
+    stmt = bound_text(
+        f"SELECT r.id {source} ORDER BY r.id LIMIT :n", [*binds, bindparam("n", SAMPLE_SIZE)]
+    )
+    return [str(i) for i in (await runner.execute(stmt)).scalars()]
 
 
 def results_where(d: Dialect, policy: Policy, now: datetime) -> Fragment:
@@ -475,9 +475,5 @@ async def select_results(
     join = "FROM results r JOIN bots b ON b.id = r.bot_id"
     sel.found = await scalar(session, f"SELECT count(*) {join} WHERE {where.sql}", binds)
     if sel.found:
-        stmt = bound_text(
-            f"SELECT r.id {join} WHERE {where.sql} ORDER BY r.id LIMIT :n",
-            [*binds, bindparam("n", SAMPLE_SIZE)],
-        )
-        sel.sample = [str(i) for i in (await session.execute(stmt)).scalars()]
+        sel.sample = await _sample(session, f"{join} WHERE {where.sql}", binds)
     return sel
