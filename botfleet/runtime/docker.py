@@ -1,16 +1,20 @@
 """One Docker Engine, driven through the ``docker`` SDK with every blocking call in a thread.
 
-Connection problems become :class:`EngineUnavailable`; a container that vanished is ``None`` or a
-no-op, never an error. Removal is never forced and never touches volumes (safety rule 2).
+The calls a cleanup makes per container (inspect, remove) and the listing go over plain HTTP
+(:mod:`botfleet.runtime.wire`) when the engine is reachable that way. Connection problems become
+:class:`EngineUnavailable`; a container that vanished is ``None`` or a no-op, never an error.
+Removal is never forced and never touches volumes (safety rule 2).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -22,6 +26,7 @@ from docker.transport import UnixHTTPAdapter
 from botfleet.constants import LABEL_INSTANCE, LABEL_MANAGED
 from botfleet.errors import ContainerFailed, EngineUnavailable, ImageNotAvailable
 from botfleet.runtime.base import ContainerInfo, ContainerSpec, EventStream
+from botfleet.runtime.wire import CONNECTION_ERRORS, EngineAnswer, Wire, container_path
 
 T = TypeVar("T")
 LOCAL_ENGINE = "local"
@@ -56,12 +61,22 @@ def parse_docker_time(value: str | None) -> datetime | None:
 class DockerEngine:
     """A :class:`~botfleet.runtime.base.ContainerEngine` on one Docker daemon."""
 
-    def __init__(self, url: str = "", *, timeout: float = 30.0, name: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str = "",
+        *,
+        timeout: float = 30.0,
+        name: str | None = None,
+        plain_http: bool = True,
+    ) -> None:
         self.url = url
         self.name = name or url or LOCAL_ENGINE
         self._timeout = timeout
+        self._plain_http = plain_http
         self._client: docker.DockerClient | None = None
+        self._wire: Wire | None = None
         self._lock = threading.Lock()
+        self._threads: ThreadPoolExecutor | None = None
 
     # --- plumbing ----------------------------------------------------------------------------
     def _connect(self) -> docker.DockerClient:
@@ -74,6 +89,8 @@ class DockerEngine:
                 else:
                     self._client = docker.from_env(timeout=int(self._timeout))
                 _one_pool_per_socket(self._client)
+                if self._plain_http:
+                    self._wire = Wire.for_client(self._client.api, self._timeout)
             return self._client
 
     async def _call(self, fn: Callable[[docker.DockerClient], T]) -> T:
@@ -87,7 +104,14 @@ class DockerEngine:
                     raise
                 raise EngineUnavailable(self.name, str(exc)[:200]) from exc
 
-        return await asyncio.to_thread(run)
+        with self._lock:
+            if self._threads is None:
+                # Threads of its own, as many as removals may be in flight (at most 64): the
+                # loop's default pool has cores + 4, six on two cores, and would hold back the
+                # engine's parallel removals and everyone else's blocking calls.
+                self._threads = ThreadPoolExecutor(64, thread_name_prefix="docker-engine")
+            threads = self._threads
+        return await asyncio.get_running_loop().run_in_executor(threads, run)
 
     # --- the Protocol ------------------------------------------------------------------------
     async def ping(self) -> None:
@@ -146,26 +170,18 @@ class DockerEngine:
         await self._call(stop)
 
     async def inspect(self, container_id: str, *, size: bool = False) -> ContainerInfo | None:
-        def inspect(client: docker.DockerClient) -> ContainerInfo | None:
-            try:
-                if size:
-                    # The SDK's inspect has no size flag; SizeRw feeds "bytes reclaimed".
-                    api: Any = client.api
-                    url = api._url("/containers/{0}/json", container_id)
-                    raw = api._result(api._get(url, params={"size": 1}), True)
-                else:
-                    raw = client.api.inspect_container(container_id)
-            except NotFound:
-                return None
-            return _to_info(self.name, raw)
-
-        return await self._call(inspect)
+        return await self._call(lambda client: self._inspect(client, container_id, size))
 
     async def list_managed(self, instance: str) -> list[ContainerInfo]:
         filters = {"label": [f"{LABEL_MANAGED}=true", f"{LABEL_INSTANCE}={instance}"]}
 
         def list_(client: docker.DockerClient) -> list[ContainerInfo]:
-            rows = client.api.containers(all=True, filters=filters)
+            wire = self._wire
+            if wire is not None:
+                query = {"all": "1", "filters": json.dumps(filters)}
+                rows = self._plainly(lambda: wire.get_json("/containers/json", query)) or []
+            else:
+                rows = client.api.containers(all=True, filters=filters)
             return [_summary_to_info(self.name, row) for row in rows]
 
         found = await self._call(list_)
@@ -173,17 +189,67 @@ class DockerEngine:
         return [c for c in found if c.belongs_to(instance)]
 
     async def remove(self, container_id: str) -> None:
-        def remove(client: docker.DockerClient) -> None:
-            try:
-                client.api.remove_container(container_id, v=False, force=False)
-            except NotFound:
-                pass
-            except APIError as exc:
-                if exc.status_code == 409:
-                    raise ContainerConflict(str(exc.explanation or exc)) from exc
-                raise
+        await self._call(lambda client: self._remove(client, container_id))
 
-        await self._call(remove)
+    async def remove_verified(
+        self, container_id: str, check: Callable[[ContainerInfo | None], str | None]
+    ) -> ContainerInfo | str:
+        """Inspect, ask ``check`` (None: go ahead; a str: the reason not to), remove: in one
+        thread, with no wait between the last look at the container and its removal. Returns
+        what was removed, or the reason it was not (``ContainerConflict`` if the engine refused).
+        """
+
+        def verified(client: docker.DockerClient) -> ContainerInfo | str:
+            info = self._inspect(client, container_id, False)
+            reason = check(info)
+            if reason is not None or info is None:
+                return reason or "already gone"
+            self._remove(client, container_id)
+            return info
+
+        return await self._call(verified)
+
+    # --- the calls, blocking (run in the engine's threads) ----------------------------------
+    def _inspect(
+        self, client: docker.DockerClient, container_id: str, size: bool
+    ) -> ContainerInfo | None:
+        wire = self._wire
+        if wire is not None:
+            params = {"size": "1"} if size else None
+            path = container_path(container_id, "/json")
+            found = self._plainly(lambda: wire.get_json(path, params))
+            return None if found is None else _to_info(self.name, found)
+        try:
+            if size:
+                # The SDK's inspect has no size flag; SizeRw feeds "bytes reclaimed".
+                api: Any = client.api
+                url = api._url("/containers/{0}/json", container_id)
+                raw = api._result(api._get(url, params={"size": 1}), True)
+            else:
+                raw = client.api.inspect_container(container_id)
+        except NotFound:
+            return None
+        return _to_info(self.name, raw)
+
+    def _remove(self, client: docker.DockerClient, container_id: str) -> None:
+        """Never forced, never with volumes; gone already is fine; running is a conflict."""
+        wire = self._wire
+        if wire is not None:
+            try:
+                self._plainly(lambda: wire.delete(container_path(container_id)))
+            except EngineAnswer as exc:
+                if exc.status == 409:
+                    raise ContainerConflict(exc.message) from exc
+                raise
+            return
+        try:
+            client.api.remove_container(container_id, v=False, force=False)
+        except NotFound:
+            pass
+        except APIError as exc:
+            if exc.status_code == 409:
+                raise ContainerConflict(str(exc.explanation or exc)) from exc
+            raise
 
     def open_events(self, instance: str) -> EventStream:
         """A stream of this instance's container events (blocking; run it in a thread)."""
@@ -196,11 +262,24 @@ class DockerEngine:
             raise EngineUnavailable(self.name, str(exc)[:200]) from exc
         return stream
 
+    def _plainly(self, call: Callable[[], T]) -> T:
+        """A plain-HTTP call; a broken connection means the engine is unavailable."""
+        try:
+            return call()
+        except CONNECTION_ERRORS as exc:
+            raise EngineUnavailable(self.name, f"{type(exc).__name__}: {exc}"[:200]) from exc
+
     async def close(self) -> None:
         with self._lock:
             client, self._client = self._client, None
+            wire, self._wire = self._wire, None
+            threads, self._threads = self._threads, None
+        if wire is not None:
+            wire.close()
         if client is not None:
             await asyncio.to_thread(client.close)
+        if threads is not None:
+            threads.shutdown(wait=False)
 
 
 class _OnePoolAdapter(UnixHTTPAdapter):

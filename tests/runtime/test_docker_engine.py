@@ -33,9 +33,11 @@ def spec(instance: str, command: list[str] | None = None, **overrides: Any) -> C
     return ContainerSpec(**values)
 
 
-@pytest.fixture
-async def engine(docker_client: Any, sample_image: str) -> Any:
-    engine = DockerEngine()
+@pytest.fixture(params=["plain-http", "sdk"])
+async def engine(request: pytest.FixtureRequest, docker_client: Any, sample_image: str) -> Any:
+    """Both routes to the engine: plain HTTP for inspect/list/remove (the default on a unix
+    socket or plain TCP) and the SDK for them (what TLS and ssh engines get)."""
+    engine = DockerEngine(plain_http=request.param == "plain-http")
     yield engine
     await engine.close()
 
@@ -147,10 +149,88 @@ def test_parse_docker_time(text: str | None, expected: datetime | None) -> None:
     assert parse_docker_time(text) == expected
 
 
-async def test_calls_about_many_containers_share_one_connection_pool(engine: Any) -> None:
+async def test_calls_about_many_containers_share_one_connection_pool(
+    docker_client: Any,
+) -> None:
     """docker-py would open a pool (and a socket) per container path; ours keeps one."""
-    for _ in range(5):
-        assert await engine.inspect(uuid.uuid4().hex) is None  # five distinct URLs
-    await engine.list_managed("nobody")
-    adapter = engine._connect().api.adapters["http+docker://"]
-    assert len(adapter.pools) == 1
+    engine = DockerEngine(plain_http=False)
+    try:
+        for _ in range(5):
+            assert await engine.inspect(uuid.uuid4().hex) is None  # five distinct URLs
+        await engine.list_managed("nobody")
+        adapter = engine._connect().api.adapters["http+docker://"]
+        assert len(adapter.pools) == 1
+    finally:
+        await engine.close()
+
+
+async def test_plain_http_carries_the_per_container_calls(
+    instance: str, docker_client: Any, sample_image: str, cleanup_containers: None
+) -> None:
+    """On a unix socket, inspect, list and remove go over plain HTTP, not docker-py."""
+    engine = DockerEngine()
+    try:
+        info = await engine.run(spec(instance, command=["true"]))
+        wire = engine._wire
+        assert wire is not None and wire.socket_path
+        calls: list[str] = []
+        real_request = wire.request
+
+        def counting(method: str, path: str, params: Any = None) -> Any:
+            calls.append(f"{method} {path.split('/')[1]}")
+            return real_request(method, path, params)
+
+        wire.request = counting  # type: ignore[method-assign]
+        sdk = engine._connect().api
+        sdk.get = sdk.delete = None  # any use of docker-py for these calls would fail
+        try:
+            await engine.list_managed(instance)
+            await engine.inspect(info.id)
+            await wait_exited(engine, info.id)
+            await engine.remove(info.id)
+        finally:
+            del sdk.get, sdk.delete  # the class's methods again
+        assert calls[:2] == ["GET containers", "GET containers"]
+        assert calls[-1] == "DELETE containers"
+        assert await engine.inspect(info.id) is None
+    finally:
+        await engine.close()
+
+
+async def wait_exited(engine: DockerEngine, container_id: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        found = await engine.inspect(container_id)
+        if found is not None and found.state != "running":
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{container_id} still running")
+
+
+async def test_remove_verified_removes_only_what_the_check_passes(
+    engine: DockerEngine, instance: str, cleanup_containers: None
+) -> None:
+    """One call: inspect, ask, remove. A reason keeps the container; a running one is never
+    removed even when the check would let it go (the engine refuses: never forced)."""
+    kept = await engine.run(spec(instance, command=["true"]))
+    running = await engine.run(spec(instance))
+    await wait_exited(engine, kept.id)
+    seen: list[str | None] = []
+
+    def no(info: Any) -> str | None:
+        seen.append(info.state if info else None)
+        return "not today"
+
+    assert await engine.remove_verified(kept.id, no) == "not today"
+    assert seen == ["exited"]
+    assert await engine.inspect(kept.id) is not None
+
+    removed = await engine.remove_verified(kept.id, lambda info: None)
+    assert not isinstance(removed, str) and removed.id == kept.id and removed.state == "exited"
+    assert await engine.inspect(kept.id) is None
+    assert await engine.remove_verified(kept.id, lambda info: None) == "already gone"
+
+    with pytest.raises(ContainerConflict):
+        await engine.remove_verified(running.id, lambda info: None)
+    still = await engine.inspect(running.id)
+    assert still is not None and still.state == "running"
