@@ -9,6 +9,7 @@ volumes (safety rule 2). A dead engine stops its own share only.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import uuid
 from collections.abc import Collection, Sequence
@@ -37,6 +38,8 @@ from botfleet.store.session import SessionFactory
 
 log = logging.getLogger(__name__)
 
+# A removal waits this long for its bot's row before it gives up (and removes nothing).
+BOT_CHECK_TIMEOUT_SECONDS = 60.0
 # Removed containers are audited in groups of this many (and at the end): one transaction each.
 AUDIT_EVERY = 32
 
@@ -321,30 +324,60 @@ class _BotCheckFailed(Exception):
 async def _remove_one(
     ex: Executor, engine: ContainerEngine, target: ContainerTarget, instance: str, lookup: BotLookup
 ) -> str | ContainerInfo:
-    """Inspect again, look at the bot again, then remove. A str return is a skip reason."""
-    info = await engine.inspect(target.id)
+    """Inspect again, look at the bot again, then remove. A str return is a skip reason.
+
+    On Docker the three happen in one call of the engine's thread (the bot query runs on the
+    event loop meanwhile, shared with the other removals in flight), so nothing but that query
+    comes between the last look at the container and its removal.
+    """
+
+    def verdict(info: ContainerInfo | None, bot: BotRecord | None) -> str | None:
+        if info is None:
+            return "already gone"
+        decision = container_decision(
+            info, bot, instance=instance, grace=ex.policy.container_grace, now=ex.clock()
+        )
+        return None if decision.eligible else decision.reason
+
+    async def bot_of() -> BotRecord | None:
+        try:
+            return await lookup.get(target.bot_id)
+        except Exception as exc:
+            raise _BotCheckFailed(f"{type(exc).__name__}: {exc}") from exc
+
+    try:
+        if isinstance(engine, DockerEngine):
+            loop = asyncio.get_running_loop()
+
+            def check(info: ContainerInfo | None) -> str | None:  # in the engine's thread
+                changed = _changed(target, info)
+                if changed is not None:
+                    return changed
+                pending = asyncio.run_coroutine_threadsafe(bot_of(), loop)
+                try:
+                    bot = pending.result(timeout=BOT_CHECK_TIMEOUT_SECONDS)
+                except concurrent.futures.TimeoutError as exc:
+                    pending.cancel()
+                    raise _BotCheckFailed("the bot query timed out") from exc
+                return verdict(info, bot)
+
+            return await engine.remove_verified(target.id, check)
+        info = await engine.inspect(target.id)
+        reason = _changed(target, info) or verdict(info, await bot_of())
+        if reason is not None or info is None:
+            return reason or "already gone"
+        await engine.remove(target.id)
+        return info
+    except ContainerConflict as exc:
+        return f"engine refused removal: {exc}"[:300]
+
+
+def _changed(target: ContainerTarget, info: ContainerInfo | None) -> str | None:
     if info is None:
         return "already gone"
     if info.id != target.id or info.bot_id != target.bot_id:
         return "labels or id changed since selection"
-    try:
-        bot = await lookup.get(info.bot_id)
-    except Exception as exc:
-        raise _BotCheckFailed(f"{type(exc).__name__}: {exc}") from exc
-    decision = container_decision(
-        info,
-        bot,
-        instance=instance,
-        grace=ex.policy.container_grace,
-        now=ex.clock(),
-    )
-    if not decision.eligible:
-        return decision.reason
-    try:
-        await engine.remove(target.id)
-    except ContainerConflict as exc:
-        return f"engine refused removal: {exc}"[:300]
-    return info
+    return None
 
 
 async def _record_removed(

@@ -268,15 +268,17 @@ async def test_dockerd_restarted_mid_run(
         # The real run: dockerd goes down once two removals are done.
         removed: list[str] = []
         target = service.fleet.engines[second.url]
-        real_remove = target.remove
+        real_remove = target.remove_verified
 
-        async def remove_then_lose_the_daemon(container_id: str) -> None:
-            await real_remove(container_id)
-            removed.append(container_id)
-            if len(removed) == 2:
-                await asyncio.to_thread(second.stop)
+        async def remove_then_lose_the_daemon(container_id: str, check: Any) -> Any:
+            outcome = await real_remove(container_id, check)
+            if not isinstance(outcome, str):
+                removed.append(container_id)
+                if len(removed) == 2:
+                    await asyncio.to_thread(second.stop)
+            return outcome
 
-        target.remove = remove_then_lose_the_daemon  # type: ignore[method-assign]
+        target.remove_verified = remove_then_lose_the_daemon  # type: ignore[method-assign]
         report = await service.run(trigger="cli", actor="cli:fault", dry_run=False)
         assert report["status"] == "partial", report
         assert report["resources"]["containers"]["deleted"] == 2
