@@ -353,13 +353,7 @@ async def _remove_one(
                 changed = _changed(target, info)
                 if changed is not None:
                     return changed
-                pending = asyncio.run_coroutine_threadsafe(bot_of(), loop)
-                try:
-                    bot = pending.result(timeout=BOT_CHECK_TIMEOUT_SECONDS)
-                except concurrent.futures.TimeoutError as exc:
-                    pending.cancel()
-                    raise _BotCheckFailed("the bot query timed out") from exc
-                return verdict(info, bot)
+                return verdict(info, _wait_for(asyncio.run_coroutine_threadsafe(bot_of(), loop)))
 
             return await engine.remove_verified(target.id, check)
         info = await engine.inspect(target.id)
@@ -370,6 +364,18 @@ async def _remove_one(
         return info
     except ContainerConflict as exc:
         return f"engine refused removal: {exc}"[:300]
+
+
+def _wait_for(pending: concurrent.futures.Future[BotRecord | None]) -> BotRecord | None:
+    """The bot's row, waited for in an engine thread. No answer in time, or the run's tasks
+    cancelled as the event loop ends, is a failed check: the container stays."""
+    try:
+        return pending.result(timeout=BOT_CHECK_TIMEOUT_SECONDS)
+    except concurrent.futures.TimeoutError:
+        pending.cancel()
+        raise _BotCheckFailed("the bot query timed out") from None
+    except concurrent.futures.CancelledError:
+        raise _BotCheckFailed("the bot query was cancelled (the run is ending)") from None
 
 
 def _changed(target: ContainerTarget, info: ContainerInfo | None) -> str | None:

@@ -63,3 +63,26 @@ async def test_a_failed_query_fails_every_waiting_look_up_and_the_next_one_retri
     assert all(isinstance(o, RuntimeError) for o in outcomes)
     again = await lookup.get(str(bot))
     assert again is not None and again.id == str(bot)
+
+
+def test_a_removal_thread_that_gets_no_bot_answer_removes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An engine thread waits for the bot query on the loop; a hung or cancelled query is a
+    failed check (the container stays), never a thread stuck for good."""
+    import concurrent.futures
+
+    answered: concurrent.futures.Future[Any] = concurrent.futures.Future()
+    answered.set_result(None)
+    assert containers._wait_for(answered) is None
+
+    monkeypatch.setattr(containers, "BOT_CHECK_TIMEOUT_SECONDS", 0.05)
+    hung: concurrent.futures.Future[Any] = concurrent.futures.Future()
+    with pytest.raises(containers._BotCheckFailed, match="timed out"):
+        containers._wait_for(hung)
+    assert hung.cancelled()
+
+    cancelled: concurrent.futures.Future[Any] = concurrent.futures.Future()
+    cancelled.cancel()
+    with pytest.raises(containers._BotCheckFailed, match="cancelled"):
+        containers._wait_for(cancelled)
