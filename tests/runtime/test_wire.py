@@ -24,14 +24,20 @@ class FakeEngine:
     """Answers each request from ``answers`` (status, body); may hang up after each answer
     without saying so, as an engine does with an idle keep-alive connection."""
 
-    def __init__(self, path: str, *, hang_up_after_answer: bool = False) -> None:
+    def __init__(self, path: str | None, *, hang_up_after_answer: bool = False) -> None:
+        """On the unix socket ``path``, or on a free loopback TCP port when it is None."""
         self.path = path
         self.hang_up = hang_up_after_answer
         self.answers: list[tuple[int, Any]] = []
         self.connections = 0
         self.requests: list[str] = []
-        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._server.bind(path)
+        if path is None:
+            self._server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self._server.bind(("127.0.0.1", 0))
+            self.port = int(self._server.getsockname()[1])
+        else:
+            self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self._server.bind(path)
         self._server.listen(8)
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
@@ -75,7 +81,8 @@ def socket_dir() -> Iterator[str]:
         yield tmp
 
 
-def wire_to(path: str) -> Wire:
+def wire_to(path: str | None) -> Wire:
+    assert path is not None
     return Wire(version="1.41", timeout=5, socket_path=path)
 
 
@@ -98,9 +105,15 @@ def test_connections_are_kept_alive_and_reused(socket_dir: str) -> None:
         engine.close()
 
 
-def test_a_connection_the_engine_closed_while_idle_is_replaced(socket_dir: str) -> None:
-    engine = FakeEngine(f"{socket_dir}/e.sock", hang_up_after_answer=True)
-    wire = wire_to(engine.path)
+@pytest.mark.parametrize("over", ["unix", "tcp"])
+def test_a_connection_the_engine_closed_while_idle_is_replaced(socket_dir: str, over: str) -> None:
+    engine = FakeEngine(
+        f"{socket_dir}/e.sock" if over == "unix" else None, hang_up_after_answer=True
+    )
+    if engine.path is None:
+        wire = Wire(version="1.41", timeout=5, host="127.0.0.1", port=engine.port)
+    else:
+        wire = wire_to(engine.path)
     try:
         engine.answers = [(200, [1]), (200, [2]), (200, [3])]
         assert wire.get_json("/containers/json") == [1]
