@@ -47,7 +47,9 @@ class _UnixConnection(http.client.HTTPConnection):
 
 
 class Wire:
-    """Keep-alive connections to one engine (a small LIFO pool, safe across threads)."""
+    """Keep-alive connections to one engine (a LIFO pool, safe across threads). Its size is the
+    most calls in flight at once (``CLEANUP_CONTAINER_CONCURRENCY`` is at most 64), so that
+    none is closed and reopened between two calls."""
 
     def __init__(
         self,
@@ -57,7 +59,7 @@ class Wire:
         socket_path: str | None = None,
         host: str | None = None,
         port: int | None = None,
-        pool_size: int = 16,
+        pool_size: int = 64,
     ) -> None:
         if (socket_path is None) == (host is None):
             raise ValueError("a Wire needs exactly one of socket_path and host")
