@@ -331,9 +331,7 @@ async def _remove_one(
     comes between the last look at the container and its removal.
     """
 
-    def verdict(info: ContainerInfo | None, bot: BotRecord | None) -> str | None:
-        if info is None:
-            return "already gone"
+    def verdict(info: ContainerInfo, bot: BotRecord | None) -> str | None:
         decision = container_decision(
             info, bot, instance=instance, grace=ex.policy.container_grace, now=ex.clock()
         )
@@ -350,18 +348,20 @@ async def _remove_one(
             loop = asyncio.get_running_loop()
 
             def check(info: ContainerInfo | None) -> str | None:  # in the engine's thread
-                changed = _changed(target, info)
-                if changed is not None:
-                    return changed
-                return verdict(info, _wait_for(asyncio.run_coroutine_threadsafe(bot_of(), loop)))
+                seen = _unchanged(target, info)
+                if isinstance(seen, str):
+                    return seen
+                return verdict(seen, _wait_for(asyncio.run_coroutine_threadsafe(bot_of(), loop)))
 
             return await engine.remove_verified(target.id, check)
-        info = await engine.inspect(target.id)
-        reason = _changed(target, info) or verdict(info, await bot_of())
-        if reason is not None or info is None:
-            return reason or "already gone"
+        seen = _unchanged(target, await engine.inspect(target.id))
+        if isinstance(seen, str):
+            return seen
+        reason = verdict(seen, await bot_of())
+        if reason is not None:
+            return reason
         await engine.remove(target.id)
-        return info
+        return seen
     except ContainerConflict as exc:
         return f"engine refused removal: {exc}"[:300]
 
@@ -378,12 +378,13 @@ def _wait_for(pending: concurrent.futures.Future[BotRecord | None]) -> BotRecord
         raise _BotCheckFailed("the bot query was cancelled (the run is ending)") from None
 
 
-def _changed(target: ContainerTarget, info: ContainerInfo | None) -> str | None:
+def _unchanged(target: ContainerTarget, info: ContainerInfo | None) -> ContainerInfo | str:
+    """The container as selected, or why it no longer is."""
     if info is None:
         return "already gone"
     if info.id != target.id or info.bot_id != target.bot_id:
         return "labels or id changed since selection"
-    return None
+    return info
 
 
 async def _record_removed(
