@@ -97,6 +97,18 @@ class Tally:
     lag_seconds: list[float] = field(default_factory=list)
     in_flight: int = 0  # rows reserved by batches not yet committed (concurrent walks)
     aborted: bool = False  # one concurrent walk failed: the others end after their batch
+    _settled: asyncio.Event | None = field(default=None, repr=False, compare=False)
+
+    async def settled(self) -> None:
+        """Until a batch in flight ends (committed, or failed and its reservation handed back)."""
+        if self._settled is None:
+            self._settled = asyncio.Event()
+        await self._settled.wait()
+
+    def settle(self) -> None:
+        if self._settled is not None:
+            self._settled.set()
+            self._settled = None
 
 
 @dataclass(frozen=True)
@@ -142,11 +154,19 @@ class Executor:
         autocommit: bool = False,
     ) -> None:
         cursor: Any = None
-        while tally.deleted + tally.in_flight < limit:
+        while True:
             await self.checkpoint()
             if tally.aborted:  # a concurrent walk of this stage failed: stop after our batch
                 return
-            size = max(1, min(self.governor.next_size(), limit - tally.deleted - tally.in_flight))
+            room = limit - tally.deleted - tally.in_flight
+            if room <= 0:
+                if tally.in_flight == 0:
+                    return
+                # The rest is reserved by a concurrent walk's batch, which may find fewer rows
+                # in its part than it reserved: wait for it, then take what it left.
+                await tally.settled()
+                continue
+            size = max(1, min(self.governor.next_size(), room))
             # Reserved until the batch commits: concurrent walks never delete more than planned.
             tally.in_flight += size
             started = time.perf_counter()
@@ -154,10 +174,12 @@ class Executor:
                 batch = await self._batch(step, size, cursor, connection, autocommit)
             except BaseException:
                 tally.in_flight -= size
+                tally.settle()
                 raise
             self.governor.observe(time.perf_counter() - started, batch.rows + batch.related)
             tally.in_flight -= size
             tally.deleted += batch.rows
+            tally.settle()
             tally.related += batch.related
             tally.batches += 1
             if self.progress is not None:
