@@ -155,5 +155,7 @@ def configure_logging(fmt: str = "text", level: str = "INFO") -> None:
         logger = logging.getLogger(name)
         logger.handlers[:] = []
         logger.propagate = True
-    logging.getLogger("docker").setLevel(logging.WARNING)
-    logging.getLogger("urllib3").setLevel(logging.WARNING)
+    # Per-call chatter from client libraries, even at DEBUG. aiosqlite's comes from its worker
+    # thread, which may still be logging after the connection's close has returned.
+    for name in ("docker", "urllib3", "aiosqlite"):
+        logging.getLogger(name).setLevel(logging.WARNING)

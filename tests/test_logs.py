@@ -127,6 +127,17 @@ def test_registered_secret_is_masked_anywhere() -> None:
     assert scrub("x zz-registered-secret-zz y") == "x ******** y"
 
 
+def test_debug_level_leaves_out_client_libraries_per_call_chatter(
+    root_logging: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    configure_logging("json", "DEBUG")
+    for name in ("aiosqlite", "docker", "urllib3"):
+        logging.getLogger(name).debug("executing something")
+    logging.getLogger("botfleet.test").debug("ours")
+    lines = json_lines(capsys.readouterr().err)
+    assert [line["logger"] for line in lines] == ["botfleet.test"]
+
+
 async def test_every_cleanup_record_of_a_run_carries_its_run_id(
     root_logging: None,
     capsys: pytest.CaptureFixture[str],
