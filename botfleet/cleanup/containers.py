@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import insert, select
 
+from botfleet.cleanup.bot_reader import SqliteBotReader
 from botfleet.cleanup.eligibility import BotRecord, Decision, container_decision, labels_of
 from botfleet.cleanup.execute import Executor, Interrupted, Tally, jsonable
 from botfleet.cleanup.plan import SAMPLE_SIZE, SKIPPED_LIMIT, ContainerTarget, Selection
@@ -48,7 +49,8 @@ class BotLookup:
     """Look-ups of bot rows by many concurrent removals, coalesced: a request waits for the next
     query that starts after it (so every answer is as fresh as a query of its own), and all
     requests waiting meanwhile share that one query. Removing 300 containers costs a few queries
-    instead of 300 sessions (measured in bench/containers)."""
+    instead of 300 sessions (measured in bench/containers). Used on PostgreSQL; a SQLite file
+    is read by each removal's own thread instead (:mod:`botfleet.cleanup.bot_reader`)."""
 
     def __init__(self, sessions: SessionFactory) -> None:
         self.sessions = sessions
@@ -232,6 +234,7 @@ async def remove_containers(
         by_engine.setdefault(target.engine, []).append(target)
     total = min(len(targets), limit)
     lookup = BotLookup(ex.sessions)
+    reader = SqliteBotReader.for_engine(ex.sessions.kw.get("bind"))
 
     async def engine_share(name: str, mine: list[ContainerTarget]) -> None:
         engine = fleet.engines.get(name)
@@ -259,7 +262,7 @@ async def remove_containers(
                 attempted.add(t.id)
                 try:
                     outcome: str | ContainerInfo = await _remove_one(
-                        ex, engine, t, instance, lookup
+                        ex, engine, t, instance, lookup, reader
                     )
                 except EngineUnavailable as exc:
                     state["down"] = state["down"] or exc
@@ -309,9 +312,13 @@ async def remove_containers(
             raise stop
 
     # Every engine finishes its removals in flight before a stop or a lost lock ends the stage.
-    ended = await asyncio.gather(
-        *(engine_share(n, m) for n, m in by_engine.items()), return_exceptions=True
-    )
+    try:
+        ended = await asyncio.gather(
+            *(engine_share(n, m) for n, m in by_engine.items()), return_exceptions=True
+        )
+    finally:
+        if reader is not None:
+            reader.close()
     for end in ended:
         if isinstance(end, BaseException):
             raise end
@@ -322,13 +329,19 @@ class _BotCheckFailed(Exception):
 
 
 async def _remove_one(
-    ex: Executor, engine: ContainerEngine, target: ContainerTarget, instance: str, lookup: BotLookup
+    ex: Executor,
+    engine: ContainerEngine,
+    target: ContainerTarget,
+    instance: str,
+    lookup: BotLookup,
+    reader: SqliteBotReader | None = None,
 ) -> str | ContainerInfo:
     """Inspect again, look at the bot again, then remove. A str return is a skip reason.
 
-    On Docker the three happen in one call of the engine's thread (the bot query runs on the
-    event loop meanwhile, shared with the other removals in flight), so nothing but that query
-    comes between the last look at the container and its removal.
+    On Docker the three happen in one call of the engine's thread, so nothing but the bot's
+    query comes between the last look at the container and its removal. The query: on a SQLite
+    file, a read of its own in that thread (``reader``); otherwise on the event loop, shared with
+    the other removals in flight.
     """
 
     def verdict(info: ContainerInfo, bot: BotRecord | None) -> str | None:
@@ -351,7 +364,11 @@ async def _remove_one(
                 seen = _unchanged(target, info)
                 if isinstance(seen, str):
                     return seen
-                return verdict(seen, _wait_for(asyncio.run_coroutine_threadsafe(bot_of(), loop)))
+                if reader is None:
+                    bot = _wait_for(asyncio.run_coroutine_threadsafe(bot_of(), loop))
+                else:
+                    bot = _read(reader, target.bot_id)
+                return verdict(seen, bot)
 
             return await engine.remove_verified(target.id, check)
         seen = _unchanged(target, await engine.inspect(target.id))
@@ -364,6 +381,13 @@ async def _remove_one(
         return seen
     except ContainerConflict as exc:
         return f"engine refused removal: {exc}"[:300]
+
+
+def _read(reader: SqliteBotReader, bot_id: str | None) -> BotRecord | None:
+    try:
+        return reader.get(bot_id)
+    except Exception as exc:
+        raise _BotCheckFailed(f"{type(exc).__name__}: {exc}") from exc
 
 
 def _wait_for(pending: concurrent.futures.Future[BotRecord | None]) -> BotRecord | None:

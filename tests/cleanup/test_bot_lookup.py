@@ -86,3 +86,53 @@ def test_a_removal_thread_that_gets_no_bot_answer_removes_nothing(
     cancelled.cancel()
     with pytest.raises(containers._BotCheckFailed, match="cancelled"):
         containers._wait_for(cancelled)
+
+
+async def test_the_sqlite_reader_answers_each_read_as_committed_at_that_moment(
+    store: Store,
+) -> None:
+    from sqlalchemy import text, update
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from botfleet.cleanup.bot_reader import SqliteBotReader
+    from botfleet.store.models import Bot
+
+    memory = create_async_engine("sqlite+aiosqlite:///:memory:")
+    assert SqliteBotReader.for_engine(memory) is None  # private to its connection: no reader
+    await memory.dispose()
+    reader = SqliteBotReader.for_engine(store.engine)
+    if not store.settings.is_sqlite:
+        assert reader is None  # PostgreSQL keeps the shared query on the event loop
+        return
+    assert reader is not None
+    try:
+        bot = await store.bot(labels={"team": "a"})
+        first = await asyncio.to_thread(reader.get, str(bot))
+        assert first is not None and first.id == str(bot)
+        assert first.deleted_at is None and dict(first.labels) == {"team": "a"}
+        when = datetime.now(UTC) - timedelta(days=2)
+        async with store.sessions() as session, session.begin():
+            await session.execute(update(Bot).where(Bot.id == bot).values(deleted_at=when))
+        again = await asyncio.to_thread(reader.get, str(bot))  # the same pooled connection
+        assert again is not None and again.deleted_at == when
+        for nobody in (str(uuid.uuid4()), "not-a-uuid", None):
+            assert await asyncio.to_thread(reader.get, nobody) is None
+        with pytest.raises(Exception, match="readonly"), reader._engine.connect() as conn:
+            conn.execute(text("DELETE FROM bots"))
+    finally:
+        reader.close()
+    assert await store.bot_ids() == {bot}
+
+
+def test_a_bot_read_that_fails_is_a_failed_check_not_an_answer(tmp_path: Any) -> None:
+    """A database file the reader cannot open (moved, permissions) fails the check: the removal
+    gives up (the container stays), it never reads "no such bot" from an error."""
+    from botfleet.cleanup.bot_reader import SqliteBotReader
+
+    reader = SqliteBotReader(tmp_path / "missing.db")
+    try:
+        with pytest.raises(containers._BotCheckFailed, match="OperationalError"):
+            containers._read(reader, str(uuid.uuid4()))
+    finally:
+        reader.close()
+    assert not (tmp_path / "missing.db").exists()  # read-only: never created

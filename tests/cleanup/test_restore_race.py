@@ -3,8 +3,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import pytest
 
 from botfleet.config import Settings
 from tests.cleanup.support import (
@@ -168,3 +173,55 @@ async def test_postgres_delete_restates_its_condition_under_a_concurrent_restore
         assert await store.audit(report["run_id"]) == []
     finally:
         await store.close()
+
+
+async def test_a_restore_after_the_last_inspect_and_before_the_bot_check_keeps_the_container(
+    settings_factory: Any,
+    store: Store,
+    containers: Containers,
+    instance: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The narrowest window: the restore commits in the removal's own thread, after the
+    container's last inspect, just before its bot is read. On a SQLite file that read is the
+    removal's own (cleanup/bot_reader.py); on PostgreSQL a query that starts after the request."""
+    from botfleet.cleanup import containers as stage
+    from botfleet.cleanup.bot_reader import SqliteBotReader
+
+    now = datetime.now(UTC)
+    bot = await store.bot(deleted_at=now - days(1))
+    stopped = containers.make("exited", labels_for(instance, bot))
+    finished = docker_time(containers.inspect(stopped)["State"]["FinishedAt"])
+    settings = settings_factory(container_cleanup_grace_minutes=1)
+    reads: list[str] = []
+    if settings.is_sqlite:
+        path = str(settings.sqlite_path)
+        real_get = SqliteBotReader.get
+
+        def restore_then_read(self: SqliteBotReader, bot_id: str | None) -> Any:
+            reads.append(threading.current_thread().name)
+            with contextlib.closing(sqlite3.connect(path, timeout=30)) as raw, raw:
+                raw.execute("UPDATE bots SET deleted_at = NULL WHERE id = ?", (bot.hex,))
+            return real_get(self, bot_id)
+
+        monkeypatch.setattr(SqliteBotReader, "get", restore_then_read)
+    else:
+        real_records = stage.bot_records
+
+        async def restore_then_query(sessions: Any, ids: Any) -> Any:
+            reads.append("loop")
+            if len(reads) == 2:  # the first is the selection's, the second the removal's
+                await store.restore(bot)
+            return await real_records(sessions, ids)
+
+        monkeypatch.setattr(stage, "bot_records", restore_then_query)
+    service = make_service(settings, store, Clock(finished + timedelta(minutes=5)))
+    report = await service.run(trigger="cli", actor="cli:test", dry_run=False, only="containers")
+    result = report["resources"]["containers"]
+    assert (result["found"], result["deleted"]) == (1, 0), report
+    assert result["skipped"] == [{"id": stopped, "reason": f"bot {bot} is live", "engine": "local"}]
+    assert containers.state(stopped) == "exited"
+    if settings.is_sqlite:  # read once, in an engine thread, not on the event loop
+        assert len(reads) == 1 and reads[0] != threading.main_thread().name
+    else:
+        assert len(reads) == 2
