@@ -41,8 +41,10 @@ class SqliteBotReader:
             )
 
         # SQLAlchemy for the column types (ids, UTC datetimes, JSON labels) the store defines.
+        # Never a wait for a connection (several engines' threads may read at once): up to
+        # ``threads`` are kept, more are opened and closed as needed.
         self._engine: Engine = create_engine(
-            "sqlite://", creator=connect, poolclass=QueuePool, pool_size=threads, max_overflow=0
+            "sqlite://", creator=connect, poolclass=QueuePool, pool_size=threads, max_overflow=-1
         )
 
     @classmethod

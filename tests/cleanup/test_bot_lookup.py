@@ -136,3 +136,26 @@ def test_a_bot_read_that_fails_is_a_failed_check_not_an_answer(tmp_path: Any) ->
     finally:
         reader.close()
     assert not (tmp_path / "missing.db").exists()  # read-only: never created
+
+
+def test_a_bot_read_never_waits_for_a_connection_another_thread_holds(tmp_path: Any) -> None:
+    """Several engines' removal threads may read at once, beyond the connections kept."""
+    import sqlite3
+    import threading
+
+    from botfleet.cleanup.bot_reader import SqliteBotReader
+
+    path = tmp_path / "b.db"
+    with sqlite3.connect(path) as raw:
+        raw.execute("CREATE TABLE bots (id CHAR(32), deleted_at DATETIME, labels JSON)")
+    reader = SqliteBotReader(path, threads=1)
+    answers: list[Any] = []
+    try:
+        with reader._engine.connect():  # the one kept connection, held by "another thread"
+            other = threading.Thread(target=lambda: answers.append(reader.get(str(uuid.uuid4()))))
+            other.start()
+            other.join(timeout=5)
+            assert not other.is_alive(), "the read waited for the held connection"
+    finally:
+        reader.close()
+    assert answers == [None]
