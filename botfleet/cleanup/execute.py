@@ -155,16 +155,18 @@ class Executor:
     ) -> None:
         cursor: Any = None
         while True:
-            await self.checkpoint()
-            if tally.aborted:  # a concurrent walk of this stage failed: stop after our batch
-                return
-            room = limit - tally.deleted - tally.in_flight
-            if room <= 0:
+            if tally.deleted + tally.in_flight >= limit:
                 if tally.in_flight == 0:
                     return
                 # The rest is reserved by a concurrent walk's batch, which may find fewer rows
                 # in its part than it reserved: wait for it, then take what it left.
                 await tally.settled()
+                continue
+            await self.checkpoint()
+            if tally.aborted:  # a concurrent walk of this stage failed: stop after our batch
+                return
+            room = limit - tally.deleted - tally.in_flight  # again: the checkpoint awaited
+            if room <= 0:
                 continue
             size = max(1, min(self.governor.next_size(), room))
             # Reserved until the batch commits: concurrent walks never delete more than planned.
