@@ -124,18 +124,29 @@ async def test_a_container_whose_bot_is_restored_is_not_removed(
     assert containers.state(stopped) == "exited"
 
 
+@pytest.mark.parametrize("walk", ["heap-walk", "deleted-at-index"])
 async def test_postgres_delete_restates_its_condition_under_a_concurrent_restore(
-    fresh_pg_database: str, instance: str
+    fresh_pg_database: str, instance: str, walk: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The batch selects the bot, then its DELETE waits on the restore's row lock; once the
-    restore commits, PostgreSQL re-checks ``deleted_at IS NOT NULL`` and the bot stays."""
+    restore commits, PostgreSQL re-checks the DELETE's condition on the new row version and the
+    bot stays. Both ways of choosing victims: by TID (dense expired bots), where the new version's
+    other TID alone would keep it, and by id through the ``deleted_at`` index (sparse ones),
+    where only the re-stated ``deleted_at`` condition does."""
     import asyncio
 
     import asyncpg
 
+    from botfleet.cleanup import execute
     from botfleet.store.migrate import upgrade
     from tests.conftest import make_settings
 
+    if walk == "deleted-at-index":
+
+        async def too_sparse(*_args: Any) -> None:
+            return None
+
+        monkeypatch.setattr(execute.HeapWalk, "start", too_sparse)
     settings = make_settings(database_url=fresh_pg_database, botfleet_instance=instance)
     await upgrade(settings)
     store = Store(settings)

@@ -61,8 +61,8 @@ GUARDS = (
     Guard(
         "SQL re-check of deleted_at (each batch's DELETE re-states the condition)",
         "botfleet/cleanup/execute.py",
-        "DELETE FROM bots b WHERE b.id = ANY(ARRAY(SELECT id FROM victims)) AND {p.eligible}",
-        "DELETE FROM bots b WHERE b.id = ANY(ARRAY(SELECT id FROM victims))",
+        "    DELETE FROM bots b WHERE {which} AND {p.eligible}\n",
+        "    DELETE FROM bots b WHERE {which}\n",
         (
             "tests/cleanup/test_restore_race.py",
             f"{R}/test_paused_sweep.py",
