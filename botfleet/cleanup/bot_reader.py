@@ -14,14 +14,13 @@ PostgreSQL keeps the async path (no synchronous driver is installed for it).
 from __future__ import annotations
 
 import sqlite3
-import uuid
 from pathlib import Path
 
 from sqlalchemy import Engine, bindparam, create_engine, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
 
-from botfleet.cleanup.eligibility import BotRecord, labels_of
+from botfleet.cleanup.eligibility import BotRecord, bot_uuid
 from botfleet.store.models import Bot
 
 BUSY_TIMEOUT_SECONDS = 30.0  # as the server's own connections (store/session.py)
@@ -59,17 +58,12 @@ class SqliteBotReader:
 
     def get(self, bot_id: str | None) -> BotRecord | None:
         """The bot's row now; None when the label names no row (or is no UUID)."""
-        if not bot_id:
-            return None
-        try:
-            key = uuid.UUID(bot_id)
-        except (ValueError, TypeError):
+        key = bot_uuid(bot_id)
+        if key is None:
             return None
         with self._engine.connect() as conn:
             row = conn.execute(_BY_ID, {"bot_id": key}).first()
-        if row is None:
-            return None
-        return BotRecord(str(row.id), row.deleted_at, labels_of(row.labels))
+        return None if row is None else BotRecord.of_row(row)
 
     def close(self) -> None:
         self._engine.dispose()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,7 +19,7 @@ from typing import Any
 from sqlalchemy import insert, select
 
 from botfleet.cleanup.bot_reader import SqliteBotReader
-from botfleet.cleanup.eligibility import BotRecord, Decision, container_decision, labels_of
+from botfleet.cleanup.eligibility import BotRecord, Decision, bot_uuid, container_decision
 from botfleet.cleanup.execute import Executor, Interrupted, Tally, jsonable
 from botfleet.cleanup.plan import SAMPLE_SIZE, SKIPPED_LIMIT, ContainerTarget, Selection
 from botfleet.cleanup.policy import Policy
@@ -86,12 +85,7 @@ class BotLookup:
 # --- selection ------------------------------------------------------------------------------
 async def bot_records(sessions: SessionFactory, bot_ids: Collection[str]) -> dict[str, BotRecord]:
     """The rows named by containers' bot-id labels; a label that is no UUID names no row."""
-    ids = []
-    for raw in bot_ids:
-        try:
-            ids.append(uuid.UUID(raw))
-        except (ValueError, TypeError):
-            continue
+    ids = [key for key in map(bot_uuid, bot_ids) if key is not None]
     out: dict[str, BotRecord] = {}
     async with sessions() as session:
         for start in range(0, len(ids), 500):
@@ -100,7 +94,7 @@ async def bot_records(sessions: SessionFactory, bot_ids: Collection[str]) -> dic
                 select(Bot.id, Bot.deleted_at, Bot.labels).where(Bot.id.in_(chunk))
             )
             for row in rows:
-                out[str(row.id)] = BotRecord(str(row.id), row.deleted_at, labels_of(row.labels))
+                out[str(row.id)] = BotRecord.of_row(row)
     return out
 
 

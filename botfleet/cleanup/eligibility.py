@@ -7,6 +7,7 @@ set-wise form of :func:`bot_purge_decision` and :func:`result_decision`; tests h
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -33,6 +34,11 @@ class BotRecord:
     id: str
     deleted_at: datetime | None
     labels: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of_row(cls, row: Any) -> BotRecord:
+        """From a row with ``id``, ``deleted_at`` and ``labels`` (any query of those columns)."""
+        return cls(str(row.id), row.deleted_at, labels_of(row.labels))
 
     @property
     def live(self) -> bool:
@@ -140,6 +146,16 @@ def container_decision(
         )
     owner = "no bot row" if bot is None else f"bot {bot.id} is deleted"
     return Decision(True, f"{owner}; {container.state} for {_short(age)}", age=age)
+
+
+def bot_uuid(label: str | None) -> uuid.UUID | None:
+    """The bot row id a container's bot-id label names; a label that is no UUID names none."""
+    if not label:
+        return None
+    try:
+        return uuid.UUID(label)
+    except (ValueError, TypeError):
+        return None
 
 
 def labels_of(raw: Any) -> Mapping[str, Any]:

@@ -181,9 +181,9 @@ class Executor:
             self.governor.observe(time.perf_counter() - started, batch.rows + batch.related)
             tally.in_flight -= size
             tally.deleted += batch.rows
-            tally.settle()
             tally.related += batch.related
             tally.batches += 1
+            tally.settle()
             if self.progress is not None:
                 self.progress(kind, tally.deleted, limit)
             if batch.done if batch.done is not None else batch.selected < size:

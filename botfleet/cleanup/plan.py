@@ -24,7 +24,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from botfleet.cleanup.eligibility import (
     BotRecord,
     bot_purge_decision,
-    labels_of,
 )
 from botfleet.cleanup.keyranges import (
     SLICE_SETTINGS,
@@ -382,7 +381,7 @@ async def bot_rows(
         [*binds, bindparam("limit", limit)],
     ).columns(id=Uuid(), deleted_at=table.deleted_at.type, labels=table.labels.type)
     rows = (await session.execute(stmt)).all()
-    return [BotRecord(str(r.id), r.deleted_at, labels_of(r.labels)) for r in rows]
+    return [BotRecord.of_row(r) for r in rows]
 
 
 ORPHANED = "r.id <= :max_id AND NOT EXISTS (SELECT 1 FROM bots b WHERE b.id = r.bot_id)"
