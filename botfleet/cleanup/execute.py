@@ -51,10 +51,17 @@ log = logging.getLogger(__name__)
 
 _FIRST_TS = datetime(1, 1, 1, tzinfo=UTC)
 _BOT_COLUMNS = [c for c in Bot.__table__.c]
-# A purged bot's audit snapshot: its row, less the id (the record's resource_id) and the token
-# hash. One jsonb_build_object is cheaper than to_jsonb(row) and three edits of it.
-_SNAPSHOT_COLUMNS = [c.name for c in _BOT_COLUMNS if c.name not in ("id", "token_hash")]
-_SNAPSHOT_PAIRS = ", ".join(f"'{name}', g.{name}" for name in _SNAPSHOT_COLUMNS)
+# A purged bot's audit snapshot: what identifies it and explains its purge (its labels select
+# the retention rule; deleted_at starts the clock), not a backup of its row. Never its env or
+# token hash: the API never shows those, and an audit record outlives the bot. Not its command,
+# status (always "deleted" here), exit code or updated_at either: each field costs every purged
+# bot time in the batch's transaction (BENCHMARKS.md, Purge). engine and id are columns of the
+# record itself.
+SNAPSHOT_COLUMNS = ("name", "image", "labels", "container_id", "created_at", "deleted_at")
+_SNAPSHOT_PAIRS = ", ".join(f"'{name}', g.{name}" for name in SNAPSHOT_COLUMNS)
+# What the PostgreSQL batch reads back from the bots it deleted: the record's columns and the
+# snapshot's (labels also give the reason).
+_GONE_COLUMNS = ", ".join(f"b.{name}" for name in ("id", "engine", *SNAPSHOT_COLUMNS))
 
 
 class Interrupted(Exception):
@@ -361,7 +368,7 @@ class Executor:
 WITH victims AS ({victims}
 ), gone AS (
     DELETE FROM bots b WHERE {which} AND {p.eligible}
-    RETURNING b.*
+    RETURNING {_GONE_COLUMNS}
 ), res AS (
     DELETE FROM results r WHERE r.bot_id = ANY(ARRAY(SELECT id FROM gone))
     RETURNING r.bot_id
@@ -412,7 +419,7 @@ SELECT (SELECT count(*) FROM victims) AS selected,
         at = self.clock()
         audit = []
         for row in gone:
-            snapshot = {k: jsonable(row._mapping[k]) for k in _SNAPSHOT_COLUMNS}
+            snapshot = {k: jsonable(row._mapping[k]) for k in SNAPSHOT_COLUMNS}
             audit.append(
                 {
                     "run_id": self.run_id,

@@ -192,6 +192,33 @@ async def test_orphans(
     assert bad.status_code == 422 and bad.json()["detail"].startswith("limit:")
 
 
+async def test_a_purged_bots_audit_record_identifies_it_and_never_shows_its_env(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], store: Store
+) -> None:
+    """The bots API never shows a bot's env (it may hold secrets); its audit record, which
+    outlives it, must not either."""
+    deleted_at = datetime.now(UTC) - timedelta(days=30)
+    await store.bot(
+        deleted_at=deleted_at,
+        results=2,
+        name="audited-bot",
+        labels={"team": "payments"},
+        env={"API_KEY": "s3cret-do-not-keep"},
+    )
+    run = await client.post("/admin/cleanup?dry_run=false", headers=admin_headers)
+    detail = await client.get(f"/admin/cleanup/runs/{run.json()['run_id']}", headers=admin_headers)
+    assert detail.status_code == 200
+    assert "s3cret-do-not-keep" not in detail.text and "API_KEY" not in detail.text
+    (record,) = detail.json()["audit"]["items"]
+    snapshot = record["snapshot"]
+    assert set(snapshot) == {
+        "name", "image", "labels", "container_id", "created_at", "deleted_at", "results_deleted"
+    }
+    assert snapshot["name"] == "audited-bot" and snapshot["labels"] == {"team": "payments"}
+    assert snapshot["results_deleted"] == 2
+    assert datetime.fromisoformat(snapshot["deleted_at"]) == deleted_at
+
+
 async def test_run_history_pages_and_details(
     client: httpx.AsyncClient, admin_headers: dict[str, str], store: Store
 ) -> None:

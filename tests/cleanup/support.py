@@ -48,6 +48,7 @@ class Store:
         labels: dict[str, str] | None = None,
         results: int = 0,
         name: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> uuid.UUID:
         async with self.sessions() as session, session.begin():
             bot = Bot(
@@ -56,7 +57,7 @@ class Store:
                 image="botfleet/sample-bot:latest",
                 token_hash="0" * 64,
                 labels=labels or {},
-                env={},
+                env=env or {},
                 status="deleted" if deleted_at else "running",
                 deleted_at=deleted_at,
             )

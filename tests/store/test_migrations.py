@@ -6,15 +6,18 @@ import asyncio
 import os
 import subprocess
 import sys
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import insert, inspect, select
 
-from botfleet.store.models import Base
+from botfleet.store.migrate import upgrade_sync
+from botfleet.store.models import Base, CleanupAudit
 from botfleet.store.session import create_engine
 from tests.conftest import make_settings
 
@@ -99,3 +102,49 @@ def test_concurrent_upgrades_do_not_race(empty_database: str) -> None:
         assert proc.returncode == 0, err
     columns, _idx, diff = _inspect(empty_database)
     assert "bots" in columns and diff == []
+
+
+def test_upgrade_removes_env_from_purged_bots_audit_snapshots(empty_database: str) -> None:
+    """Revision 0003: audit records written before it held a purged bot's env (secrets); after
+    the upgrade they do not, and everything else in them is kept."""
+    settings = make_settings(database_url=empty_database)
+    upgrade_sync(settings, "0002")
+    bot_snapshot = {"name": "old-bot", "env": {"API_KEY": "s3cret"}, "results_deleted": 3}
+    other_snapshot = {"ids": [1, 2], "env": "not a bot's: left alone"}
+
+    async def write_then_read(upgrade: bool) -> dict[str, Any]:
+        engine = create_engine(settings)
+        try:
+            if not upgrade:
+                async with engine.begin() as conn:
+                    await conn.execute(
+                        insert(CleanupAudit),
+                        [
+                            _audit_row("bots", "b1", bot_snapshot),
+                            _audit_row("orphaned_results", "r1", other_snapshot),
+                        ],
+                    )
+                return {}
+            async with engine.connect() as conn:
+                rows = (await conn.execute(select(CleanupAudit.kind, CleanupAudit.snapshot))).all()
+                return {kind: snapshot for kind, snapshot in rows}
+        finally:
+            await engine.dispose()
+
+    asyncio.run(write_then_read(False))
+    upgrade_sync(settings)
+    after = asyncio.run(write_then_read(True))
+    assert after["bots"] == {"name": "old-bot", "results_deleted": 3}
+    assert after["orphaned_results"] == other_snapshot
+
+
+def _audit_row(kind: str, resource_id: str, snapshot: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "run_id": uuid.uuid4(),
+        "kind": kind,
+        "resource_id": resource_id,
+        "reason": "test",
+        "actor": "test",
+        "snapshot": snapshot,
+        "deleted_at": datetime.now(UTC),
+    }
