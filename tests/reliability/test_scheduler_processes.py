@@ -151,7 +151,9 @@ def orphan_on(client: Any, image: str, instance: str) -> Any:
 
 
 def gone(client: Any, container_id: str) -> bool:
-    return not client.containers.list(all=True, filters={"id": container_id})
+    # sparse: the list's own answer. Without it the SDK inspects each listed container
+    # afterwards, and raises NotFound when the scheduler removes it in between.
+    return not client.containers.list(all=True, sparse=True, filters={"id": container_id})
 
 
 async def test_a_dead_engine_opens_its_breaker_and_the_rest_is_cleaned(

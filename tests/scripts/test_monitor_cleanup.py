@@ -124,7 +124,7 @@ def test_cleanup_yes_performs_a_cleanup_and_prints_what_it_removed(
     assert _row(table, "orphaned_results") == ["2", "2"]
     assert _row(table, "containers") == ["1", "1"]
     assert counts(server.settings) == (1, 1)  # the live bot and its result remain
-    assert not docker_client.containers.list(all=True, filters={"id": orphan.id})
+    assert not docker_client.containers.list(all=True, sparse=True, filters={"id": orphan.id})
 
 
 def test_declining_the_confirmation_deletes_nothing(server: Server) -> None:
