@@ -50,18 +50,17 @@ from botfleet.store.session import SessionFactory
 log = logging.getLogger(__name__)
 
 _FIRST_TS = datetime(1, 1, 1, tzinfo=UTC)
-_BOT_COLUMNS = [c for c in Bot.__table__.c]
 # A purged bot's audit snapshot: what identifies it and explains its purge (its labels select
 # the retention rule; deleted_at starts the clock), not a backup of its row. Never its env or
 # token hash: the API never shows those, and an audit record outlives the bot. Not its command,
 # status (always "deleted" here), exit code or updated_at either: each field costs every purged
 # bot time in the batch's transaction (BENCHMARKS.md, Purge). engine and id are columns of the
 # record itself.
-SNAPSHOT_COLUMNS = ("name", "image", "labels", "container_id", "created_at", "deleted_at")
-_SNAPSHOT_PAIRS = ", ".join(f"'{name}', g.{name}" for name in SNAPSHOT_COLUMNS)
-# What the PostgreSQL batch reads back from the bots it deleted: the record's columns and the
-# snapshot's (labels also give the reason).
-_GONE_COLUMNS = ", ".join(f"b.{name}" for name in ("id", "engine", *SNAPSHOT_COLUMNS))
+_SNAPSHOT_COLUMNS = ("name", "image", "labels", "container_id", "created_at", "deleted_at")
+_SNAPSHOT_PAIRS = ", ".join(f"'{name}', g.{name}" for name in _SNAPSHOT_COLUMNS)
+# What a batch reads back from the bots it deleted, on either backend: the record's columns and
+# the snapshot's (labels also give the reason; deleted_at, SQLite's keyset).
+_GONE_COLUMNS = [Bot.__table__.c[name] for name in ("id", "engine", *_SNAPSHOT_COLUMNS)]
 
 
 class Interrupted(Exception):
@@ -368,7 +367,7 @@ class Executor:
 WITH victims AS ({victims}
 ), gone AS (
     DELETE FROM bots b WHERE {which} AND {p.eligible}
-    RETURNING {_GONE_COLUMNS}
+    RETURNING {", ".join(f"b.{c.name}" for c in _GONE_COLUMNS)}
 ), res AS (
     DELETE FROM results r WHERE r.bot_id = ANY(ARRAY(SELECT id FROM gone))
     RETURNING r.bot_id
@@ -396,14 +395,14 @@ SELECT (SELECT count(*) FROM victims) AS selected,
     async def _bots_sqlite(self, session: Runner, size: int, cursor: Any) -> _Batch:
         inner = bot_predicate(self.dialect, self.policy, self.now)
         outer = bot_predicate(self.dialect, self.policy, self.now, alias="bots")
-        columns = ", ".join(c.name for c in _BOT_COLUMNS)
+        columns = ", ".join(c.name for c in _GONE_COLUMNS)
         sql = (
             f"DELETE FROM bots WHERE bots.id IN (SELECT b.id FROM bots b WHERE {inner.eligible}"
             f" AND {self._KEYSET} ORDER BY b.deleted_at LIMIT :batch)"
             f" AND {outer.eligible} RETURNING {columns}"
         )
         stmt = bound_text(sql, [*inner.binds, *outer.binds, *self._keyset(cursor, size)])
-        gone = (await session.execute(stmt.columns(*_BOT_COLUMNS))).all()
+        gone = (await session.execute(stmt.columns(*_GONE_COLUMNS))).all()
         if not gone:
             return _Batch(0, 0)
         ids = [row.id for row in gone]
@@ -419,7 +418,7 @@ SELECT (SELECT count(*) FROM victims) AS selected,
         at = self.clock()
         audit = []
         for row in gone:
-            snapshot = {k: jsonable(row._mapping[k]) for k in SNAPSHOT_COLUMNS}
+            snapshot = {k: jsonable(row._mapping[k]) for k in _SNAPSHOT_COLUMNS}
             audit.append(
                 {
                     "run_id": self.run_id,
