@@ -6,9 +6,10 @@ a keyset (``deleted_at``, ``created_at`` or ``id``) or, for dense expired bots o
 ``bots`` heap in physical order (:mod:`botfleet.cleanup.heapwalk`; ``CLEANUP_DB_CONCURRENCY``
 walks side by side) — never an offset, so each starts where the last one ended. On PostgreSQL one
 data-modifying statement per batch, on a connection of the stage's own in autocommit, deletes the
-bots, their results (by ``bot_id = ANY(…)``: index lookups) and writes the audit rows in one round
-trip; SQLite gets plain statements in one transaction. Containers are removed by
-:mod:`botfleet.cleanup.containers`, through the same checkpoints.
+bots, their results (by ``bot_id = ANY(…)``: index lookups) and writes their audit (a record per
+engine and reason listing the bots: :mod:`botfleet.cleanup.audit`) in one round trip; SQLite gets
+plain statements in one transaction. Containers are removed by :mod:`botfleet.cleanup.containers`,
+through the same checkpoints.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any, Protocol
 from sqlalchemy import Integer, String, Uuid, bindparam, insert, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from botfleet.cleanup.audit import BATCH_KEY
 from botfleet.cleanup.heapwalk import HeapWalk
 from botfleet.cleanup.plan import (
     ORPHANED,
@@ -54,8 +56,8 @@ _FIRST_TS = datetime(1, 1, 1, tzinfo=UTC)
 # the retention rule; deleted_at starts the clock), not a backup of its row. Never its env or
 # token hash: the API never shows those, and an audit record outlives the bot. Not its command,
 # status (always "deleted" here), exit code or updated_at either: each field costs every purged
-# bot time in the batch's transaction (BENCHMARKS.md, Purge). engine and id are columns of the
-# record itself.
+# bot time in the batch's transaction (BENCHMARKS.md, Purge). Its engine is a column of the
+# batch's record; its id is listed beside the snapshot.
 _SNAPSHOT_COLUMNS = ("name", "image", "labels", "container_id", "created_at", "deleted_at")
 _SNAPSHOT_PAIRS = ", ".join(f"'{name}', g.{name}" for name in _SNAPSHOT_COLUMNS)
 # What a batch reads back from the bots it deleted, on either backend: the record's columns and
@@ -221,7 +223,7 @@ class Executor:
 
     async def _session_limits(self, session: Runner) -> None:
         """Bounded waits, and no WAL flush per commit: a crash may undo the last few batches,
-        each whole (its audit rows with it), never half of one; the next run redoes them.
+        each whole (its audit with it), never half of one; the next run redoes them.
         https://www.postgresql.org/docs/current/wal-async-commit.html"""
         if self.dialect.postgres:
             await _set_limits(session, self.lock_timeout_ms, self.statement_timeout_ms, True)
@@ -359,7 +361,8 @@ class Executor:
         last_type: Any = None,
     ) -> Any:
         """One data-modifying statement: the bots (condition re-stated), exactly their results,
-        and one audit row per bot with its snapshot."""
+        and their audit: one record per engine and reason listing the bots, each with its
+        snapshot (:mod:`botfleet.cleanup.audit`), aggregated as json text."""
         why = bot_reason(self.dialect, self.policy, alias="g")
         # No FOR UPDATE: the DELETE re-states the condition, and PostgreSQL re-checks it on a
         # row a concurrent restore changed (READ COMMITTED), so a restored bot is skipped.
@@ -374,18 +377,22 @@ WITH victims AS ({victims}
 ), per_bot AS (
     SELECT bot_id, count(*) AS n FROM res GROUP BY bot_id
 ), audit AS (
-    INSERT INTO cleanup_audit (run_id, kind, resource_id, engine, reason, actor, snapshot,
-                               deleted_at)
-    SELECT :run_id, '{KIND_BOTS}', g.id::text, g.engine, {why.sql}, :actor,
-           jsonb_build_object({_SNAPSHOT_PAIRS}, 'results_deleted', coalesce(p.n, 0)),
-           :at
-    FROM gone g LEFT JOIN per_bot p ON p.bot_id = g.id
-    RETURNING 1
+    INSERT INTO cleanup_audit (run_id, kind, resource_id, engine, reason, actor, resource_count,
+                               snapshot, deleted_at)
+    SELECT :run_id, '{KIND_BOTS}', min(w.id) || '..' || max(w.id), w.engine, w.why, :actor,
+           count(*),
+           json_build_object('count', count(*), '{BATCH_KEY}', json_agg(w.one ORDER BY w.id)), :at
+    FROM (SELECT g.id::text COLLATE "C" AS id, g.engine, {why.sql} AS why,
+                 json_build_object('id', g.id, {_SNAPSHOT_PAIRS},
+                                   'results_deleted', coalesce(p.n, 0)) AS one
+          FROM gone g LEFT JOIN per_bot p ON p.bot_id = g.id) w
+    GROUP BY w.engine, w.why
+    RETURNING resource_count
 )
 SELECT (SELECT count(*) FROM victims) AS selected,
        (SELECT count(*) FROM gone) AS rows,
        (SELECT count(*) FROM res) AS related,
-       (SELECT count(*) FROM audit) AS audited,
+       (SELECT sum(resource_count) FROM audit) AS audited,
        {last} AS last
 """
         stmt = bound_text(sql, [*p.binds, *why.binds, *binds, *self._common()])
@@ -415,25 +422,36 @@ SELECT (SELECT count(*) FROM victims) AS selected,
         per_bot: dict[uuid.UUID, int] = {}
         for (bot_id,) in deleted:
             per_bot[bot_id] = per_bot.get(bot_id, 0) + 1
-        at = self.clock()
-        audit = []
-        for row in gone:
-            snapshot = {k: jsonable(row._mapping[k]) for k in _SNAPSHOT_COLUMNS}
-            audit.append(
-                {
-                    "run_id": self.run_id,
-                    "kind": KIND_BOTS,
-                    "resource_id": str(row.id),
-                    "engine": row.engine,
-                    "reason": bot_reason_for(self.policy, dict(row.labels or {})),
-                    "actor": self.actor,
-                    "snapshot": snapshot | {"results_deleted": per_bot.get(row.id, 0)},
-                    "deleted_at": at,
-                }
-            )
-        await session.execute(insert(CleanupAudit), audit)
+        await session.execute(insert(CleanupAudit), self._bot_batches(gone, per_bot))
         last = max(row.deleted_at for row in gone)
         return _Batch(len(gone), len(gone), sum(per_bot.values()), last)
+
+    def _bot_batches(
+        self, gone: Sequence[Any], per_bot: dict[uuid.UUID, int]
+    ) -> list[dict[str, Any]]:
+        """A batch's audit records, as the PostgreSQL statement writes them: one per engine
+        and reason, its bots in id order, each with its snapshot."""
+        groups: dict[tuple[str | None, str], list[dict[str, Any]]] = {}
+        for row in sorted(gone, key=lambda r: str(r.id)):
+            snapshot = {k: jsonable(row._mapping[k]) for k in _SNAPSHOT_COLUMNS}
+            one = {"id": str(row.id), **snapshot, "results_deleted": per_bot.get(row.id, 0)}
+            why = bot_reason_for(self.policy, dict(row.labels or {}))
+            groups.setdefault((row.engine, why), []).append(one)
+        at = self.clock()
+        return [
+            {
+                "run_id": self.run_id,
+                "kind": KIND_BOTS,
+                "resource_id": f"{bots[0]['id']}..{bots[-1]['id']}",
+                "engine": engine,
+                "reason": why,
+                "actor": self.actor,
+                "resource_count": len(bots),
+                "snapshot": {"count": len(bots), BATCH_KEY: bots},
+                "deleted_at": at,
+            }
+            for (engine, why), bots in groups.items()
+        ]
 
     # --- results: orphaned, and past result retention -------------------------------------------
     async def purge_orphaned_results(
@@ -527,9 +545,10 @@ gone AS (
     DELETE FROM results r WHERE r.id = ANY(ARRAY(SELECT id FROM victims)) AND {recheck}
     RETURNING r.id
 ), audit AS (
-    INSERT INTO cleanup_audit (run_id, kind, resource_id, reason, actor, snapshot, deleted_at)
-    SELECT :run_id, '{kind}', min(id)::text || '..' || max(id)::text, :reason, :actor,
-           jsonb_build_object('count', count(*), 'ids', jsonb_agg(id ORDER BY id)), :at
+    INSERT INTO cleanup_audit (run_id, kind, resource_id, reason, actor, resource_count,
+                               snapshot, deleted_at)
+    SELECT :run_id, '{kind}', min(id)::text || '..' || max(id)::text, :reason, :actor, count(*),
+           json_build_object('count', count(*), 'ids', json_agg(id ORDER BY id)), :at
     FROM gone HAVING count(*) > 0
     RETURNING 1
 )
@@ -554,6 +573,7 @@ SELECT (SELECT count(*) FROM victims) AS selected, (SELECT count(*) FROM gone) A
                     "resource_id": f"{ids[0]}..{ids[-1]}",
                     "reason": reason,
                     "actor": self.actor,
+                    "resource_count": len(ids),
                     "snapshot": {"count": len(ids), "ids": ids},
                     "deleted_at": self.clock(),
                 }

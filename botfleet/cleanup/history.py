@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Uuid, and_, bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from botfleet.cleanup.audit import expand, items_in, page_slices, total_items
 from botfleet.cleanup.containers import select_containers
 from botfleet.cleanup.eligibility import bot_purge_decision
 from botfleet.cleanup.plan import (
@@ -110,50 +111,57 @@ async def runs_page(
 async def run_detail(
     session: AsyncSession, run_id: uuid.UUID, audit: PageRequest
 ) -> dict[str, Any]:
-    """One run: its summary, full report, plan, and a page of its audit records (by id)."""
+    """One run: its summary, full report, plan, and a page of its audit trail, one item per
+    resource deleted (a batch of bots is read back bot by bot: :mod:`botfleet.cleanup.audit`)."""
     run = await session.get(CleanupRun, run_id)
     if run is None:
         raise RunNotFound(run_id)
-    total = int(
-        await session.scalar(
-            select(func.count()).select_from(CleanupAudit).where(CleanupAudit.run_id == run_id)
-        )
-        or 0
-    )
-    stmt = select(CleanupAudit).where(CleanupAudit.run_id == run_id)
-    if audit.cursor is not None:
-        (after,) = decode_cursor(audit.cursor, 1)
-        if not isinstance(after, int):
-            raise InvalidInput("audit_cursor", "is not a cursor this server issued")
-        stmt = stmt.where(CleanupAudit.id > after)
-    stmt = stmt.order_by(CleanupAudit.id)
-    if audit.offset:
-        stmt = stmt.offset(audit.offset)
-    rows = list((await session.scalars(stmt.limit(audit.limit + 1))).all())
-    more = len(rows) > audit.limit
-    rows = rows[: audit.limit]
+    items, total, next_cursor = await _audit_page(session, run_id, audit)
     return {
         **_run_summary(run),
         "report": run.report,
         "plan": run.plan,
-        "audit": {
-            "items": [
-                {
-                    "id": a.id,
-                    "kind": a.kind,
-                    "resource_id": a.resource_id,
-                    "engine": a.engine,
-                    "reason": a.reason,
-                    "actor": a.actor,
-                    "deleted_at": a.deleted_at.isoformat(),
-                    "snapshot": a.snapshot,
-                }
-                for a in rows
-            ],
-            "total": total,
-            "next_cursor": encode_cursor([rows[-1].id]) if more and rows else None,
-        },
+        "audit": {"items": items, "total": total, "next_cursor": next_cursor},
     }
+
+
+async def _audit_page(
+    session: AsyncSession, run_id: uuid.UUID, page: PageRequest
+) -> tuple[list[dict[str, Any]], int, str | None]:
+    """The run's records' sizes first (small: a batch is one row), then only the records the
+    page needs, expanded; the cursor is (record id, item index within it)."""
+    after: tuple[int, int] | None = None
+    if page.cursor is not None:
+        key = decode_cursor(page.cursor, 2)
+        if not all(isinstance(k, int) and not isinstance(k, bool) for k in key):
+            raise InvalidInput("audit_cursor", "is not a cursor this server issued")
+        after = (key[0], key[1])
+    index = await session.execute(
+        select(CleanupAudit.id, CleanupAudit.kind, CleanupAudit.resource_count)
+        .where(CleanupAudit.run_id == run_id)
+        .order_by(CleanupAudit.id)
+    )
+    sizes = [(int(r.id), items_in(r.kind, int(r.resource_count))) for r in index]
+    slices, more = page_slices(sizes, page.limit, after=after, offset=page.offset or 0)
+    records = {}
+    if slices:
+        rows = await session.scalars(
+            select(CleanupAudit).where(CleanupAudit.id.in_([s.record_id for s in slices]))
+        )
+        records = {a.id: a for a in rows}
+    items: list[dict[str, Any]] = []
+    for s in slices:
+        a = records[s.record_id]
+        record = {c: getattr(a, c) for c in _AUDIT_FIELDS} | {
+            "deleted_at": a.deleted_at.isoformat()
+        }
+        items.extend(expand(record)[s.start : s.stop])
+    last = slices[-1] if slices else None
+    cursor = encode_cursor([last.record_id, last.stop - 1]) if more and last else None
+    return items, total_items(sizes), cursor
+
+
+_AUDIT_FIELDS = ("id", "kind", "resource_id", "engine", "reason", "actor", "snapshot")
 
 
 async def orphans_view(service: CleanupService, *, limit: int = 100) -> dict[str, Any]:

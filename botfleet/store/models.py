@@ -160,7 +160,8 @@ class CleanupRun(Base):
 
 
 class CleanupAudit(Base):
-    """One row per resource a real run deleted: what, why, which run, who triggered it."""
+    """What a real run deleted: what, why, which run, who triggered it. One row per container,
+    per batch of bots (per engine and reason) and per batch of results (cleanup/audit.py)."""
 
     __tablename__ = "cleanup_audit"
 
@@ -171,5 +172,9 @@ class CleanupAudit(Base):
     engine: Mapped[str | None] = mapped_column(String(255), nullable=True)
     reason: Mapped[str] = mapped_column(Text)
     actor: Mapped[str] = mapped_column(String(200))
-    snapshot: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    # json, not jsonb, on PostgreSQL: written once, read whole, never queried into, and a batch's
+    # snapshot is aggregated as text (jsonb re-encodes every value; revision 0004).
+    snapshot: Mapped[dict[str, Any] | None] = mapped_column(JSON(), nullable=True)
+    # How many resources the record covers: 1, or the size of a batch (cleanup/audit.py).
+    resource_count: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     deleted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

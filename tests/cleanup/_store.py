@@ -102,8 +102,12 @@ class Store:
             return [dict(r._mapping) for r in rows]
 
     async def audit_count(self, kind: str | None = None) -> int:
-        where = [CleanupAudit.kind == kind] if kind else []
-        return await self.count(CleanupAudit, *where)
+        """How many resources the audit records as deleted (a batch counts its members)."""
+        query = select(func.coalesce(func.sum(CleanupAudit.resource_count), 0))
+        if kind:
+            query = query.where(CleanupAudit.kind == kind)
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(query)).scalar_one())
 
     async def wipe(self) -> None:
         async with self.engine.begin() as conn:

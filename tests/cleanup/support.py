@@ -8,11 +8,13 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select, text, update
 
+from botfleet.cleanup.audit import expand
 from botfleet.cleanup.service import CleanupService
 from botfleet.config import Settings
 from botfleet.constants import LABEL_BOT_ID, LABEL_INSTANCE, LABEL_MANAGED
@@ -109,7 +111,8 @@ class Store:
         async with self.sessions() as session, session.begin():
             await session.execute(text("DELETE FROM bots WHERE id = :id").bindparams(id=bot_id))
 
-    async def audit(self, run_id: str) -> list[CleanupAudit]:
+    async def audit_records(self, run_id: str) -> list[CleanupAudit]:
+        """The run's audit rows as stored (a batch of bots is one row)."""
         async with self.sessions() as session:
             rows = await session.scalars(
                 select(CleanupAudit)
@@ -117,6 +120,15 @@ class Store:
                 .order_by(CleanupAudit.id)
             )
             return list(rows.all())
+
+    async def audit(self, run_id: str) -> list[SimpleNamespace]:
+        """The run's audit trail as readers see it: one item per bot (or container, or batch
+        of results), with attributes ``kind``, ``resource_id``, ``snapshot``, ``engine``…"""
+        items = []
+        for record in await self.audit_records(run_id):
+            fields = {c.name: getattr(record, c.name) for c in CleanupAudit.__table__.columns}
+            items.extend(SimpleNamespace(**item) for item in expand(fields))
+        return items
 
     async def close(self) -> None:
         await self.engine.dispose()

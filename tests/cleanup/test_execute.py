@@ -68,7 +68,9 @@ async def test_the_default_batch_size_is_the_setting(settings_factory: Any, stor
     service = make_service(settings, store, Clock(NOW))
     report = await service.run(trigger="cli", actor="cli:x", dry_run=False, only="bots")
     assert report["resources"]["bots"]["deleted"] == 3
-    assert len(await store.audit(report["run_id"])) == 3
+    assert len(await store.audit(report["run_id"])) == 3  # one item per bot
+    # Stored one record per batch: 2 + 1.
+    assert [r.resource_count for r in await store.audit_records(report["run_id"])] == [2, 1]
 
 
 async def test_a_stage_over_the_cap_deletes_nothing(settings_factory: Any, store: Store) -> None:

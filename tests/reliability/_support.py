@@ -24,6 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from botfleet.cleanup.audit import expand
 from botfleet.config import Settings
 from botfleet.store.session import create_engine
 
@@ -130,22 +131,31 @@ class Db:
         return out
 
     async def audit(self, kind: str | None = None) -> list[dict[str, Any]]:
-        sql = "SELECT run_id, kind, resource_id, engine, snapshot FROM cleanup_audit"
+        """The audit trail as readers see it: one item per bot (a batch record expanded)."""
+        sql = (
+            "SELECT id, run_id, kind, resource_id, engine, reason, actor, deleted_at, snapshot"
+            " FROM cleanup_audit"
+        )
         params: dict[str, Any] = {}
         if kind is not None:
             sql += " WHERE kind = :kind"
             params["kind"] = kind
         out = []
         for r in await self.rows(sql + " ORDER BY id", **params):
-            item = dict(r._mapping)
-            item["run_id"] = _uuid(item["run_id"])
-            if isinstance(item["snapshot"], str):
-                item["snapshot"] = json.loads(item["snapshot"])
-            out.append(item)
+            record = dict(r._mapping)
+            if isinstance(record["snapshot"], str):
+                record["snapshot"] = json.loads(record["snapshot"])
+            for item in expand(record):
+                out.append(item | {"run_id": _uuid(record["run_id"])})
         return out
 
     async def audit_count(self, kind: str) -> int:
-        return int(await self.value("SELECT count(*) FROM cleanup_audit WHERE kind = :k", k=kind))
+        """How many resources of ``kind`` the audit records as deleted."""
+        return int(
+            await self.value(
+                "SELECT coalesce(sum(resource_count), 0) FROM cleanup_audit WHERE kind = :k", k=kind
+            )
+        )
 
     async def deleted_ids(self, kind: str) -> list[str]:
         """Every resource id the audit says was deleted, once per deletion (results expanded)."""

@@ -12,12 +12,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import insert, inspect, select
+from sqlalchemy import (
+    Column,
+    MetaData,
+    String,
+    Table,
+    Text,
+    Uuid,
+    insert,
+    inspect,
+    select,
+    text,
+)
 
-from botfleet.store.migrate import upgrade_sync
-from botfleet.store.models import Base, CleanupAudit
+from botfleet.store.migrate import alembic_config, upgrade_sync
+from botfleet.store.models import Base, BigIntPK, CleanupAudit, JSONType, UTCDateTime
 from botfleet.store.session import create_engine
 from tests.conftest import make_settings
 
@@ -118,7 +130,7 @@ def test_upgrade_removes_env_from_purged_bots_audit_snapshots(empty_database: st
             if not upgrade:
                 async with engine.begin() as conn:
                     await conn.execute(
-                        insert(CleanupAudit),
+                        insert(OLD_AUDIT),
                         [
                             _audit_row("bots", "b1", bot_snapshot),
                             _audit_row("orphaned_results", "r1", other_snapshot),
@@ -136,6 +148,97 @@ def test_upgrade_removes_env_from_purged_bots_audit_snapshots(empty_database: st
     after = asyncio.run(write_then_read(True))
     assert after["bots"] == {"name": "old-bot", "results_deleted": 3}
     assert after["orphaned_results"] == other_snapshot
+
+
+# cleanup_audit as revisions 0001-0003 left it: one row per purged bot, jsonb snapshots.
+OLD_AUDIT = Table(
+    "cleanup_audit",
+    MetaData(),
+    Column("id", BigIntPK, primary_key=True, autoincrement=True),
+    Column("run_id", Uuid),
+    Column("kind", String(32)),
+    Column("resource_id", String(128)),
+    Column("engine", String(255)),
+    Column("reason", Text),
+    Column("actor", String(200)),
+    Column("snapshot", JSONType),
+    Column("deleted_at", UTCDateTime),
+)
+
+
+def test_0004_reads_old_records_as_before_and_downgrades_batches_to_records_per_bot(
+    empty_database: str,
+) -> None:
+    """Revision 0004: records written before it keep their content and count one resource
+    each (a batch of results: its count); a batch of bots written after it is turned back into
+    one record per bot by the downgrade, nothing lost."""
+    settings = make_settings(database_url=empty_database)
+    upgrade_sync(settings, "0003")
+    per_bot = {"name": "old-bot", "labels": {"team": "a"}, "results_deleted": 3}
+    results = {"count": 2, "ids": [7, 9]}
+    batch = {
+        "count": 2,
+        "bots": [
+            {"id": "00000000-0000-0000-0000-00000000000a", "name": "x", "results_deleted": 1},
+            {"id": "00000000-0000-0000-0000-00000000000b", "name": "y", "results_deleted": 0},
+        ],
+    }
+
+    async def write(table: Any, rows: list[dict[str, Any]]) -> None:
+        engine = create_engine(settings)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(insert(table), rows)
+        finally:
+            await engine.dispose()
+
+    async def read(table: Any, *columns: str) -> list[tuple[Any, ...]]:
+        engine = create_engine(settings)
+        try:
+            async with engine.connect() as conn:
+                query = select(*(table.c[c] for c in columns)).order_by(table.c.id)
+                return [tuple(r) for r in await conn.execute(query)]
+        finally:
+            await engine.dispose()
+
+    old_rows = [_audit_row("bots", "b1", per_bot), _audit_row("results", "7..9", results)]
+    asyncio.run(write(OLD_AUDIT, old_rows))
+    upgrade_sync(settings)
+    audit = CleanupAudit.__table__
+    assert asyncio.run(read(audit, "resource_id", "resource_count", "snapshot")) == [
+        ("b1", 1, per_bot),
+        ("7..9", 2, results),
+    ]
+    asyncio.run(write(audit, [_audit_row("bots", "a..b", batch) | {"resource_count": 2}]))
+    if empty_database.startswith("postgresql"):  # Debian's server is built with lz4
+        compression = asyncio.run(
+            _scalar(
+                settings,
+                "SELECT attcompression::text FROM pg_attribute"
+                " WHERE attrelid = 'cleanup_audit'::regclass AND attname = 'snapshot'",
+            )
+        )
+        assert compression == "l"
+
+    command.downgrade(alembic_config(settings), "0003")
+    rows = asyncio.run(read(OLD_AUDIT, "kind", "resource_id", "snapshot"))
+    assert rows == [
+        ("bots", "b1", per_bot),
+        ("results", "7..9", results),
+        ("bots", "00000000-0000-0000-0000-00000000000a", {"name": "x", "results_deleted": 1}),
+        ("bots", "00000000-0000-0000-0000-00000000000b", {"name": "y", "results_deleted": 0}),
+    ]
+    upgrade_sync(settings)  # and up again
+    assert _inspect(empty_database)[2] == []
+
+
+async def _scalar(settings: Any, sql: str) -> Any:
+    engine = create_engine(settings)
+    try:
+        async with engine.connect() as conn:
+            return (await conn.execute(text(sql))).scalar()
+    finally:
+        await engine.dispose()
 
 
 def _audit_row(kind: str, resource_id: str, snapshot: dict[str, Any]) -> dict[str, Any]:
