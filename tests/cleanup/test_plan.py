@@ -7,8 +7,9 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import Uuid, bindparam
+from sqlalchemy import Uuid, bindparam, text
 
+from botfleet.cleanup import plan as plan_module
 from botfleet.cleanup.eligibility import BotRecord, bot_purge_decision, result_decision
 from botfleet.cleanup.plan import (
     SAMPLE_SIZE,
@@ -275,3 +276,29 @@ async def test_purge_counts_can_read_the_partial_indexes_alone(
         await session.rollback()
     assert "using ix_bots_deleted_id" in purgeable_plan, purgeable_plan
     assert "using ix_bots_held" in held_plan, held_plan
+
+
+@postgres_only
+@pytest.mark.parametrize("concurrency", [1, 2])
+async def test_every_slice_runs_with_the_slice_settings(store: Store, concurrency: int) -> None:
+    """Serial merges in each slice: no hash join, no JIT, no WAL wait at commit, and no
+    parallel workers (slices already run CLEANUP_DB_CONCURRENCY at a time; keyranges.py)."""
+    checks = (
+        "(current_setting('enable_hashjoin') = 'off')::int",
+        "(current_setting('jit') = 'off')::int",
+        "(current_setting('synchronous_commit') = 'off')::int",
+        "(current_setting('max_parallel_workers_per_gather') = '0')::int",
+        "1",
+    )
+    sql = (
+        f"SELECT {', '.join(checks)} FROM (VALUES (CAST(NULL AS uuid))) AS b(id)"
+        " WHERE ({b}) OR true"  # the slice's bounds bound, one row per slice
+    )
+    slicing = plan_module.Slicing(store.sessions, None, concurrency=concurrency)
+    async with store.sessions() as session:
+        sums = await plan_module.sliced_sums(session, sql, [], slicing)
+        # Transaction-local: the session's own settings are untouched afterwards.
+        after = (await session.execute(text("SHOW max_parallel_workers_per_gather"))).scalar()
+    slices = sums[-1]
+    assert slices >= 1 and sums == [slices] * len(checks)
+    assert after != "0"
