@@ -132,8 +132,11 @@ async def _audit_page(
     page needs, expanded; the cursor is (record id, item index within it)."""
     after: tuple[int, int] | None = None
     if page.cursor is not None:
-        key = decode_cursor(page.cursor, 2)
-        if not all(isinstance(k, int) and not isinstance(k, bool) for k in key):
+        try:
+            key = decode_cursor(page.cursor, 2)
+        except InvalidInput:
+            key = []
+        if len(key) != 2 or not all(type(k) is int and k >= 0 for k in key):
             raise InvalidInput("audit_cursor", "is not a cursor this server issued")
         after = (key[0], key[1])
     index = await session.execute(
@@ -151,7 +154,9 @@ async def _audit_page(
         records = {a.id: a for a in rows}
     items: list[dict[str, Any]] = []
     for s in slices:
-        a = records[s.record_id]
+        a = records.get(s.record_id)
+        if a is None:  # audit records are never deleted; should one go, the page just skips it
+            continue
         record = {c: getattr(a, c) for c in _AUDIT_FIELDS} | {
             "deleted_at": a.deleted_at.isoformat()
         }
