@@ -7,23 +7,28 @@ difference: :func:`expand` turns such a record back into one item per bot, with 
 ``resource_id`` and its own snapshot, as older per-bot records read. A batch of results stays one
 item listing its ids (results are many and carry nothing else worth reading).
 
-Pure: :mod:`botfleet.cleanup.history` reads the rows and pages through the items.
+No I/O here: :mod:`botfleet.cleanup.history` reads the rows and pages through the items.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from sqlalchemy import ColumnElement, SQLColumnExpression, case
 
 from botfleet.constants import KIND_BOTS
 
 BATCH_KEY = "bots"  # the list of a batch record's bots in its snapshot
 
 
-def items_in(kind: str, resource_count: int) -> int:
-    """How many items a record reads back as: one per bot for a batch of bots, else one."""
-    return max(1, resource_count) if kind == KIND_BOTS else 1
+def items_of(
+    kind: SQLColumnExpression[str], resource_count: SQLColumnExpression[int]
+) -> ColumnElement[int]:
+    """In SQL: how many items a record reads back as, one per bot for a batch of bots, else
+    one (a batch's ``resource_count`` is at least 1)."""
+    return case((kind == KIND_BOTS, resource_count), else_=1)
 
 
 def expand(record: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -69,7 +74,8 @@ def page_slices(
 ) -> tuple[list[Slice], bool]:
     """Which items make a page: ``sizes`` are (record id, items) in id order; the page starts
     after the item ``after`` (a cursor: record id, index), then skips ``offset`` items. Returns
-    the slices holding up to ``limit`` items, and whether more follow."""
+    the slices holding up to ``limit`` items, and whether more follow. Every record holds at
+    least one item, so ``limit + 2`` records from the cursor's own are always enough."""
     slices: list[Slice] = []
     wanted = limit + 1  # one more, to know whether a next page exists
     skip = offset
@@ -97,7 +103,3 @@ def page_slices(
         if slices[-1].start == slices[-1].stop:
             slices.pop()
     return slices, more
-
-
-def total_items(sizes: Iterable[tuple[int, int]]) -> int:
-    return sum(size for _, size in sizes)

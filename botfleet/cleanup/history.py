@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Uuid, and_, bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from botfleet.cleanup.audit import expand, items_in, page_slices, total_items
+from botfleet.cleanup.audit import expand, items_of, page_slices
 from botfleet.cleanup.containers import select_containers
 from botfleet.cleanup.eligibility import bot_purge_decision
 from botfleet.cleanup.plan import (
@@ -128,8 +128,11 @@ async def run_detail(
 async def _audit_page(
     session: AsyncSession, run_id: uuid.UUID, page: PageRequest
 ) -> tuple[list[dict[str, Any]], int, str | None]:
-    """The run's records' sizes first (small: a batch is one row), then only the records the
-    page needs, expanded; the cursor is (record id, item index within it)."""
+    """A page of the run's audit items; the cursor is (record id, item index within it).
+
+    Reads the total in SQL, then at most ``limit + 2`` records from where the page starts (each
+    holds at least one item), expanded: a run of 400,000 per-bot records (before revision 0004)
+    pages as fast as one of 400 batches."""
     after: tuple[int, int] | None = None
     if page.cursor is not None:
         try:
@@ -139,19 +142,34 @@ async def _audit_page(
         if len(key) != 2 or not all(type(k) is int and k >= 0 for k in key):
             raise InvalidInput("audit_cursor", "is not a cursor this server issued")
         after = (key[0], key[1])
-    index = await session.execute(
-        select(CleanupAudit.id, CleanupAudit.kind, CleanupAudit.resource_count)
-        .where(CleanupAudit.run_id == run_id)
-        .order_by(CleanupAudit.id)
+    of_run = CleanupAudit.run_id == run_id
+    items_sql = items_of(CleanupAudit.kind, CleanupAudit.resource_count)
+    total = int(
+        await session.scalar(select(func.coalesce(func.sum(items_sql), 0)).where(of_run)) or 0
     )
-    sizes = [(int(r.id), items_in(r.kind, int(r.resource_count))) for r in index]
-    slices, more = page_slices(sizes, page.limit, after=after, offset=page.offset or 0)
+    offset = page.offset or 0
+    if offset:
+        # From the record holding item number ``offset``: items up to and including each record.
+        upto = func.sum(items_sql).over(order_by=CleanupAudit.id).label("upto")
+        sub = select(CleanupAudit.id, items_sql.label("n"), upto).where(of_run).subquery()
+        by_offset = select(sub.c.id, sub.c.n, sub.c.upto).where(sub.c.upto > offset)
+        counted = (await session.execute(by_offset.order_by(sub.c.id).limit(page.limit + 2))).all()
+        sizes = [(int(r.id), int(r.n)) for r in counted]
+        if counted:
+            offset -= int(counted[0].upto) - int(counted[0].n)  # the items before the first
+    else:
+        from_cursor = select(CleanupAudit.id, items_sql.label("n")).where(of_run)
+        if after is not None:
+            from_cursor = from_cursor.where(CleanupAudit.id >= after[0])
+        from_cursor = from_cursor.order_by(CleanupAudit.id).limit(page.limit + 2)
+        sizes = [(int(r.id), int(r.n)) for r in await session.execute(from_cursor)]
+    slices, more = page_slices(sizes, page.limit, after=after, offset=offset)
     records = {}
     if slices:
-        rows = await session.scalars(
+        found = await session.scalars(
             select(CleanupAudit).where(CleanupAudit.id.in_([s.record_id for s in slices]))
         )
-        records = {a.id: a for a in rows}
+        records = {a.id: a for a in found}
     items: list[dict[str, Any]] = []
     for s in slices:
         a = records.get(s.record_id)
@@ -163,7 +181,7 @@ async def _audit_page(
         items.extend(expand(record)[s.start : s.stop])
     last = slices[-1] if slices else None
     cursor = encode_cursor([last.record_id, last.stop - 1]) if more and last else None
-    return items, total_items(sizes), cursor
+    return items, total, cursor
 
 
 _AUDIT_FIELDS = ("id", "kind", "resource_id", "engine", "reason", "actor", "snapshot")

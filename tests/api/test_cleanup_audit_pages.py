@@ -5,6 +5,7 @@ On SQLite and PostgreSQL, with two retention rules (two reasons in one batch) an
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
+from botfleet.cleanup.history import run_detail
 from botfleet.config import Settings
+from botfleet.pagination import PageRequest
 from tests.cleanup.support import Store, store
 
 __all__ = ["store"]
@@ -80,6 +83,34 @@ async def test_pages_of_the_audit_trail_name_every_purged_bot_once_with_its_reas
         assert item["reason"].startswith("bots: expired (") and "fast" not in item["reason"]
         assert item["snapshot"]["results_deleted"] == 1
         assert item["kind"] == "bots" and item["actor"].startswith("api:")
+
+
+async def test_pages_by_offset_read_the_same_items_as_pages_by_cursor(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], store: Store
+) -> None:
+    """The run detail's offset paging (PageRequest.offset; SQL window sums of each record's
+    items) agrees with the cursor's, item for item, on both backends."""
+    long_ago = datetime.now(UTC) - timedelta(days=30)
+    for i in range(7):
+        await store.bot(deleted_at=long_ago, labels={"tier": "fast"} if i % 2 else {})
+    run_id = (await client.post("/admin/cleanup?dry_run=false", headers=admin_headers)).json()[
+        "run_id"
+    ]
+    whole = (
+        await client.get(
+            f"/admin/cleanup/runs/{run_id}", params={"audit_limit": 50}, headers=admin_headers
+        )
+    ).json()["audit"]
+    expected = [item["resource_id"] for item in whole["items"]]
+    assert len(expected) == 7 == whole["total"]
+    async with store.sessions() as session:
+        for offset in range(9):
+            detail = await run_detail(
+                session, uuid.UUID(run_id), PageRequest(limit=2, offset=offset)
+            )
+            got = [item["resource_id"] for item in detail["audit"]["items"]]
+            assert got == expected[offset : offset + 2], offset
+            assert detail["audit"]["total"] == 7
 
 
 async def test_a_cursor_from_elsewhere_is_refused_by_name(
