@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Uuid, and_, bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from botfleet.cleanup.audit import expand, items_of, page_slices
+from botfleet.cleanup.audit import ITEM_FIELDS, expand, items_of, page_slices
 from botfleet.cleanup.containers import select_containers
 from botfleet.cleanup.eligibility import bot_purge_decision
 from botfleet.cleanup.plan import (
@@ -175,16 +175,11 @@ async def _audit_page(
         a = records.get(s.record_id)
         if a is None:  # audit records are never deleted; should one go, the page just skips it
             continue
-        record = {c: getattr(a, c) for c in _AUDIT_FIELDS} | {
-            "deleted_at": a.deleted_at.isoformat()
-        }
+        record = {c: getattr(a, c) for c in ITEM_FIELDS} | {"deleted_at": a.deleted_at.isoformat()}
         items.extend(expand(record)[s.start : s.stop])
     last = slices[-1] if slices else None
     cursor = encode_cursor([last.record_id, last.stop - 1]) if more and last else None
     return items, total, cursor
-
-
-_AUDIT_FIELDS = ("id", "kind", "resource_id", "engine", "reason", "actor", "snapshot")
 
 
 async def orphans_view(service: CleanupService, *, limit: int = 100) -> dict[str, Any]:
