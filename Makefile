@@ -29,7 +29,7 @@ services:
 	bash scripts/ensure-services.sh
 
 lint: install
-	$(BIN)/ruff check --no-cache botfleet tests bench
+	$(BIN)/ruff check --no-cache botfleet tests bench scripts
 	$(BIN)/ruff format --no-cache --check botfleet
 	$(BIN)/mypy
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -212,10 +213,8 @@ def remove_containers(ids: list[str]) -> None:
 
     client = docker.from_env()
     for cid in ids:
-        try:
+        with contextlib.suppress(NotFound):
             client.api.remove_container(cid, force=True)
-        except NotFound:
-            pass
     client.close()
 
 
