@@ -25,11 +25,12 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import docker
+
+from tests.support.wait import WaitTimeout, wait_until
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
@@ -77,14 +78,20 @@ class ExtraEngine:
             self._proc = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
             )
-        deadline = time.monotonic() + timeout
-        while not self.answers():
-            if self._proc.poll() is not None:
+        proc = self._proc
+
+        def up() -> bool:
+            if proc.poll() is not None:
                 raise EngineStartError(f"dockerd exited early; see {self.log_path}:\n{self.tail()}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise EngineStartError(f"dockerd did not answer in {timeout}s; see {self.log_path}")
-            time.sleep(0.1)
+            return self.answers()
+
+        try:
+            wait_until(up, timeout=timeout, message="dockerd to answer a ping", interval=0.1)
+        except WaitTimeout as timed_out:
+            self.stop()
+            raise EngineStartError(
+                f"dockerd did not answer in {timeout}s; see {self.log_path}"
+            ) from timed_out
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """Stop the daemon gracefully (SIGTERM, then SIGKILL after ``timeout``); keep its data."""

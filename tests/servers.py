@@ -6,13 +6,13 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-import time
 from collections.abc import Iterator
 
 import uvicorn
 
 from botfleet.app import create_app
 from botfleet.config import Settings
+from tests.support.wait import wait_until
 
 
 def free_port() -> int:
@@ -38,11 +38,13 @@ def live_server(settings: Settings, timeout: float = 30.0) -> Iterator[str]:
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="live-server", daemon=True)
     thread.start()
-    deadline = time.monotonic() + timeout
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.02)
+
+    def started() -> bool:
+        if not thread.is_alive():
+            raise RuntimeError("the test server's thread ended before it started")
+        return bool(server.started)
+
+    wait_until(started, timeout=timeout, message="the test server to start", interval=0.02)
     try:
         yield f"http://127.0.0.1:{settings.port}"
     finally:

@@ -21,6 +21,7 @@ from botfleet.metrics import CleanupMetrics, longest_gap_seconds
 from botfleet.runtime.base import ContainerInfo
 from botfleet.store.models import Bot, CleanupRun, Result
 from tests.conftest import TEST_TOKEN, make_settings, missing_service, started_app
+from tests.support.wait import wait_until_async
 
 NOW = datetime(2030, 1, 10, 12, 0, tzinfo=UTC)
 
@@ -419,17 +420,13 @@ async def test_a_real_cleanup_through_the_api_moves_the_metrics(
     assert value(registry, c.M_CLEANUP_DURATION + "_count", stage="bots", dry_run="false") == 1
     assert value(registry, c.M_CLEANUP_DELETION_LAG + "_count", kind="bots") == 1
     # The observer poked the refresher: the backlog drains without waiting for its interval.
-    await _until(lambda: value(registry, c.M_BACKLOG, kind="bots") == 0)
+    await wait_until_async(
+        lambda: value(registry, c.M_BACKLOG, kind="bots") == 0,
+        timeout=10,
+        message="the bots backlog to drain",
+    )
     assert value(registry, c.M_BACKLOG, kind="orphaned_results") == 0
     assert (value(registry, c.M_CLEANUP_LAST_SUCCESS, dry_run="false") or 0) >= now.timestamp()
-
-
-async def _until(condition: Any, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -33,6 +32,7 @@ from botfleet.runtime.base import ContainerInfo
 from botfleet.runtime.docker import DockerEngine
 from botfleet.runtime.fleet import Fleet
 from botfleet.store.session import create_engine, create_session_factory
+from tests.support.wait import wait_until, wait_until_async
 from tests.test_bots import insert_bot
 
 NOW = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
@@ -157,13 +157,6 @@ async def parts(settings: Settings) -> AsyncIterator[tuple[BotService, Reconcile
     await db.dispose()
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
 def run(name: str, *command: str) -> NewBot:
     return NewBot(name=name, image="botfleet/sample-bot:latest", command=list(command))
 
@@ -185,7 +178,11 @@ async def test_status_follows_the_containers(
     docker_client.containers.get(vanished.container_id).remove(force=True)
     for bot in (done, broken):
         container = docker_client.containers.get(bot.container_id)
-        wait_until(lambda c=container: c.reload() or c.status == "exited")
+        wait_until(
+            lambda c=container: c.reload() or c.status == "exited",
+            timeout=30,
+            message=f"the {bot.name} bot's container to exit",
+        )
 
     stats = await reconciler.reconcile_once(NOW)
     assert stats.engines_down == [] and stats.checked == 5
@@ -239,11 +236,15 @@ async def test_an_unreachable_engine_is_skipped(
     try:
         local, _ = await service.create(run("local", "sh", "-c", "exit 5"), now=NOW)
         assert local.engine == "unix:///var/run/docker.sock"
-        deadline = time.monotonic() + 30
-        while (await service.get(local.id)).status != STATUS_FAILED:
+
+        async def failed() -> bool:
+            if (await service.get(local.id)).status == STATUS_FAILED:
+                return True
             stats = await reconciler.reconcile_once(NOW)
             assert stats.engines_down == [missing]
-            assert time.monotonic() < deadline
+            return False
+
+        await wait_until_async(failed, timeout=30, message="a pass to mark the local bot failed")
         assert (await service.get(stranded_id)).status == STATUS_RUNNING  # untouched
     finally:
         await fleet.close()
@@ -273,18 +274,11 @@ async def test_engine_events_update_status_without_waiting_for_the_interval(
     service, reconciler = parts  # RECONCILE_INTERVAL_SECONDS is 3600 in tests
     bot, _ = await service.create(run("evented", "sleep", "600"), now=NOW)
     await reconciler.start()
-    deadline = time.monotonic() + 30
-    while reconciler.passes < 1:  # the start-up pass
-        assert time.monotonic() < deadline
-        await _tick()
+    await wait_until_async(lambda: reconciler.passes >= 1, timeout=30, message="the start-up pass")
     docker_client.containers.get(bot.container_id).kill()
-    while (await service.get(bot.id)).status != STATUS_STOPPED:
-        assert time.monotonic() < deadline, "no event-driven pass"
-        await _tick()
+
+    async def stopped() -> bool:
+        return (await service.get(bot.id)).status == STATUS_STOPPED
+
+    await wait_until_async(stopped, timeout=30, message="an event-driven pass")
     assert (await service.get(bot.id)).exit_code == 137
-
-
-async def _tick() -> None:
-    import asyncio
-
-    await asyncio.sleep(0.05)  # poll interval: yields to the reconciler's tasks

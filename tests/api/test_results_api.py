@@ -7,7 +7,6 @@ posts them, with the token botfleet gave it.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -18,23 +17,13 @@ from botfleet.config import Settings
 from botfleet.constants import LABEL_BOT_ID, LABEL_INSTANCE, LABEL_MANAGED
 from tests.conftest import TEST_TOKEN
 from tests.servers import free_port, live_server
+from tests.support.wait import wait_until
 
 ADMIN = {"Authorization": f"Bearer {TEST_TOKEN}"}
 
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
 
 
 @pytest.mark.docker
@@ -76,7 +65,12 @@ def test_bot_lifecycle_with_results_posted_by_its_container(
             body: dict[str, Any] = answer.json()
             return body
 
-        page = wait_for(lambda: results()["total"] >= 2 and results(), what="results")
+        page = wait_until(
+            lambda: results()["total"] >= 2 and results(),
+            timeout=30,
+            message="results",
+            interval=0.1,
+        )
         assert page["items"][0]["data"]["seq"] > page["items"][1]["data"]["seq"]  # newest first
         assert {item["bot_id"] for item in page["items"]} == {bot["id"]}
 
@@ -107,7 +101,12 @@ def test_bot_lifecycle_with_results_posted_by_its_container(
         assert restored.json()["token"] is None  # same container, same token
         container.reload()
         assert container.status == "running"
-        wait_for(lambda: results()["total"] > before, what="results after restore")
+        wait_until(
+            lambda: results()["total"] > before,
+            timeout=30,
+            message="results after restore",
+            interval=0.1,
+        )
 
 
 async def test_post_results_auth_and_validation(

@@ -3,30 +3,14 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for_http(url: str, timeout: float = 30) -> httpx.Response:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return httpx.get(url, timeout=2)
-        except httpx.TransportError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+from tests.servers import free_port
+from tests.support.wait import wait_until
 
 
 def test_serve_on_embedded_default(tmp_path: Path) -> None:
@@ -38,7 +22,14 @@ def test_serve_on_embedded_default(tmp_path: Path) -> None:
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
-        assert wait_for_http(f"http://127.0.0.1:{port}/healthz").json() == {"status": "ok"}
+        healthz = wait_until(
+            lambda: httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2),
+            timeout=30,
+            message="serve to answer",
+            interval=0.1,
+            ignore=(httpx.TransportError,),
+        )
+        assert healthz.json() == {"status": "ok"}
         assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
         assert (tmp_path / "data" / "botfleet.db").exists()
     finally:

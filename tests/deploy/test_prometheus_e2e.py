@@ -6,12 +6,12 @@ the alert rules are loaded too and must evaluate without errors. Both processes 
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,22 +21,11 @@ import yaml
 
 from tests.conftest import ROOT, TEST_TOKEN, missing_service
 from tests.servers import free_port
+from tests.support.wait import wait_until
 
 ALERTS = ROOT / "deploy/prometheus/alerts.yml"
-
-
-def poll(check: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-            if last:
-                return last
-        except httpx.TransportError as exc:
-            last = exc
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+# Both processes answer within a minute; a refused connection means "not yet".
+poll = functools.partial(wait_until, timeout=60.0, interval=0.1, ignore=(httpx.TransportError,))
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -71,7 +60,7 @@ def botfleet_server(tmp_path: Path) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        poll(lambda: httpx.get(f"{url}/readyz", timeout=2).status_code == 200, "botfleet")
+        poll(lambda: httpx.get(f"{url}/readyz", timeout=2).status_code == 200, message="botfleet")
         yield url
     finally:
         stop(proc)
@@ -108,7 +97,9 @@ def prometheus(tmp_path: Path, botfleet_server: str) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        poll(lambda: httpx.get(f"{url}/-/ready", timeout=2).status_code == 200, "prometheus")
+        poll(
+            lambda: httpx.get(f"{url}/-/ready", timeout=2).status_code == 200, message="prometheus"
+        )
         yield url
     finally:
         stop(proc)
@@ -139,19 +130,19 @@ def test_prometheus_scrapes_botfleet_and_sees_a_cleanup_run(
     run = httpx.post(f"{botfleet_server}/admin/cleanup?dry_run=false", headers=headers, timeout=60)
     assert run.status_code == 200, run.text
 
-    up = poll(lambda: query(prometheus, 'up{job="botfleet"} == 1'), "the target to be up")
+    up = poll(lambda: query(prometheus, 'up{job="botfleet"} == 1'), message="the target to be up")
     assert up[0]["metric"]["instance"] == botfleet_server.removeprefix("http://")
     expr = 'botfleet_cleanup_runs_total{trigger="manual",status="succeeded",dry_run="false"}'
-    runs = poll(lambda: [r for r in query(prometheus, expr) if r["value"][1] == "1"], expr)
+    runs = poll(lambda: [r for r in query(prometheus, expr) if r["value"][1] == "1"], message=expr)
     assert runs[0]["metric"]["job"] == "botfleet"
     last = poll(
         lambda: query(
             prometheus, "time() - max(botfleet_cleanup_last_success_timestamp_seconds) < 300"
         ),
-        "the last success to be recent",
+        message="the last success to be recent",
     )
     assert float(last[0]["value"][1]) >= 0
-    breakers = poll(lambda: query(prometheus, "botfleet_cleanup_breaker_state"), "breakers")
+    breakers = poll(lambda: query(prometheus, "botfleet_cleanup_breaker_state"), message="breakers")
     assert {b["metric"]["dependency"] for b in breakers} >= {"database"}
 
     # The alert rules load and evaluate against real series without errors.
@@ -164,7 +155,7 @@ def test_prometheus_scrapes_botfleet_and_sees_a_cleanup_run(
             else []
         )
 
-    rules = poll(rules_evaluated, "every rule evaluated")
+    rules = poll(rules_evaluated, message="every rule evaluated")
     assert all(r["health"] == "ok" for r in rules), [r for r in rules if r["health"] != "ok"]
     firing = [r["name"] for r in rules if r["state"] == "firing"]
     assert firing == [], firing

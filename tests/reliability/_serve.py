@@ -7,8 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,22 +15,11 @@ import httpx
 from botfleet.config import Settings
 from tests.conftest import TEST_TOKEN
 from tests.servers import free_port
+from tests.support.wait import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 AUTH = {"Authorization": f"Bearer {TEST_TOKEN}"}
 _SETTINGS_VARS = {name.upper() for name in Settings.model_fields}
-
-
-def poll(condition: Callable[[], Any], timeout: float, what: str, every: float = 0.05) -> Any:
-    """Wait for ``condition()`` to be truthy (and return it); fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(every)
 
 
 def clean_env(**env: Any) -> dict[str, str]:
@@ -65,12 +52,15 @@ class Serve:
         def up() -> bool:
             if self.proc.poll() is not None:
                 raise AssertionError(f"serve exited {self.proc.returncode}:\n{self.log()}")
-            try:
-                return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
-            except httpx.TransportError:
-                return False
+            return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
 
-        poll(up, timeout, f"serve on {self.url}", every=0.1)
+        wait_until(
+            up,
+            timeout=timeout,
+            message=f"serve on {self.url}",
+            interval=0.1,
+            ignore=(httpx.TransportError,),
+        )
         return self
 
     def status(self) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 import uuid
@@ -15,6 +14,7 @@ from botfleet.constants import LABEL_BOT_ID, LABEL_INSTANCE, LABEL_MANAGED
 from botfleet.errors import ContainerFailed, EngineUnavailable, ImageNotAvailable
 from botfleet.runtime.base import ContainerEngine, ContainerSpec, EventSource
 from botfleet.runtime.docker import ContainerConflict, DockerEngine, parse_docker_time
+from tests.support.wait import wait_until_async
 
 pytestmark = pytest.mark.docker
 
@@ -77,12 +77,14 @@ async def test_list_managed_sees_only_this_instance(
     other_instance = f"{instance}x"
     theirs = await engine.run(spec(other_instance))
     try:
-        deadline = time.monotonic() + 30
-        while True:
+
+        async def exited() -> dict[str, Any] | None:
             listed = {c.id: c for c in await engine.list_managed(instance)}
-            if listed[mine.id].state == "exited" or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.05)
+            return listed if listed[mine.id].state == "exited" else None
+
+        listed = await wait_until_async(
+            exited, timeout=30, message="the list to show the container exited"
+        )
         assert set(listed) == {mine.id}
         assert listed[mine.id].exit_code == 3  # read from the summary, no inspect needed
         assert listed[mine.id].created_at is not None
@@ -125,10 +127,10 @@ async def test_event_stream_reports_and_closes(
     reader.start()
     info = await engine.run(spec(instance))
     await engine.stop(info.id)
-    deadline = time.monotonic() + 30
-    while "die" not in seen and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    stream.close()
+    try:
+        await wait_until_async(lambda: "die" in seen, timeout=30, message="the die event")
+    finally:
+        stream.close()
     reader.join(10)
     assert not reader.is_alive()
     assert "start" in seen and "die" in seen
@@ -198,13 +200,11 @@ async def test_plain_http_carries_the_per_container_calls(
 
 
 async def wait_exited(engine: DockerEngine, container_id: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    async def stopped() -> bool:
         found = await engine.inspect(container_id)
-        if found is not None and found.state != "running":
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{container_id} still running")
+        return found is not None and found.state != "running"
+
+    await wait_until_async(stopped, timeout=30, message=f"{container_id} to stop running")
 
 
 async def test_remove_verified_removes_only_what_the_check_passes(

@@ -14,13 +14,14 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 from websockets.sync.client import ClientConnection, connect
+
+from tests.support.wait import WaitTimeout, wait_until
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = [
@@ -72,15 +73,13 @@ class Page:
 
     def wait_for(self, expression: str, timeout: float = 30.0) -> Any:
         """Poll ``expression`` until it is truthy; fail with the page's text if it never is."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = self.evaluate(expression)
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                text = self.evaluate("document.body ? document.body.innerText : ''")
-                raise AssertionError(f"timed out waiting for {expression!r}; page:\n{text}")
-            time.sleep(0.05)
+        try:
+            return wait_until(
+                lambda: self.evaluate(expression), timeout=timeout, message=repr(expression)
+            )
+        except WaitTimeout as timed_out:
+            text = self.evaluate("document.body ? document.body.innerText : ''")
+            raise WaitTimeout(f"{timed_out}; page:\n{text}") from None
 
     def navigate(self, url: str) -> None:
         self.send("Page.navigate", url=url)
@@ -144,11 +143,13 @@ def chromium(profile: Path, timeout: float = 30.0) -> Iterator[Page]:
     )
     try:
         port_file = profile / "DevToolsActivePort"
-        deadline = time.monotonic() + timeout
-        while not (port_file.exists() and port_file.read_text().count("\n") >= 1):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"Chromium did not start; see {log.name}")
-            time.sleep(0.05)
+
+        def started() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"Chromium exited {proc.returncode}; see {log.name}")
+            return port_file.exists() and port_file.read_text().count("\n") >= 1
+
+        wait_until(started, timeout=timeout, message=f"Chromium to start (see {log.name})")
         port = int(port_file.read_text().splitlines()[0])
         targets = httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=10).json()
         page_url = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
