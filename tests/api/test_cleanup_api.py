@@ -14,8 +14,8 @@ from botfleet.auth import fingerprint
 from botfleet.cleanup.lock import lock_for
 from botfleet.config import Settings
 from botfleet.store.models import CleanupRun
-from tests.cleanup.support import Store, store
 from tests.conftest import TEST_TOKEN
+from tests.support.store import Store, store
 
 __all__ = ["store"]
 
@@ -45,7 +45,7 @@ async def test_the_seed_curl_commands_work(
     assert real.status_code == 200
     assert real.json()["resources"]["bots"]["deleted"] == 1
     assert real.json()["resources"]["bot_results"]["deleted"] == 2
-    assert expired not in await store.bot_ids()
+    assert str(expired) not in await store.bot_ids()
 
 
 async def test_an_omitted_dry_run_only_plans(

@@ -16,7 +16,7 @@ import pytest
 from botfleet.cleanup.history import run_detail
 from botfleet.config import Settings
 from botfleet.pagination import PageRequest
-from tests.cleanup.support import Store, store
+from tests.support.store import Store, store
 
 __all__ = ["store"]
 
@@ -49,7 +49,7 @@ async def test_pages_of_the_audit_trail_name_every_purged_bot_once_with_its_reas
     run_id = run.json()["run_id"]
     records = await store.audit_records(run_id)
     # Stored by batch and reason: fewer records than bots, each naming how many it covers.
-    assert len(records) < 7 and sum(r.resource_count for r in records) == 7
+    assert len(records) < 7 and sum(r["resource_count"] for r in records) == 7
 
     seen: dict[str, dict[str, Any]] = {}
     cursor: str | None = None

@@ -11,7 +11,7 @@ import pytest
 
 from botfleet.cleanup import containers
 from botfleet.cleanup.containers import BotLookup
-from tests.cleanup.support import Store, store
+from tests.support.store import Store, store
 
 __all__ = ["store"]
 
@@ -121,7 +121,7 @@ async def test_the_sqlite_reader_answers_each_read_as_committed_at_that_moment(
             conn.execute(text("DELETE FROM bots"))
     finally:
         reader.close()
-    assert await store.bot_ids() == {bot}
+    assert await store.bot_ids() == {str(bot)}
 
 
 def test_a_bot_read_that_fails_is_a_failed_check_not_an_answer(tmp_path: Any) -> None:

@@ -16,19 +16,10 @@ from botfleet.runtime.docker import DockerEngine
 from botfleet.runtime.fleet import Fleet
 from botfleet.store.migrate import upgrade
 from botfleet.store.models import Result
-from tests.cleanup.support import (
-    Clock,
-    Containers,
-    Store,
-    containers,
-    days,
-    deleted,
-    found,
-    labels_for,
-    make_service,
-    store,
-)
 from tests.conftest import make_settings, postgres_only
+from tests.support.cleanup import Clock, days, deleted, found, make_service
+from tests.support.containers import Containers, containers, labels_for
+from tests.support.store import Store, store
 
 __all__ = ["containers", "store"]
 NOW = datetime.now(UTC)
@@ -70,7 +61,7 @@ async def test_the_default_batch_size_is_the_setting(settings_factory: Any, stor
     assert report["resources"]["bots"]["deleted"] == 3
     assert len(await store.audit(report["run_id"])) == 3  # one item per bot
     # Stored one record per batch: 2 + 1.
-    assert [r.resource_count for r in await store.audit_records(report["run_id"])] == [2, 1]
+    assert [r["resource_count"] for r in await store.audit_records(report["run_id"])] == [2, 1]
 
 
 async def test_a_stage_over_the_cap_deletes_nothing(settings_factory: Any, store: Store) -> None:
@@ -86,7 +77,7 @@ async def test_a_stage_over_the_cap_deletes_nothing(settings_factory: Any, store
     assert res["orphaned_results"]["deleted"] == 2  # the other stage still ran
     (error,) = report["errors"]
     assert error["stage"] == "bots" and "CLEANUP_MAX_DELETIONS=2" in error["message"]
-    assert await store.bot_ids() == bots
+    assert await store.bot_ids() == {str(b) for b in bots}
     # The dry run says the same thing, the same way.
     dry = await service.run(trigger="cli", actor="cli:x", dry_run=True)
     assert dry["resources"]["bots"]["outcome"] == "refused" and dry["status"] == "partial"
@@ -188,7 +179,7 @@ async def test_result_retention_for_live_bots(settings_factory: Any, store: Stor
     assert report["resources"]["results"]["deleted"] == 2
     assert await store.results_of(live) == 1 and await store.results_of(held) == 3
     audit = await store.audit(report["run_id"])
-    assert [a.kind for a in audit] == ["results"]
+    assert [a["kind"] for a in audit] == ["results"]
     # Without a retention for results the stage is off, and says so.
     plain = make_service(settings_factory(), store, Clock(NOW))
     assert "results" not in (await plain.run(trigger="cli", actor="x", dry_run=True))["resources"]
@@ -224,7 +215,7 @@ async def test_a_failing_stage_does_not_stop_the_others(fresh_pg_database: str) 
         (error,) = report["errors"]
         assert error["stage"] == "bots" and error["dependency"] == "database"
         assert "lock timeout" in error["message"]
-        assert await store.bot_ids() == {locked}
+        assert await store.bot_ids() == {str(locked)}
     finally:
         await store.close()
 
@@ -271,10 +262,10 @@ async def test_dense_bots_are_walked_in_physical_order_and_the_index_sweeps_what
     assert report["status"] == "succeeded", report["errors"]
     assert deleted(report)["bots"] == 300 and deleted(report)["bot_results"] == 600
     assert calls["walk"] >= 1 and calls["index"] >= 1
-    assert await store.bot_ids() == live
+    assert await store.bot_ids() == {str(b) for b in live}
     audit = await store.audit(report["run_id"])
-    assert {a.resource_id for a in audit if a.kind == "bots"} == {str(b) for b in expired}
-    assert all(a.snapshot and a.snapshot["results_deleted"] == 2 for a in audit)
+    assert {a["resource_id"] for a in audit if a["kind"] == "bots"} == {str(b) for b in expired}
+    assert all(a["snapshot"] and a["snapshot"]["results_deleted"] == 2 for a in audit)
 
 
 @postgres_only
@@ -355,8 +346,8 @@ async def test_concurrent_walks_purge_everything_once_and_never_more_than_the_li
     assert opened >= 2  # a second connection for the second walk
     everything = Tally()
     await _executor(store, concurrency=2, size=15).purge_bots(everything, 140)
-    assert everything.deleted == 140 and await store.bot_ids() == live
-    assert {a.resource_id for a in await store.audit(str(executor.run_id))} and all(
+    assert everything.deleted == 140 and await store.bot_ids() == {str(b) for b in live}
+    assert {a["resource_id"] for a in await store.audit(str(executor.run_id))} and all(
         r == 15 or r <= 30 for r in executor.governor.seen
     )
 

@@ -14,8 +14,10 @@ from botfleet.config import Settings
 from botfleet.errors import CleanupInProgress
 from botfleet.store.migrate import upgrade
 from botfleet.store.models import CleanupRun
-from tests.cleanup.support import Clock, Store, days, make_service, store
 from tests.conftest import make_settings
+from tests.support.cleanup import Clock, days, make_service
+from tests.support.store import Store, store
+from tests.support.wait import wait_until_async
 
 __all__ = ["store"]
 
@@ -86,8 +88,9 @@ async def test_two_runs_at_once_one_waits_for_nobody(settings: Settings, store: 
     running = asyncio.create_task(
         first.run(trigger="cli", actor="cli:a", dry_run=True, pause_hook=pause)
     )
-    while first.current_run_id is None:
-        await asyncio.sleep(0.01)
+    await wait_until_async(
+        lambda: first.current_run_id is not None, timeout=30, message="the first run to start"
+    )
     with pytest.raises(CleanupInProgress) as caught:
         await second.run(trigger="cli", actor="cli:b", dry_run=True)
     assert caught.value.run_id == first.current_run_id
@@ -141,5 +144,5 @@ async def test_a_lost_postgres_lock_stops_the_run(fresh_pg_database: str, instan
     assert report["resources"]["bots"]["deleted"] == 0
     (error,) = [e for e in report["errors"] if e["stage"] == "bots"]
     assert error["dependency"] == "database" and "lock was lost" in error["message"]
-    assert await store.bot_ids() == bots
+    assert await store.bot_ids() == {str(b) for b in bots}
     await store.close()

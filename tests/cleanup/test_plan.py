@@ -27,8 +27,9 @@ from botfleet.cleanup.predicates import Dialect, bot_predicate
 from botfleet.config import Settings
 from botfleet.errors import InvalidInput
 from botfleet.store.models import Result
-from tests.cleanup.support import Store, days, store
 from tests.conftest import postgres_only
+from tests.support.cleanup import days
+from tests.support.store import Store, store
 
 __all__ = ["store"]
 

@@ -9,18 +9,9 @@ from typing import Any
 import pytest
 
 from botfleet.errors import InvalidInput, PlanNotFound
-from tests.cleanup.support import (
-    Clock,
-    Containers,
-    Store,
-    containers,
-    days,
-    docker_time,
-    found,
-    labels_for,
-    make_service,
-    store,
-)
+from tests.support.cleanup import Clock, days, found, make_service
+from tests.support.containers import Containers, containers, docker_time, labels_for
+from tests.support.store import Store, store
 
 __all__ = ["containers", "store"]
 
@@ -65,7 +56,7 @@ async def test_apply_deletes_only_the_planned_items(
     } in res["containers"]["skipped"]
     assert applied["status"] == "succeeded", applied["errors"]
 
-    assert await store.bot_ids() == {live, recently_deleted}
+    assert await store.bot_ids() == {str(live), str(recently_deleted)}
     remaining = await store.result_ids()
     assert new_orphans <= remaining and not (planned_orphans & remaining)
     assert await store.results_of(expired) == 0
@@ -99,7 +90,7 @@ async def test_a_plan_that_no_longer_holds_deletes_nothing_of_that_kind(
     assert applied["status"] == "partial"
     assert res["orphaned_results"]["outcome"] == "refused"
     assert (res["orphaned_results"]["found"], res["orphaned_results"]["deleted"]) == (3, 0)
-    assert res["bots"]["deleted"] == 1 and expired not in await store.bot_ids()
+    assert res["bots"]["deleted"] == 1 and str(expired) not in await store.bot_ids()
     (error,) = applied["errors"]
     assert error["stage"] == "orphaned_results" and "the plan had 1" in error["message"]
 

@@ -12,17 +12,10 @@ from typing import Any
 import pytest
 
 from botfleet.config import Settings
-from tests.cleanup.support import (
-    Clock,
-    Containers,
-    Store,
-    containers,
-    days,
-    docker_time,
-    labels_for,
-    make_service,
-    store,
-)
+from tests.support.cleanup import Clock, days, make_service
+from tests.support.containers import Containers, containers, docker_time, labels_for
+from tests.support.store import Store, store
+from tests.support.wait import wait_until_async
 
 __all__ = ["containers", "store"]
 
@@ -44,11 +37,11 @@ async def test_restore_between_selection_and_delete_keeps_bot_and_results(
     bots = report["resources"]["bots"]
     assert (bots["found"], bots["deleted"]) == (2, 1)
     assert report["resources"]["bot_results"]["deleted"] == 2
-    assert await store.bot_ids() == {racing}
+    assert await store.bot_ids() == {str(racing)}
     assert await store.results_of(racing) == 5
     assert await store.results_of(doomed) == 0
     assert {"id": str(racing), "reason": "changed since selection: restored"} in bots["skipped"]
-    assert [a.resource_id for a in await store.audit(report["run_id"])] == [str(doomed)]
+    assert [a["resource_id"] for a in await store.audit(report["run_id"])] == [str(doomed)]
 
 
 class OneAtATime:
@@ -94,12 +87,12 @@ async def test_a_bot_restored_between_batches_is_not_purged(
     service._lock = lock  # type: ignore[method-assign]
     report = await service.run(trigger="cli", actor="cli:test", dry_run=False, only=["bots"])
     assert restored
-    assert await store.bot_ids() == {later}
+    assert await store.bot_ids() == {str(later)}
     assert await store.results_of(later) == 3
     bots = report["resources"]["bots"]
     assert (bots["found"], bots["deleted"]) == (3, 2)
     assert report["resources"]["bot_results"]["deleted"] == 2
-    assert {first, last}.isdisjoint(await store.bot_ids())
+    assert {str(first), str(last)}.isdisjoint(await store.bot_ids())
 
 
 async def test_a_container_whose_bot_is_restored_is_not_removed(
@@ -163,14 +156,18 @@ async def test_postgres_delete_restates_its_condition_under_a_concurrent_restore
             run = asyncio.create_task(
                 service.run(trigger="cli", actor="cli:test", dry_run=False, only="bots")
             )
-            deadline = asyncio.get_running_loop().time() + 10
-            while not await watcher.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'botfleet'"
-                " AND wait_event_type = 'Lock' AND query LIKE '%DELETE FROM bots%'"
-            ):
-                assert asyncio.get_running_loop().time() < deadline, "the purge never blocked"
-                assert not run.done(), run.result()["errors"]
-                await asyncio.sleep(0.02)
+
+            async def blocked() -> bool:
+                waiting = await watcher.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'botfleet'"
+                    " AND wait_event_type = 'Lock' AND query LIKE '%DELETE FROM bots%'"
+                )
+                assert waiting or not run.done(), run.result()["errors"]
+                return bool(waiting)
+
+            await wait_until_async(
+                blocked, timeout=10, message="the purge to block on the restore's row lock"
+            )
             await restore.commit()
             report = await run
         finally:
@@ -179,7 +176,7 @@ async def test_postgres_delete_restates_its_condition_under_a_concurrent_restore
         bots = report["resources"]["bots"]
         assert (bots["found"], bots["deleted"]) == (1, 0)
         assert report["status"] == "succeeded"
-        assert await store.bot_ids() == {racing}
+        assert await store.bot_ids() == {str(racing)}
         assert await store.results_of(racing) == 3
         assert await store.audit(report["run_id"]) == []
     finally:

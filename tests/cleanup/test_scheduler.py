@@ -6,7 +6,7 @@ import asyncio
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,9 +25,11 @@ from botfleet.cleanup.scheduler import (
 from botfleet.config import Settings
 from botfleet.errors import CleanupInProgress
 from botfleet.store.models import Bot, Result
-from tests.cleanup._store import Store, apoll
 from tests.conftest import make_settings, started_app
+from tests.support.store import Store, store
+from tests.support.wait import wait_until_async
 
+__all__ = ["store"]
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 Scripted = dict[str, Any] | BaseException | Callable[[], Awaitable[dict[str, Any]]]
 
@@ -295,13 +297,6 @@ def test_the_banner_says_which_mode_is_on() -> None:
 
 
 # --- the loop ------------------------------------------------------------------------------------
-async def wait_for(condition: Callable[[], bool], timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
-
-
 def live(**overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "cleanup_enabled": True,
@@ -318,7 +313,9 @@ async def test_loop_survives_errors_and_keeps_ticking() -> None:
     s = Scheduler(settings=live(), service=service, engines=["a"])
     await s.start()
     try:
-        await wait_for(lambda: len(service.calls) >= 5)
+        await wait_until_async(
+            lambda: len(service.calls) >= 5, timeout=10, message="five scheduled runs"
+        )
     finally:
         await s.stop()
     assert s.status()["consecutive_failures"] == 0
@@ -378,13 +375,6 @@ def scheduled(settings_factory: Callable[..., Settings], **overrides: Any) -> Se
     return settings_factory(**values)
 
 
-@pytest.fixture
-async def store(settings: Settings) -> AsyncIterator[Store]:
-    store = Store(settings)
-    yield store
-    await store.close()
-
-
 async def finished_runs(store: Store, n: int) -> list[dict[str, Any]]:
     runs = [r for r in await store.runs() if r["status"] != "running"]
     return runs if len(runs) >= n else []
@@ -410,7 +400,9 @@ async def test_the_scheduler_alone_purges_deleted_bots(
             planned = scheduler.last_tick is not None and scheduler.next.reason != "startup"
             return planned and not await store.bots_left(expired)
 
-        await apoll(purged, 30, "the scheduler to purge the expired bots")
+        await wait_until_async(
+            purged, timeout=30, message="the scheduler to purge the expired bots"
+        )
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             status = (await client.get("/admin/cleanup/status", headers=admin_headers)).json()
@@ -443,7 +435,7 @@ async def test_dry_run_mode_runs_on_schedule_and_deletes_nothing(
 ) -> None:
     settings = scheduled(settings_factory, cleanup_dry_run=True)
     await store.seed_bots(4, results_per_bot=2)
-    await store.seed_orphaned_results(3)
+    await store.orphans(3)
     orphan = docker_client.containers.create(
         sample_image,
         command=["true"],
@@ -457,7 +449,9 @@ async def test_dry_run_mode_runs_on_schedule_and_deletes_nothing(
     counts = (await store.count(Bot), await store.count(Result))
     _app, ctx = await started_app(settings)
     try:
-        runs = await apoll(lambda: finished_runs(store, 3), 30, "three scheduled dry runs")
+        runs = await wait_until_async(
+            lambda: finished_runs(store, 3), timeout=30, message="three scheduled dry runs"
+        )
     finally:
         await ctx.__aexit__(None, None, None)
     for run in runs:

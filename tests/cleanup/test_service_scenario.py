@@ -12,20 +12,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from botfleet.config import Settings
-from tests.cleanup.support import (
-    Clock,
-    Containers,
-    Store,
-    containers,
-    days,
-    deleted,
-    docker_time,
-    found,
-    labels_for,
-    make_service,
-    store,
-    wait_until,
-)
+from tests.support.cleanup import Clock, days, deleted, found, make_service
+from tests.support.containers import Containers, containers, docker_time, labels_for
+from tests.support.store import Store, store
+from tests.support.wait import wait_until
 
 __all__ = ["containers", "store"]  # fixtures
 
@@ -45,7 +35,11 @@ async def test_dry_run_then_real_run_then_nothing(
         for c in (stopped_orphan, unlabelled, foreign)
     )
     # Let the stopped containers age past the grace period, then make the young one.
-    wait_until(lambda: datetime.now(UTC) - finished > 2 * GRACE, what="containers to age")
+    wait_until(
+        lambda: datetime.now(UTC) - finished > 2 * GRACE,
+        timeout=30,
+        message="the stopped containers to age past the grace period",
+    )
     young = containers.make("created", labels_for(instance))
     clock = Clock(docker_time(containers.inspect(young)["Created"]) + GRACE / 5)
     assert clock.now - finished > GRACE
@@ -90,7 +84,7 @@ async def test_dry_run_then_real_run_then_nothing(
     expected = {"bots": 1, "bot_results": 4, "orphaned_results": 3, "containers": 1}
     assert found(real) == expected
     assert deleted(real) == expected
-    assert await store.bot_ids() == {live, recent}
+    assert await store.bot_ids() == {str(live), str(recent)}
     assert await store.results_of(live) == 2 and await store.results_of(recent) == 3
     assert await store.results_of(expired) == 0
     assert not (await store.result_ids()) & orphan_results
@@ -103,16 +97,16 @@ async def test_dry_run_then_real_run_then_nothing(
     audit = await store.audit(real["run_id"])
     by_kind: dict[str, list[Any]] = {}
     for record in audit:
-        by_kind.setdefault(record.kind, []).append(record)
+        by_kind.setdefault(record["kind"], []).append(record)
     assert set(by_kind) == {"bots", "containers", "orphaned_results"}
     (bot_audit,) = by_kind["bots"]
-    assert bot_audit.resource_id == str(expired) and bot_audit.actor == "cli:test"
-    assert bot_audit.snapshot is not None and bot_audit.snapshot["results_deleted"] == 4
-    assert bot_audit.snapshot["deleted_at"] and "token_hash" not in bot_audit.snapshot
-    assert "expired" in bot_audit.reason
-    assert [a.resource_id for a in by_kind["containers"]] == [stopped_orphan]
+    assert bot_audit["resource_id"] == str(expired) and bot_audit["actor"] == "cli:test"
+    assert bot_audit["snapshot"] is not None and bot_audit["snapshot"]["results_deleted"] == 4
+    assert bot_audit["snapshot"]["deleted_at"] and "token_hash" not in bot_audit["snapshot"]
+    assert "expired" in bot_audit["reason"]
+    assert [a["resource_id"] for a in by_kind["containers"]] == [stopped_orphan]
     # Results are audited a batch at a time (CLEANUP_BATCH_SIZE=2 here): every id is named.
-    audited_results = {i for a in by_kind["orphaned_results"] for i in a.snapshot["ids"]}
+    audited_results = {i for a in by_kind["orphaned_results"] for i in a["snapshot"]["ids"]}
     assert audited_results == orphan_results
 
     # --- a second run finds nothing ---------------------------------------------------------

@@ -19,9 +19,9 @@ from botfleet.auth import fingerprint
 from botfleet.cleanup.lock import lock_for
 from botfleet.cli.main import app as cli
 from botfleet.config import Settings
-from tests.cleanup.support import Store
 from tests.conftest import TEST_TOKEN
 from tests.servers import free_port, live_server
+from tests.support.store import Store
 
 T = TypeVar("T")
 
@@ -71,7 +71,7 @@ def expired_bots(settings: Settings, n: int, results: int = 1) -> set[uuid.UUID]
 
 
 def bot_ids(settings: Settings) -> set[uuid.UUID]:
-    return with_store(settings, lambda s: s.bot_ids())
+    return {uuid.UUID(i) for i in with_store(settings, lambda s: s.bot_ids())}
 
 
 @contextmanager

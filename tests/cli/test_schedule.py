@@ -14,8 +14,9 @@ from typing import Any
 from botfleet.cleanup.lock import lock_for
 from botfleet.config import Settings
 from botfleet.store.models import Bot
-from tests.cleanup._store import Store, apoll
 from tests.reliability._serve import clean_env
+from tests.support.store import Store
+from tests.support.wait import wait_until_async
 
 
 def schedule(settings: Settings, tmp_path: Path, *args: str, **env: Any) -> subprocess.Popen[str]:
@@ -108,7 +109,7 @@ async def test_foreground_scheduler_runs_until_sigterm(settings: Settings, tmp_p
         async def purged() -> bool:
             return not await store.bots_left(expired)
 
-        await apoll(purged, 30, "the foreground scheduler to purge")
+        await wait_until_async(purged, timeout=30, message="the foreground scheduler to purge")
         proc.send_signal(signal.SIGTERM)
         started = time.monotonic()
         _out, err = await asyncio.to_thread(proc.communicate, None, 30)

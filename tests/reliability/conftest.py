@@ -1,6 +1,6 @@
 """Fixtures of the reliability scenarios: a PostgreSQL store of the test's own (truncated), and the
-factories of tests/cleanup/support.py (rows straight into the store, containers straight into the
-engine, both cleaned up at teardown)."""
+factories of tests/support (rows straight into the store, containers straight into the engine,
+both cleaned up at teardown)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from botfleet.config import Settings
-from tests.cleanup.support import Store, containers
 from tests.conftest import TABLES, _pg_exec, make_settings
+from tests.support.containers import containers
+from tests.support.store import Store
 
 __all__ = ["containers"]
 

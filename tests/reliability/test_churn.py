@@ -24,17 +24,11 @@ import httpx
 from botfleet.cleanup.service import CleanupService
 from botfleet.config import Settings
 from botfleet.runtime.fleet import Fleet
-from tests.cleanup.support import Store
 from tests.conftest import started_app
 from tests.reliability._serve import AUTH
-from tests.reliability._support import (
-    Db,
-    container_state,
-    containers_of,
-    overlapping,
-    record_figure,
-    scale,
-)
+from tests.support.containers import container_state, containers_of
+from tests.support.figures import record_figure, scale
+from tests.support.store import Store, overlapping
 
 SECONDS = scale(8, 90)
 CLIENTS = scale(3, 6)
@@ -148,7 +142,7 @@ async def test_churn_loses_nothing_live(
         await ctx.__aexit__(None, None, None)
         await store.close()
 
-    db = Db(settings)
+    db = Store(settings, checker=True)
     try:
         live = await db.live_bots()
         expected = {b.id for b in ledger.bots.values() if b.state == "live"}

@@ -20,19 +20,12 @@ from typing import Any
 import httpx
 
 from botfleet.store.migrate import upgrade
-from tests.cleanup._store import Store as Seeder
-from tests.cleanup._store import apoll
-from tests.cleanup.support import labels_for
 from tests.conftest import make_settings
 from tests.reliability._serve import AUTH, Serve
-from tests.reliability._support import (
-    Db,
-    EventLog,
-    containers_of,
-    overlapping,
-    record_figure,
-    scale,
-)
+from tests.support.containers import EventLog, containers_of, labels_for
+from tests.support.figures import record_figure, scale
+from tests.support.store import Store, overlapping
+from tests.support.wait import wait_until_async
 
 SECONDS = scale(6, 60)
 TRIGGERS = 10
@@ -62,8 +55,7 @@ async def test_three_replicas_and_ten_triggers_never_overlap(
         "BOT_NETWORK": "none",
     }
     replicas = [Serve(tmp_path, **env) for _ in range(3)]
-    seeder = Seeder(settings)
-    db = Db(settings)
+    db = Store(settings, checker=True)
     events = EventLog(sample_image)
     bots: list[uuid.UUID] = []
     orphans: list[str] = []
@@ -78,7 +70,7 @@ async def test_three_replicas_and_ten_triggers_never_overlap(
             rounds = 0
             while time.monotonic() < deadline:
                 rounds += 1
-                bots += await seeder.seed_bots(50, results_per_bot=2)
+                bots += await db.seed_bots(50, results_per_bot=2)
                 for _ in range(3):
                     made = docker_client.containers.create(
                         sample_image,
@@ -104,7 +96,9 @@ async def test_three_replicas_and_ten_triggers_never_overlap(
             left = await db.bot_ids()
             return not left and not containers_of(docker_client, instance)
 
-        await apoll(drained, 60, "the replicas to clean up everything due")
+        await wait_until_async(
+            drained, timeout=60, message="the replicas to clean up everything due"
+        )
         await asyncio.to_thread(events.stop)
         for replica in replicas:
             replica.terminate()
@@ -119,7 +113,6 @@ async def test_three_replicas_and_ten_triggers_never_overlap(
             replica.stop()
         events.close()
         await db.close()
-        await seeder.close()
     destroyed = Counter(cid for cid, action in events.actions(orphans) if action == "destroy")
     finished = [r for r in runs if r["finished_at"] is not None]
     real = [r for r in finished if not r["dry_run"]]

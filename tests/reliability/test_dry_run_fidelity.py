@@ -10,7 +10,6 @@ how the scene was built, not from anything the app says.
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
 import uuid
@@ -23,16 +22,20 @@ import httpx
 
 from botfleet.config import Settings
 from botfleet.constants import LABEL_HOLD
-from tests.cleanup.support import Clock, Containers, Store, containers, docker_time, labels_for
 from tests.conftest import started_app
 from tests.reliability._serve import AUTH
-from tests.reliability._support import (
-    Db,
+from tests.support.cleanup import Clock
+from tests.support.containers import (
+    Containers,
     container_digest,
+    containers,
     containers_of,
-    record_figure,
-    scale,
+    docker_time,
+    labels_for,
 )
+from tests.support.figures import record_figure, scale
+from tests.support.store import Store
+from tests.support.wait import wait_until_async
 
 __all__ = ["containers"]
 
@@ -48,27 +51,6 @@ class Scene:
     orphans: set[str] = field(default_factory=set)
     containers: set[str] = field(default_factory=set)
     kept_containers: set[str] = field(default_factory=set)
-
-
-class _Store(Store):
-    async def soft_delete(self, bot: uuid.UUID, at: Any) -> None:
-        from sqlalchemy import update
-
-        from botfleet.store.models import Bot
-
-        async with self.sessions() as session, session.begin():
-            await session.execute(
-                update(Bot).where(Bot.id == bot).values(deleted_at=at, status="deleted")
-            )
-
-    async def wipe(self) -> None:
-        from sqlalchemy import delete
-
-        from botfleet.store.models import Bot, CleanupAudit, CleanupRun, Result
-
-        async with self.sessions() as session, session.begin():
-            for model in (Result, Bot, CleanupAudit, CleanupRun):
-                await session.execute(delete(model))
 
 
 async def build(
@@ -89,10 +71,11 @@ async def build(
     scene.kept_containers.add(made.make("running", labels_for(instance, uuid.uuid4())))
     # ... then, once the grace period has passed for those, a young one.
     last = max(stopped_at(made, c) for c in scene.containers | scene.kept_containers)
-    deadline = time.monotonic() + 10
-    while time.time() < last.timestamp() + 2 * GRACE.total_seconds():
-        assert time.monotonic() < deadline, "the clock did not advance"
-        await asyncio.sleep(0.05)
+    await wait_until_async(
+        lambda: time.time() >= last.timestamp() + 2 * GRACE.total_seconds(),
+        timeout=10,
+        message="the clock to pass the grace period of the stopped containers",
+    )
     young_owner = await store.bot()
     young = made.make("exited", labels_for(instance, young_owner))
     scene.kept_containers.add(young)
@@ -135,8 +118,8 @@ async def test_a_dry_run_changes_nothing_and_its_plan_is_what_goes(
     )
     planned_total = deleted_total = mismatches = 0
     for round_ in range(scale(1, 4)):
-        store = _Store(settings)
-        db = Db(settings)
+        store = Store(settings)
+        db = Store(settings, checker=True)
         try:
             rng = random.Random(round_)
             scene, now = await build(store, containers, instance, rng)
@@ -189,7 +172,7 @@ async def test_a_dry_run_changes_nothing_and_its_plan_is_what_goes(
     )
 
 
-async def frozen(db: Db, client: Any, made: Containers, instance: str) -> dict[str, Any]:
+async def frozen(db: Store, client: Any, made: Containers, instance: str) -> dict[str, Any]:
     """Everything a dry run must leave alone: rows (but its own run record) and containers."""
     return {
         "counts": {t: n for t, n in (await db.counts()).items() if t != "cleanup_runs"},
@@ -224,7 +207,7 @@ def plan_of(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def deleted_by(db: Db, run_id: str) -> dict[str, Any]:
+async def deleted_by(db: Store, run_id: str) -> dict[str, Any]:
     """What the audit trail says the run deleted."""
     audit = [a for a in await db.audit() if a["run_id"] == run_id]
     ids = lambda kind: [a["resource_id"] for a in audit if a["kind"] == kind]  # noqa: E731

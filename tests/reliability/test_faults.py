@@ -28,18 +28,11 @@ from botfleet.config import Settings
 from botfleet.constants import KIND_CONTAINERS
 from botfleet.runtime.fleet import Fleet
 from botfleet.store.migrate import upgrade
-from tests.cleanup._store import Store as Seeder
-from tests.cleanup._store import apoll
-from tests.cleanup.support import Containers, Store, labels_for
 from tests.conftest import PG_ADMIN_URL, make_settings
-from tests.reliability._support import (
-    CHECKER,
-    Db,
-    EventLog,
-    container_state,
-    record_figure,
-    whole,
-)
+from tests.support.containers import Containers, EventLog, container_state, labels_for
+from tests.support.figures import record_figure
+from tests.support.store import CHECKER, Store, whole
+from tests.support.wait import wait_until_async
 
 
 def service_for(settings: Settings, store: Store, **kw: Any) -> CleanupService:
@@ -62,11 +55,10 @@ async def test_a_batch_whose_session_dies_rolls_back_whole(
         # One walk, so that "the 6th batch" is well defined (two walks: test_execute.py).
         cleanup_db_concurrency=1,
     )
-    seeder = Seeder(settings)
     store = Store(settings)
-    db = Db(settings)
-    first = await seeder.seed_bots(100, results_per_bot=2, deleted_ago=timedelta(days=30))
-    later = await seeder.seed_bots(100, results_per_bot=2, deleted_ago=timedelta(days=20))
+    db = Store(settings, checker=True)
+    first = await store.seed_bots(100, results_per_bot=2, deleted_ago=timedelta(days=30))
+    later = await store.seed_bots(100, results_per_bot=2, deleted_ago=timedelta(days=20))
     live = await store.bot(results=2)
     kept = containers.make("exited", labels_for(instance, live))
     orphan = containers.make("created", labels_for(instance, uuid.uuid4()))
@@ -89,7 +81,9 @@ async def test_a_batch_whose_session_dies_rolls_back_whole(
                 )
             )
 
-        (row,) = await apoll(batch_waiting, 30, "the 6th batch to wait on the held rows")
+        (row,) = await wait_until_async(
+            batch_waiting, timeout=30, message="the 6th batch to wait on the held rows"
+        )
         killer = await asyncpg.connect(PG_ADMIN_URL)
         try:
             assert await killer.fetchval("SELECT pg_terminate_backend($1)", row["pid"])
@@ -121,7 +115,6 @@ async def test_a_batch_whose_session_dies_rolls_back_whole(
     finally:
         await db.close()
         await store.close()
-        await seeder.close()
     record_figure("pg_session_killed_mid_batch", faults=1, inconsistencies=0, retry="succeeded")
 
 
@@ -165,7 +158,7 @@ async def test_no_container_is_removed_without_a_fresh_look_at_its_bot(
     ]
     kept = containers.make("exited", labels_for(instance, live))
     events = EventLog(containers.image).start()
-    db = Db(settings)
+    db = Store(settings, checker=True)
     reopened = threading.Event()
 
     async def database_goes_away() -> None:
@@ -240,7 +233,7 @@ async def test_dockerd_restarted_mid_run(
         cleanup_container_concurrency=1,
     )
     store = Store(settings)
-    db = Db(settings)
+    db = Store(settings, checker=True)
     engine = docker.DockerClient(base_url=second.url, timeout=30)
 
     def make(labels: dict[str, str], *, run: bool = False) -> str:

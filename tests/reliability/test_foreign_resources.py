@@ -18,18 +18,18 @@ import httpx
 
 from botfleet.config import Settings
 from botfleet.constants import LABEL_BOT_ID, LABEL_INSTANCE, LABEL_MANAGED
-from tests.cleanup.support import Containers, Store, days, labels_for, make_service
 from tests.conftest import started_app
 from tests.reliability._serve import AUTH
-from tests.reliability._support import (
+from tests.support.cleanup import days, make_service
+from tests.support.containers import (
     DESTRUCTIVE,
-    Db,
+    Containers,
     EventLog,
     container_state,
-    named_container,
-    record_figure,
-    scale,
+    labels_for,
 )
+from tests.support.figures import record_figure, scale
+from tests.support.store import Store
 
 
 def foreign_labels(instance: str, bot: str) -> dict[str, dict[str, str]]:
@@ -77,7 +77,7 @@ async def test_foreign_containers_are_never_touched(
         bot = str(await pg_store.bot(deleted_at=now - days(30)))
         foreign[name] = containers.make("created", foreign_labels(instance, bot)[name])
     bot = await pg_store.bot(deleted_at=now - days(30))
-    foreign["named like ours, unlabelled"] = named_container(containers, f"botfleet-{bot}")
+    foreign["named like ours, unlabelled"] = containers.named(f"botfleet-{bot}")
     foreign["exited, another instance"] = containers.make(
         "exited", labels_for(f"{instance}-other", bot)
     )
@@ -128,7 +128,7 @@ async def test_foreign_containers_are_never_touched(
         assert container_state(docker_client, cid) == states[cid], name
     destroyed = {cid for cid, action in seen if action == "destroy"}
     assert destroyed == set(ours)
-    db = Db(settings)
+    db = Store(settings, checker=True)
     try:
         assert sorted(await db.deleted_ids("containers")) == sorted(ours)
         assert not await db.double_deletions()

@@ -19,12 +19,14 @@ from bench.seed import SeedSpec, bot_uuid, group_of, seed
 from botfleet.store.migrate import upgrade
 from tests.conftest import make_settings
 from tests.reliability._serve import AUTH, Serve
-from tests.reliability._support import CHECKER, Db, overlapping, record_figure, scale
+from tests.support.figures import record_figure, scale
+from tests.support.store import CHECKER, Store, overlapping
+from tests.support.wait import wait_until_async
 
 BATCH = 20
 
 
-async def server_sessions(db: Db) -> int:
+async def server_sessions(db: Store) -> int:
     """Sessions the dead server still has open in PostgreSQL (it notices a killed client)."""
     return int(
         await db.value(
@@ -35,7 +37,7 @@ async def server_sessions(db: Db) -> int:
     )
 
 
-async def check_whole(db: Db, results_per_bot: int, keep: set[str], expired: set[str]) -> int:
+async def check_whole(db: Store, results_per_bot: int, keep: set[str], expired: set[str]) -> int:
     """The invariant after a crash; returns how many expired bots are gone."""
     assert await db.orphaned_results() == 0, "a result outlived its bot"
     per_bot = await db.results_per_bot()
@@ -48,14 +50,6 @@ async def check_whole(db: Db, results_per_bot: int, keep: set[str], expired: set
     assert audited == gone, "every purged bot, and only those, has its audit record"
     assert not await db.double_deletions()
     return len(gone)
-
-
-async def wait_for(condition: Any, timeout: float, what: str) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not (value := await condition()):
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
-    return value
 
 
 async def test_kill_9_mid_purge(fresh_pg_database: str, tmp_path: Path, instance: str) -> None:
@@ -82,7 +76,7 @@ async def test_kill_9_mid_purge(fresh_pg_database: str, tmp_path: Path, instance
         "CONTAINER_CLEANUP_ENABLED": "false",
         "DOCKER_HOSTS": "unix:///nonexistent.sock",
     }
-    db = Db(settings)
+    db = Store(settings, checker=True)
     kills: list[int] = []
     rng = random.Random(spec.seed)
     try:
@@ -95,13 +89,17 @@ async def test_kill_9_mid_purge(fresh_pg_database: str, tmp_path: Path, instance
                 async def deleting(at_least: int = at_least) -> bool:
                     return await db.audit_count("bots") >= at_least
 
-                await wait_for(deleting, 90, "the scheduled run to purge a few batches")
+                await wait_until_async(
+                    deleting, timeout=90, message="the scheduled run to purge a few batches"
+                )
                 serve.proc.kill()  # SIGKILL: the process gets no say
                 await asyncio.to_thread(serve.proc.wait, 30)
             finally:
                 serve.stop()
-            await wait_for(
-                lambda: _none(server_sessions(db)), 30, "PostgreSQL to drop its sessions"
+            await wait_until_async(
+                lambda: _none(server_sessions(db)),
+                timeout=30,
+                message="PostgreSQL to drop its sessions",
             )
             gone = await check_whole(db, spec.results_per_bot, keep, expired)
             assert gone < len(expired), "the run finished before the kill: nothing was tested"

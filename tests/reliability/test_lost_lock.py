@@ -16,10 +16,9 @@ from botfleet.cleanup.service import CleanupService
 from botfleet.config import Settings
 from botfleet.constants import CLEANUP_LOCK_KEY
 from botfleet.runtime.fleet import Fleet
-from tests.cleanup._store import Store as Seeder
-from tests.cleanup._store import apoll
-from tests.cleanup.support import Store
-from tests.reliability._support import Db, record_figure, whole
+from tests.support.figures import record_figure
+from tests.support.store import Store, whole
+from tests.support.wait import wait_until_async
 
 BATCH = 20
 
@@ -33,11 +32,10 @@ async def test_a_lost_lock_stops_the_run_before_its_next_batch(
         cleanup_lock_timeout_ms=60_000,
         cleanup_db_concurrency=1,  # one walk: "the 4th batch" is well defined
     )
-    seeder = Seeder(settings)
     store = Store(settings)
-    db = Db(settings)
-    first = await seeder.seed_bots(3 * BATCH, results_per_bot=2, deleted_ago=timedelta(days=30))
-    later = await seeder.seed_bots(5 * BATCH, results_per_bot=2, deleted_ago=timedelta(days=20))
+    db = Store(settings, checker=True)
+    first = await store.seed_bots(3 * BATCH, results_per_bot=2, deleted_ago=timedelta(days=30))
+    later = await store.seed_bots(5 * BATCH, results_per_bot=2, deleted_ago=timedelta(days=20))
     blocker = await asyncpg.connect(settings.database_url)
     watcher = await asyncpg.connect(settings.database_url)
     try:
@@ -59,7 +57,9 @@ async def test_a_lost_lock_stops_the_run_before_its_next_batch(
                 )
             )
 
-        await apoll(in_flight, 30, "the 4th batch to wait on the held rows")
+        await wait_until_async(
+            in_flight, timeout=30, message="the 4th batch to wait on the held rows"
+        )
         killed = await watcher.fetchval(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
             " WHERE datname = current_database() AND application_name = 'botfleet-cleanup-lock'"
@@ -70,7 +70,7 @@ async def test_a_lost_lock_stops_the_run_before_its_next_batch(
         async def taken() -> bool:
             return bool(await watcher.fetchval("SELECT pg_try_advisory_lock($1)", CLEANUP_LOCK_KEY))
 
-        await apoll(taken, 10, "the lock to be free for another replica")
+        await wait_until_async(taken, timeout=10, message="the lock to be free for another replica")
         await watcher.execute("SELECT pg_advisory_unlock($1)", CLEANUP_LOCK_KEY)
         await blocker.execute("ROLLBACK")
         report = await asyncio.wait_for(run, 60)
@@ -96,5 +96,4 @@ async def test_a_lost_lock_stops_the_run_before_its_next_batch(
     finally:
         await db.close()
         await store.close()
-        await seeder.close()
     record_figure("lost_lock", batches_after_loss=0, in_flight_batch_whole=True)

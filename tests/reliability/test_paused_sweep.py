@@ -21,11 +21,12 @@ import httpx
 from botfleet.cleanup.service import CleanupService
 from botfleet.config import Settings
 from botfleet.runtime.fleet import Fleet
-from tests.cleanup._store import apoll
-from tests.cleanup.support import Store
 from tests.conftest import started_app
 from tests.reliability._serve import AUTH
-from tests.reliability._support import Db, container_state, record_figure
+from tests.support.containers import container_state
+from tests.support.figures import record_figure
+from tests.support.store import Store
+from tests.support.wait import wait_until_async
 
 
 class Api:
@@ -75,7 +76,7 @@ async def test_create_restore_and_replace_while_a_run_is_paused(
     app, ctx = await started_app(settings)
     transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50004))
     store = Store(sweeper)
-    db = Db(settings)
+    db = Store(settings, checker=True)
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://t", headers=AUTH) as c:
             api = Api(c, sample_image)
@@ -171,7 +172,7 @@ async def test_a_restore_that_commits_while_the_batch_waits_wins(
     app, ctx = await started_app(settings)
     transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50006))
     store = Store(sweeper)
-    db = Db(settings)
+    db = Store(settings, checker=True)
     blocker = await asyncpg.connect(settings.database_url)
     watcher = await asyncpg.connect(settings.database_url)  # pg_stat_activity: a fresh look each
     try:
@@ -192,12 +193,16 @@ async def test_a_restore_that_commits_while_the_batch_waits_wins(
                 return bool(count >= n)
 
             restore = asyncio.create_task(api.restore(bot))
-            await apoll(lambda: waiting(1), 30, "the restore to wait on the row")
+            await wait_until_async(
+                lambda: waiting(1), timeout=30, message="the restore to wait on the row"
+            )
             service = CleanupService(
                 settings=sweeper, sessions=store.sessions, fleet=Fleet.from_settings(sweeper)
             )
             run = asyncio.create_task(service.run(trigger="cli", actor="cli:race", dry_run=False))
-            await apoll(lambda: waiting(2), 30, "the batch's DELETE to queue behind it")
+            await wait_until_async(
+                lambda: waiting(2), timeout=30, message="the batch's DELETE to queue behind it"
+            )
             await blocker.execute("ROLLBACK")
             restored = await asyncio.wait_for(restore, 30)
             report = await asyncio.wait_for(run, 30)

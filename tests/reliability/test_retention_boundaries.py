@@ -17,17 +17,16 @@ import pytest
 from botfleet.cleanup.eligibility import BotRecord, bot_purge_decision
 from botfleet.cleanup.policy import Policy
 from botfleet.config import Settings
-from tests.cleanup.support import (
-    Clock,
+from tests.support.cleanup import Clock, make_service
+from tests.support.containers import (
     Containers,
-    Store,
+    container_state,
     containers,
     docker_time,
     labels_for,
-    make_service,
-    store,
 )
-from tests.reliability._support import Db, container_state, record_figure
+from tests.support.figures import record_figure
+from tests.support.store import Store, store
 
 __all__ = ["containers", "store"]
 
@@ -69,7 +68,7 @@ async def test_deleted_at_boundaries_purge_strictly_older_than_the_cutoff(
     report = await service.run(trigger="cli", actor="test", dry_run=False)
     assert report["status"] == "succeeded", report
 
-    db = Db(settings)
+    db = Store(settings, checker=True)
     try:
         left = await db.bot_ids()
         per_bot = await db.results_per_bot()

@@ -31,9 +31,10 @@ from botfleet.runtime.fleet import Fleet
 from botfleet.store.migrate import upgrade_sync
 from botfleet.store.models import Bot, CleanupAudit, Result
 from botfleet.store.session import create_engine, create_session_factory
-from tests.cleanup._store import Store, apoll
 from tests.conftest import make_settings, started_app
 from tests.reliability._serve import AUTH, Serve
+from tests.support.store import Store
+from tests.support.wait import wait_until_async
 
 SECONDS = 1 / 3600  # CLEANUP_INTERVAL_HOURS per second
 
@@ -59,7 +60,7 @@ async def whole_batches(store: Store, ids: list[uuid.UUID], results_per_bot: int
     per_bot = await store.results_per_bot()
     for bot_id in ids:
         expected = results_per_bot if bot_id in left else 0
-        assert per_bot.get(bot_id, 0) == expected, f"bot {bot_id} half-purged"
+        assert per_bot.get(str(bot_id), 0) == expected, f"bot {bot_id} half-purged"
     gone = len(ids) - len(left)
     assert await store.audit_count("bots") == gone
     return gone
@@ -105,7 +106,9 @@ def test_two_replicas_never_overlap_and_contended_triggers_get_409(
             async def purged() -> bool:
                 return not await store.bots_left(seeded)
 
-            await apoll(purged, 30, "the replicas to purge every seeded bot")
+            await wait_until_async(
+                purged, timeout=30, message="the replicas to purge every seeded bot"
+            )
             for replica in replicas:
                 replica.terminate()
             for replica in replicas:
@@ -191,16 +194,16 @@ async def test_a_dead_engine_opens_its_breaker_and_the_rest_is_cleaned(
     lock = lock_for(settings)
     try:
         # A healthy run with both engines first: the breakers have seen them work.
-        await apoll(lambda: store.runs(), 30, "a first scheduled run")
+        await wait_until_async(store.runs, timeout=30, message="a first scheduled run")
         # Hold the cleanup lock while arranging the scene: the scheduler keeps ticking (and
         # skipping), so the engine dies under a live server, between two runs.
-        await apoll(lock.acquire, 30, "the cleanup lock")
+        await wait_until_async(lock.acquire, timeout=30, message="the cleanup lock")
         remote = [orphan_on(second_client, sample_image, instance) for _ in range(2)]
         second.stop()
         held_at = datetime.now(UTC)
         mine = [orphan_on(docker_client, sample_image, instance) for _ in range(2)]
         bots = await store.seed_bots(3, results_per_bot=2)
-        await store.seed_orphaned_results(2)
+        await store.orphans(2)
         await lock.release()
 
         async def partial_run() -> dict[str, Any] | None:
@@ -209,7 +212,9 @@ async def test_a_dead_engine_opens_its_breaker_and_the_rest_is_cleaned(
                     return run
             return None
 
-        run = await apoll(partial_run, 30, "the first run after the engine died")
+        run = await wait_until_async(
+            partial_run, timeout=30, message="the first run after the engine died"
+        )
         report = run["report"]
         assert run["status"] == "partial", report
         resources = report["resources"]
@@ -223,7 +228,7 @@ async def test_a_dead_engine_opens_its_breaker_and_the_rest_is_cleaned(
         async def opened() -> bool:  # the run's row is written a moment before the breakers
             return await breaker(second.url) == "open"
 
-        await apoll(opened, 10, "the dead engine's breaker to open")
+        await wait_until_async(opened, timeout=10, message="the dead engine's breaker to open")
         assert await breaker(local) == "closed"
         snapshot = (await status())["breakers"][f"engine:{second.url}"]
         assert snapshot["last_error"] and snapshot["since"]
@@ -238,19 +243,19 @@ async def test_a_dead_engine_opens_its_breaker_and_the_rest_is_cleaned(
                     return True
             return False
 
-        await apoll(skipping, 30, "a run that skips the open engine")
+        await wait_until_async(skipping, timeout=30, message="a run that skips the open engine")
 
         second.start()
-        await apoll(
+        await wait_until_async(
             lambda: asyncio.to_thread(lambda: all(gone(second_client, c.id) for c in remote)),
-            30,
-            "the revived engine's orphans to go",
+            timeout=30,
+            message="the revived engine's orphans to go",
         )
 
         async def closed() -> bool:
             return await breaker(second.url) == "closed"
 
-        await apoll(closed, 30, "the breaker to close")
+        await wait_until_async(closed, timeout=30, message="the breaker to close")
         assert (
             await store.count(
                 CleanupAudit, CleanupAudit.engine == second.url, CleanupAudit.kind == "containers"
@@ -324,7 +329,9 @@ async def test_connections_killed_mid_run_fail_cleanly_and_retry_on_time(
                 )
             )
 
-        await apoll(waiting_on_lock, 30, "the run to wait on the held rows")
+        await wait_until_async(
+            waiting_on_lock, timeout=30, message="the run to wait on the held rows"
+        )
         killed = await observer.fetchval(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid() AND pid <> $1",
@@ -337,13 +344,13 @@ async def test_connections_killed_mid_run_fail_cleanly_and_retry_on_time(
             runs = [r for r in await store.runs() if r["status"] == "failed"]
             return runs[0] if runs else None
 
-        failed = await apoll(failed_run, 30, "the run to fail")
+        failed = await wait_until_async(failed_run, timeout=30, message="the run to fail")
 
         async def planned() -> bool:  # the row is written a moment before the scheduler plans
             status = scheduler.status()
             return bool(status["consecutive_failures"] and status["next_run_reason"] == "retry")
 
-        await apoll(planned, 10, "the scheduler to plan the retry")
+        await wait_until_async(planned, timeout=10, message="the scheduler to plan the retry")
         status = scheduler.status()
         assert status["consecutive_failures"] == 1
         due = datetime.fromisoformat(status["next_run_at"])
@@ -356,7 +363,7 @@ async def test_connections_killed_mid_run_fail_cleanly_and_retry_on_time(
             runs = [r for r in await store.runs() if r["started_at"] > failed["started_at"]]
             return [r for r in runs if r["status"] != "running"]
 
-        (second,) = await apoll(retried, 30, "the retry")
+        (second,) = await wait_until_async(retried, timeout=30, message="the retry")
         assert second["status"] == "succeeded", second["report"]
         waited = second["started_at"] - failed["finished_at"]
         assert timedelta(seconds=retry) <= waited < timedelta(seconds=retry + 3)
@@ -422,7 +429,9 @@ async def test_a_busy_database_shrinks_batches_and_pauses(
                 )
             )
 
-        await apoll(waited_long_enough, 30, "the second batch to wait on the busy rows")
+        await wait_until_async(
+            waited_long_enough, timeout=30, message="the second batch to wait on the busy rows"
+        )
         await blocker.execute("ROLLBACK")
         report = await asyncio.wait_for(run, 30)
     finally:
@@ -494,7 +503,11 @@ async def test_sigterm_mid_run_ends_the_run_partial_after_whole_batches(
         CONTAINER_CLEANUP_ENABLED="false",
     )
     try:
-        await apoll(lambda: store.audit_count("bots"), 60, "the scheduled run to start deleting")
+        await wait_until_async(
+            lambda: store.audit_count("bots"),
+            timeout=60,
+            message="the scheduled run to start deleting",
+        )
         # Mid-run for sure: the next batch waits on busy tables while SIGTERM arrives; the
         # tables free up once the server has asked the run to stop after that batch.
         await block.hold()
@@ -504,7 +517,9 @@ async def test_sigterm_mid_run_ends_the_run_partial_after_whole_batches(
         async def stop_requested() -> bool:
             return "asking the current run to finish its batch" in serve.log()
 
-        await apoll(stop_requested, 10, "the scheduler to ask the run to stop")
+        await wait_until_async(
+            stop_requested, timeout=10, message="the scheduler to ask the run to stop"
+        )
         await block.release()
         await asyncio.to_thread(serve.wait, 30)
         took = time.monotonic() - signalled

@@ -21,8 +21,8 @@ from fastapi.dependencies.models import Dependant
 from botfleet.api.deps import require_admin
 from botfleet.auth import hash_token
 from botfleet.config import Settings
-from tests.cleanup.support import Store
 from tests.conftest import TEST_TOKEN, started_app
+from tests.support.store import Store
 
 # Open on purpose: probes, the scrape (METRICS_TOKEN has its own tests), the dashboard's static
 # files (they hold no data and ask for the token), the bot's own result post (bot token), and

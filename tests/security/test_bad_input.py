@@ -19,9 +19,9 @@ import pytest
 from botfleet.auth import hash_token
 from botfleet.config import Settings
 from botfleet.store.models import Bot
-from tests.cleanup.support import Store
 from tests.conftest import TEST_TOKEN, started_app
-from tests.reliability._support import Db, record_figure
+from tests.support.figures import record_figure
+from tests.support.store import Store
 
 ADMIN = {"Authorization": f"Bearer {TEST_TOKEN}"}
 BOT_TOKEN = "bad-input-bot-token-" + "q" * 28
@@ -228,7 +228,7 @@ async def test_hostile_input_gets_a_4xx_never_a_5xx(
         assert answer.status_code == 405, (method, template, answer.status_code)
         assert set(answer.headers["allow"].split(", ")) == allowed, (template, answer.headers)
         assert answer.json() == {"detail": "Method Not Allowed"}
-    db = Db(settings)
+    db = Store(settings, checker=True)
     try:
         assert await db.value("SELECT count(*) FROM bots") == 1  # nothing was created or dropped
         stored = await db.result_data(bot)
@@ -264,7 +264,7 @@ async def test_strange_but_valid_strings_are_stored_verbatim(
     assert posted.status_code == 201, posted.text
     found = await client.get("/bots", headers=ADMIN, params={"label": f"team={SQLISH}"})
     assert [b["id"] for b in found.json()["items"]] == [made["id"]]
-    db = Db(settings)
+    db = Store(settings, checker=True)
     try:
         rows = await db.rows("SELECT name, labels FROM bots WHERE name = :n", n=name)
         assert len(rows) == 1 and rows[0][0] == name

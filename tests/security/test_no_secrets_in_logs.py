@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +19,10 @@ import pytest
 
 from tests.reliability import _serve
 from tests.reliability._serve import Serve
-from tests.reliability._support import Db, record_figure
 from tests.servers import free_port
-
-
-def wait_for(condition: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-    return value
+from tests.support.figures import record_figure
+from tests.support.store import Store
+from tests.support.wait import wait_until
 
 
 @pytest.mark.parametrize("log_format", ["text", "json"])
@@ -84,8 +77,11 @@ def test_no_secret_reaches_any_log(
             bot_tokens.append(bot["token"])
             results = f"/bots/{bot['id']}/results"
             # The bot's container posts with its own token over real HTTP.
-            wait_for(
-                lambda: http.get(results, headers=auth).json()["total"] >= 3, 30, "bot results"
+            wait_until(
+                lambda: http.get(results, headers=auth).json()["total"] >= 3,
+                timeout=30,
+                message="bot results",
+                interval=0.1,
             )
             bot_auth = {"Authorization": f"Bearer {bot['token']}"}
             assert http.post(results, headers=bot_auth, json={"data": 1}).status_code == 201
@@ -133,7 +129,7 @@ def test_no_secret_reaches_any_log(
     log = serve.log()
 
     async def dump() -> str:
-        db = Db(_serve_settings(fresh_pg_database))
+        db = Store(_serve_settings(fresh_pg_database), checker=True)
         try:
             rows = [await db.rows(f"SELECT * FROM {t}") for t in ("bots", "results")]
             rows += [await db.rows(f"SELECT * FROM {t}") for t in ("cleanup_runs", "cleanup_audit")]

@@ -18,8 +18,8 @@ from fastapi import FastAPI
 from botfleet.auth import hash_token
 from botfleet.config import Settings
 from botfleet.store.models import Bot
-from tests.cleanup.support import Store
 from tests.conftest import TEST_TOKEN, started_app
+from tests.support.store import Store
 
 LIMIT = 5
 BOT_TOKEN = "the-bot-s-own-token-" + "k" * 28

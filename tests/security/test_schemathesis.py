@@ -24,7 +24,7 @@ import httpx
 
 from tests.conftest import TEST_TOKEN
 from tests.reliability._serve import AUTH, Serve
-from tests.reliability._support import SOAK, record_figure, scale
+from tests.support.figures import SOAK, record_figure, scale
 
 CHECKS = (
     "not_a_server_error",
