@@ -59,7 +59,7 @@ async def cleanup_service(database_url: str, **overrides: Any) -> AsyncIterator[
     from botfleet.cleanup.service import CleanupService
     from botfleet.config import Settings
     from botfleet.runtime.fleet import Fleet
-    from botfleet.store.session import create_engine, create_session_factory
+    from botfleet.store.session import create_engine
 
     values: dict[str, Any] = {
         "database_url": database_url,
@@ -71,9 +71,7 @@ async def cleanup_service(database_url: str, **overrides: Any) -> AsyncIterator[
     engine = create_engine(settings)
     fleet = Fleet.from_settings(settings) if settings.container_cleanup_enabled else Fleet([])
     try:
-        yield CleanupService(
-            settings=settings, sessions=create_session_factory(engine), fleet=fleet, observers=[]
-        )
+        yield CleanupService(settings=settings, db=engine, fleet=fleet, observers=[])
     finally:
         await fleet.close()
         await engine.dispose()

@@ -2,7 +2,8 @@
 
 One measurement feeds the metrics collector, the dashboard and ``botfleet doctor`` so that they
 tell the same story. It costs a handful of indexed SQL counts and one container listing per
-engine; the metrics take it in the background (``metrics.SnapshotRefresher``), never in a scrape.
+engine; the metrics take it in the background (:mod:`botfleet.metrics.snapshot`), never in a
+scrape.
 
 Database counts re-use the cleanup's own SQL predicates (retention, policy rules, legal hold), so
 they match what a plan would select. Containers are judged on the engines' listings alone (their
@@ -18,15 +19,15 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-from sqlalchemy import TextClause, func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from botfleet.cleanup.eligibility import labels_of
-from botfleet.cleanup.plan import sliced_count
 from botfleet.cleanup.policy import Policy
 from botfleet.cleanup.predicates import Dialect, bot_predicate, result_eligible
+from botfleet.cleanup.result_slices import sliced_count
+from botfleet.cleanup.sql import bound_text, scalar
 from botfleet.config import Settings
 from botfleet.constants import (
     KIND_BOT_RESULTS,
@@ -160,13 +161,13 @@ async def _db_backlog(
 ) -> tuple[dict[str, int], dict[str, float]]:
     """Counts with the cleanup's own SQL predicates, so holds and policy rules agree with a plan."""
     policy = Policy.from_settings(settings)
-    d = Dialect(postgres=not settings.is_sqlite)
-    p = bot_predicate(d, policy, now)
+    dialect = Dialect(postgres=not settings.is_sqlite)
+    p = bot_predicate(dialect, policy, now)
     # ix_bots_deleted_at bounds the first two; ix_results_bot_id serves the joins.
-    n_bots = await _count(session, f"SELECT count(*) FROM bots b WHERE {p.eligible}", p.binds)
-    if d.postgres:
+    n_bots = await scalar(session, f"SELECT count(*) FROM bots b WHERE {p.eligible}", p.binds)
+    if dialect.postgres:
         # As the plan counts them: slice by slice of bot ids, each a short transaction of its
-        # own (cleanup/keyranges.py), not one pass over every result in one transaction.
+        # own (cleanup/result_slices.py), not one pass over every result in one transaction.
         n_bot_results = await sliced_count(
             session,
             f"SELECT count(*) FROM results r JOIN bots b ON b.id = r.bot_id"
@@ -180,19 +181,19 @@ async def _db_backlog(
             [],
         )
     else:
-        n_bot_results = await _count(
+        n_bot_results = await scalar(
             session,
             f"SELECT count(*) FROM results r WHERE r.bot_id IN"
             f" (SELECT b.id FROM bots b WHERE {p.eligible})",
             p.binds,
         )
-        n_orphans = await _count(
+        n_orphans = await scalar(
             session,
             "SELECT count(*) FROM results r"
             " WHERE NOT EXISTS (SELECT 1 FROM bots b WHERE b.id = r.bot_id)",
         )
-    frag = result_eligible(d, policy, now)
-    n_results = await _count(
+    frag = result_eligible(dialect, policy, now)
+    n_results = await scalar(
         session,
         f"SELECT count(*) FROM results r JOIN bots b ON b.id = r.bot_id WHERE {frag.sql}",
         frag.binds,
@@ -207,7 +208,7 @@ async def _db_backlog(
     if n_bots:
         # The oldest few by deleted_at: per-rule retentions decide which has waited longest.
         rows = await session.execute(
-            _sql(
+            bound_text(
                 f"SELECT b.deleted_at, b.labels FROM bots b WHERE {p.eligible}"
                 " ORDER BY b.deleted_at LIMIT 50",
                 p.binds,
@@ -221,7 +222,7 @@ async def _db_backlog(
         oldest[KIND_BOTS] = oldest[KIND_BOT_RESULTS] = max([0.0, *waits])
     if n_results and policy.result_retention_days is not None:
         first = await session.execute(
-            _sql(
+            bound_text(
                 f"SELECT min(r.created_at) FROM results r JOIN bots b ON b.id = r.bot_id"
                 f" WHERE {frag.sql}",
                 frag.binds,
@@ -232,15 +233,6 @@ async def _db_backlog(
             keep = timedelta(days=policy.result_retention_days)
             oldest[KIND_RESULTS] = max(0.0, (now - _as_utc(created) - keep).total_seconds())
     return backlog, oldest
-
-
-def _sql(sql: str, binds: Iterable[Any] = ()) -> TextClause:
-    unique = {b.key: b for b in binds}
-    return text(sql).bindparams(*unique.values())
-
-
-async def _count(session: AsyncSession, sql: str, binds: Iterable[Any] = ()) -> int:
-    return int((await session.execute(_sql(sql, binds))).scalar() or 0)
 
 
 async def _last_success(session: AsyncSession) -> dict[bool, datetime]:

@@ -16,33 +16,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from botfleet.auth import hash_token, new_bot_token
+from botfleet.bot_queries import BotFilter, get_bot, list_bots, live_counts
+from botfleet.bot_spec import NewBot, container_spec
 from botfleet.config import Settings
 from botfleet.constants import (
     BOT_STOP_TIMEOUT_SECONDS,
-    CONTAINER_NAME_PREFIX,
-    ENV_BOT_ID,
-    ENV_BOT_TOKEN,
-    ENV_MAIN_SERVER_URL,
-    LABEL_BOT_ID,
-    LABEL_INSTANCE,
-    LABEL_MANAGED,
     STATUS_DELETED,
     STATUS_PENDING,
 )
-from botfleet.errors import BotNameTaken, BotNotFound, InvalidInput, RestoreExpired
-from botfleet.pagination import Page, PageRequest, decode_cursor, encode_cursor
-from botfleet.reconcile import container_status
-from botfleet.runtime.base import ContainerEngine, ContainerInfo, ContainerSpec
+from botfleet.errors import BotNameTaken, BotNotFound, RestoreExpired
+from botfleet.pagination import Page, PageRequest
+from botfleet.reconcile_plan import container_status
+from botfleet.runtime.base import ContainerEngine, ContainerInfo
 from botfleet.runtime.fleet import Fleet
 from botfleet.store.models import Bot
 from botfleet.store.session import SessionFactory
@@ -50,66 +43,9 @@ from botfleet.store.session import SessionFactory
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class NewBot:
-    """What an operator asks for; validated by the caller (the API's schemas)."""
-
-    name: str
-    image: str
-    command: Sequence[str] | None = None
-    env: Mapping[str, str] = field(default_factory=dict)
-    labels: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class BotFilter:
-    labels: Mapping[str, str] = field(default_factory=dict)
-    status: str | None = None
-    # status=deleted lists deleted bots whatever this says.
-    include_deleted: bool = False
-
-
-def container_name(bot_id: uuid.UUID) -> str:
-    """Derived from the id, never from the user's name: unique, and safe for any engine."""
-    return f"{CONTAINER_NAME_PREFIX}{bot_id}"
-
-
-def container_spec(bot: Bot, token: str, settings: Settings) -> ContainerSpec:
-    env = {
-        **bot.env,
-        ENV_BOT_ID: str(bot.id),
-        ENV_BOT_TOKEN: token,
-        ENV_MAIN_SERVER_URL: settings.main_server_url,
-    }
-    labels = {
-        **bot.labels,
-        LABEL_MANAGED: "true",
-        LABEL_BOT_ID: str(bot.id),
-        LABEL_INSTANCE: settings.botfleet_instance,
-    }
-    return ContainerSpec(
-        name=container_name(bot.id),
-        image=bot.image,
-        command=bot.command,
-        env=env,
-        labels=labels,
-        network=settings.bot_network,
-    )
-
-
 def restorable(deleted_at: datetime, now: datetime, retention_days: int) -> bool:
     """Inside retention: the cleanup service may purge the record from then on."""
     return deleted_at > now - timedelta(days=retention_days)
-
-
-async def live_counts(session: AsyncSession) -> dict[str, int]:
-    """Live bots per engine: what placement balances."""
-    rows = await session.execute(
-        select(Bot.engine, func.count())
-        .where(Bot.deleted_at.is_(None), Bot.engine.is_not(None))
-        .group_by(Bot.engine)
-    )
-    return {str(engine): int(n) for engine, n in rows.all()}
 
 
 class BotService:
@@ -202,44 +138,11 @@ class BotService:
 
     # --- read --------------------------------------------------------------------------------
     async def get(self, bot_id: uuid.UUID) -> Bot:
-        async with self._sessions() as session:
-            bot = await session.get(Bot, bot_id)
-        if bot is None:
-            raise BotNotFound(bot_id)
-        return bot
+        return await get_bot(self._sessions, bot_id)
 
     async def list(self, flt: BotFilter, page: PageRequest) -> Page[Bot]:
         """Newest first; ``total`` counts every match, whatever the page."""
-        conditions: list[Any] = []
-        if not flt.include_deleted and flt.status != STATUS_DELETED:
-            conditions.append(Bot.deleted_at.is_(None))
-        if flt.status is not None:
-            conditions.append(Bot.status == flt.status)
-        for key, value in flt.labels.items():
-            conditions.append(Bot.labels[key].as_string() == value)
-        query = (
-            select(Bot)
-            .where(*conditions)
-            .order_by(Bot.created_at.desc(), Bot.id.desc())
-            .limit(page.limit + 1)
-        )
-        if page.cursor is not None:
-            created_at, bot_id = _bot_cursor(page.cursor)
-            query = query.where(
-                or_(
-                    Bot.created_at < created_at,
-                    and_(Bot.created_at == created_at, Bot.id < bot_id),
-                )
-            )
-        elif page.offset:
-            query = query.offset(page.offset)
-        async with self._sessions() as session:
-            total = await session.scalar(select(func.count()).select_from(Bot).where(*conditions))
-            rows = list((await session.scalars(query)).all())
-        more, rows = len(rows) > page.limit, rows[: page.limit]
-        last = rows[-1] if more else None
-        cursor = encode_cursor([last.created_at.isoformat(), str(last.id)]) if last else None
-        return Page(items=rows, total=int(total or 0), next_cursor=cursor)
+        return await list_bots(self._sessions, flt, page)
 
     # --- delete and restore ------------------------------------------------------------------
     async def delete(self, bot_id: uuid.UUID, *, now: datetime) -> Bot:
@@ -366,11 +269,3 @@ async def _ensure_name_free(session: AsyncSession, name: str) -> None:
     )
     if taken is not None:
         raise BotNameTaken(name)
-
-
-def _bot_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    created_at, bot_id = decode_cursor(cursor, 2)
-    try:
-        return datetime.fromisoformat(str(created_at)), uuid.UUID(str(bot_id))
-    except ValueError:
-        raise InvalidInput("cursor", "is not a cursor this server issued") from None

@@ -167,13 +167,9 @@ class Settings(BaseSettings):
     @field_validator("cleanup_policy_file")
     @classmethod
     def _policy_file_exists(cls, value: Path | None) -> Path | None:
+        # Its rules are validated where they live, at start-up (cleanup.policy.check_policy_file).
         if value is not None and not value.is_file():
             raise ValueError("accepts the path of a readable YAML file")
-        if value is not None:
-            # Validated whole at start-up: a bad rule stops the server with one line.
-            from botfleet.cleanup.policy import load_policy_file
-
-            load_policy_file(value)  # PolicyError is a ValueError: pydantic reports it
         return value
 
     @model_validator(mode="after")

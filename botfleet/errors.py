@@ -70,10 +70,24 @@ class BotTokenForbidden(BotfleetError):
         self.bot_id = bot_id
 
 
+class TooManyAuthFailures(BotfleetError):
+    """This address failed to authenticate too often lately (an HTTP 429 with Retry-After)."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__("too many failed authentication attempts from this address")
+        self.retry_after = retry_after
+
+
 class RestoreExpired(BotfleetError):
     def __init__(self, bot_id: object) -> None:
         super().__init__(f"bot {bot_id} is past its retention and can no longer be restored")
         self.bot_id = bot_id
+
+
+class ContainerConflict(Exception):
+    """The engine refused an operation because of the container's state (e.g. it is running).
+    Not a :class:`BotfleetError`: the cleanup reports it as a skip, and nothing shows it to a
+    client as it is."""
 
 
 class EngineUnavailable(BotfleetError):

@@ -1,4 +1,5 @@
-"""A bot's ``status`` follows its container: a pure plan, and a loop that applies it.
+"""A bot's ``status`` follows its container: the loop that applies the pure plan of
+:mod:`botfleet.reconcile_plan`.
 
 ``plan_reconcile`` decides from a snapshot (bots, then the containers of the reachable engines);
 ``Reconciler`` takes the snapshot, applies the plan with guarded updates, and runs once at start-up,
@@ -13,9 +14,9 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import or_, select, update
@@ -23,118 +24,22 @@ from sqlalchemy import or_, select, update
 from botfleet.config import Settings
 from botfleet.constants import (
     BOT_STOP_TIMEOUT_SECONDS,
-    PENDING_GRACE_SECONDS,
     STATUS_DELETED,
-    STATUS_EXITED,
-    STATUS_FAILED,
-    STATUS_PENDING,
-    STATUS_RUNNING,
-    STATUS_STOPPED,
 )
 from botfleet.errors import EngineUnavailable
-from botfleet.runtime.base import ContainerInfo, EventSource, EventStream
+from botfleet.reconcile_plan import (
+    ACTIVE_STATES,
+    BotView,
+    StatusChange,
+    StopContainer,
+    plan_reconcile,
+)
+from botfleet.runtime.base import ContainerEngine, ContainerInfo, EventStream
 from botfleet.runtime.fleet import Fleet
 from botfleet.store.models import Bot, utcnow
 from botfleet.store.session import SessionFactory
 
 log = logging.getLogger(__name__)
-
-# Exit codes of a container stopped from outside: 128 + SIGTERM and 128 + SIGKILL (docker stop).
-STOP_EXIT_CODES = frozenset({137, 143})
-ACTIVE_STATES = frozenset({"running", "restarting", "paused"})
-
-
-def container_status(info: ContainerInfo | None) -> tuple[str, int | None]:
-    """The bot status a container state means, with the exit code where there is one.
-
-    exit 0 is ``exited``; a container stopped by a signal (docker stop) is ``stopped``; any other
-    exit, a dead container or a missing one is ``failed``.
-    """
-    if info is None:
-        return STATUS_FAILED, None
-    if info.state in ("running", "restarting"):
-        return STATUS_RUNNING, None
-    if info.state in ("created", "paused"):
-        return STATUS_STOPPED, None
-    if info.state == "exited":
-        if info.exit_code == 0:
-            return STATUS_EXITED, 0
-        if info.exit_code in STOP_EXIT_CODES:
-            return STATUS_STOPPED, info.exit_code
-        return STATUS_FAILED, info.exit_code
-    return STATUS_FAILED, info.exit_code  # dead, removing
-
-
-@dataclass(frozen=True)
-class BotView:
-    """The columns reconciliation reads, as they were when the snapshot was taken."""
-
-    id: uuid.UUID
-    status: str
-    exit_code: int | None
-    container_id: str | None
-    engine: str | None
-    deleted: bool
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class StatusChange:
-    bot_id: uuid.UUID
-    old_status: str
-    status: str
-    exit_code: int | None
-    deleted: bool
-
-
-@dataclass(frozen=True)
-class StopContainer:
-    bot_id: uuid.UUID
-    engine: str
-    container_id: str
-
-
-@dataclass
-class ReconcilePlan:
-    changes: list[StatusChange] = field(default_factory=list)
-    stops: list[StopContainer] = field(default_factory=list)
-
-
-def plan_reconcile(
-    bots: Iterable[BotView],
-    containers: Mapping[str, Sequence[ContainerInfo]],
-    *,
-    now: datetime,
-) -> ReconcilePlan:
-    """What to change, given bots and the containers of every *reachable* engine (by name).
-
-    A bot on an engine missing from ``containers`` is left alone: absence of evidence is not a
-    failed container. A pending bot younger than the grace period is a create in flight.
-    """
-    by_id = {c.id: c for infos in containers.values() for c in infos}
-    active_by_bot: dict[str, list[ContainerInfo]] = {}
-    for info in by_id.values():
-        if info.state in ACTIVE_STATES and info.bot_id:
-            active_by_bot.setdefault(info.bot_id, []).append(info)
-    plan = ReconcilePlan()
-    for bot in bots:
-        if bot.deleted:
-            # Finish the delete: stop whatever still runs under this bot's label.
-            for info in active_by_bot.get(str(bot.id), []):
-                plan.stops.append(StopContainer(bot.id, info.engine, info.id))
-            target: tuple[str, int | None] = (STATUS_DELETED, bot.exit_code)
-        elif bot.container_id is None:
-            old = bot.created_at < now - timedelta(seconds=PENDING_GRACE_SECONDS)
-            if bot.status != STATUS_PENDING or not old:
-                continue
-            target = (STATUS_FAILED, None)
-        elif bot.engine not in containers:
-            continue
-        else:
-            target = container_status(by_id.get(bot.container_id))
-        if target != (bot.status, bot.exit_code):
-            plan.changes.append(StatusChange(bot.id, bot.status, *target, deleted=bot.deleted))
-    return plan
 
 
 @dataclass
@@ -175,8 +80,7 @@ class Reconciler:
         self._tasks.append(asyncio.create_task(self._loop(), name="botfleet-reconcile"))
         if self._watch_events:
             for engine in self._fleet.engines.values():
-                if isinstance(engine, EventSource):
-                    self._tasks.append(asyncio.create_task(self._watch(engine)))
+                self._tasks.append(asyncio.create_task(self._watch(engine)))
 
     async def stop(self) -> None:
         self._stopping = True
@@ -209,7 +113,7 @@ class Reconciler:
                 async with asyncio.timeout(self._interval):
                     await self._wake.wait()
 
-    async def _watch(self, engine: EventSource) -> None:
+    async def _watch(self, engine: ContainerEngine) -> None:
         """Nudge the loop on each container event of this instance; reconnect when it ends."""
         loop = asyncio.get_running_loop()
 

@@ -1,12 +1,23 @@
-"""What the server says once at start: the effective configuration and the cleanup mode."""
+"""Start-up: settings validated with what they name (the policy file), and what the server says
+once at start: the effective configuration and the cleanup mode."""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from botfleet.config import Settings
+from botfleet.cleanup.policy import check_policy_file
+from botfleet.config import Settings, load_settings
 
 log = logging.getLogger("botfleet.startup")
+
+
+def checked_settings(**overrides: Any) -> Settings:
+    """Settings from the environment, the policy file's rules included; a bad value raises
+    :class:`~botfleet.config.ConfigError` with the one line to print."""
+    settings = load_settings(**overrides)
+    check_policy_file(settings)
+    return settings
 
 
 def cleanup_mode(settings: Settings) -> str:

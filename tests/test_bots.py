@@ -11,7 +11,9 @@ import pytest
 from sqlalchemy import func, select
 
 from botfleet.auth import hash_token, new_bot_token
-from botfleet.bots import BotFilter, BotService, NewBot, container_name, restorable
+from botfleet.bot_queries import BotFilter
+from botfleet.bot_spec import NewBot, container_name
+from botfleet.bots import BotService, restorable
 from botfleet.config import Settings
 from botfleet.constants import (
     LABEL_BOT_ID,
@@ -287,7 +289,7 @@ async def test_list_filters_and_pages(service: BotService, settings: Settings) -
 
 
 def test_container_status_is_used_for_new_bots() -> None:
-    from botfleet.reconcile import container_status
+    from botfleet.reconcile_plan import container_status
 
     running = ContainerInfo(id="c", name="n", engine="local", state="running")
     assert container_status(running) == (STATUS_RUNNING, None)

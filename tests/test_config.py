@@ -41,8 +41,11 @@ def _clean_env(**extra: str) -> dict[str, str]:
 def test_bad_value_exits_with_one_line(variable: str, value: str, tmp_path: object) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "botfleet.cli", "serve"],
-        env=_clean_env(**{variable: value, "DATABASE_URL": "sqlite:////nonexistent/x.db"}
-                       if variable != "DATABASE_URL" else {variable: value}),
+        env=_clean_env(
+            **{variable: value, "DATABASE_URL": "sqlite:////nonexistent/x.db"}
+            if variable != "DATABASE_URL"
+            else {variable: value}
+        ),
         capture_output=True,
         text=True,
         timeout=60,

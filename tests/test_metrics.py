@@ -15,10 +15,12 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from botfleet import constants as c
-from botfleet.app import Services
 from botfleet.backlog import classify_containers, leading_failures
-from botfleet.metrics import CleanupMetrics, longest_gap_seconds
+from botfleet.cleanup.timing import longest_gap_seconds
+from botfleet.metrics.gauges import StateCollector
+from botfleet.metrics.runs import CleanupMetrics
 from botfleet.runtime.base import ContainerInfo
+from botfleet.services import Services
 from botfleet.store.models import Bot, CleanupRun, Result
 from tests.conftest import TEST_TOKEN, make_settings, missing_service, started_app
 from tests.support.wait import wait_until_async
@@ -339,19 +341,23 @@ class _FakeScheduler:
 
 async def test_breakers_next_run_and_leadership_come_from_the_scheduler(app: FastAPI) -> None:
     services: Services = app.state.services
-    saved, services.scheduler = services.scheduler, _FakeScheduler()
-    try:
-        registry = services.registry
-        assert value(registry, c.M_CLEANUP_BREAKER_STATE, dependency="database") == 0
-        assert value(registry, c.M_CLEANUP_BREAKER_STATE, dependency="engine:local") == 2
-        assert value(registry, c.M_CLEANUP_BREAKER_STATE, dependency="engine:other") == 1
-        assert (
-            value(registry, c.M_CLEANUP_NEXT_RUN)
-            == datetime(2030, 1, 10, 18, tzinfo=UTC).timestamp()
+    # The gauges of a fresh registry, reading this fake scheduler instead of the app's.
+    registry = CollectorRegistry()
+    registry.register(
+        StateCollector(
+            settings=services.settings,
+            runs=services.metrics.cleanup,
+            refresher=services.metrics.refresher,
+            scheduler_status=_FakeScheduler().status,
         )
-        assert value(registry, c.M_CLEANUP_LEADER) == 1
-    finally:
-        services.scheduler = saved
+    )
+    assert value(registry, c.M_CLEANUP_BREAKER_STATE, dependency="database") == 0
+    assert value(registry, c.M_CLEANUP_BREAKER_STATE, dependency="engine:local") == 2
+    assert value(registry, c.M_CLEANUP_BREAKER_STATE, dependency="engine:other") == 1
+    assert (
+        value(registry, c.M_CLEANUP_NEXT_RUN) == datetime(2030, 1, 10, 18, tzinfo=UTC).timestamp()
+    )
+    assert value(registry, c.M_CLEANUP_LEADER) == 1
 
 
 @pytest.mark.docker

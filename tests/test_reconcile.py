@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from botfleet.bots import BotService, NewBot
+from botfleet.bot_spec import NewBot
+from botfleet.bots import BotService
 from botfleet.config import Settings
 from botfleet.constants import (
     PENDING_GRACE_SECONDS,
@@ -20,9 +21,9 @@ from botfleet.constants import (
     STATUS_RUNNING,
     STATUS_STOPPED,
 )
-from botfleet.reconcile import (
+from botfleet.reconcile import Reconciler
+from botfleet.reconcile_plan import (
     BotView,
-    Reconciler,
     StatusChange,
     StopContainer,
     container_status,

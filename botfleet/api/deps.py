@@ -10,8 +10,8 @@ from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from botfleet.app import Services
 from botfleet.auth import bearer_token, fingerprint, tokens_equal
+from botfleet.services import Services
 
 
 async def get_services(request: Request) -> Services:
@@ -52,13 +52,11 @@ AdminScheme = Annotated[HTTPAuthorizationCredentials | None, Security(ADMIN_SCHE
 def require_admin(request: Request, services: ServicesDep, _scheme: AdminScheme = None) -> Admin:
     expected = services.settings.admin_token
     token = bearer_token(request.headers.get("authorization"))
-    limiter = services.extras.get("auth_limiter")
+    limiter = services.auth_limiter
     ip = client_ip(request)
-    if limiter is not None:
-        limiter.check(ip)
+    limiter.check(ip)
     if token is None or expected is None or not tokens_equal(token, expected.get_secret_value()):
-        if limiter is not None:
-            limiter.failed(ip, request.url.path)
+        limiter.failed(ip, request.url.path)
         raise HTTPException(401, "missing or invalid bearer token", headers=UNAUTHORIZED_HEADERS)
     return Admin(actor=f"api:{fingerprint(token)}@{ip}")
 

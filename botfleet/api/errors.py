@@ -15,37 +15,40 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import Match
 
-from botfleet import errors as e
+from botfleet import errors as domain
 
 log = logging.getLogger(__name__)
 
-STATUS_BY_ERROR: dict[type[e.BotfleetError], int] = {
-    e.BotNotFound: 404,
-    e.RunNotFound: 404,
-    e.PlanNotFound: 404,
-    e.BotDeleted: 410,
-    e.BotTokenInvalid: 401,
-    e.BotTokenForbidden: 403,
-    e.InvalidInput: 422,
-    e.ImageNotAvailable: 422,
-    e.ContainerFailed: 502,
-    e.BotNameTaken: 409,
-    e.CleanupInProgress: 409,
-    e.RestoreExpired: 409,
-    e.EngineUnavailable: 503,
-    e.NoEngineAvailable: 503,
-    e.LockLost: 503,
+STATUS_BY_ERROR: dict[type[domain.BotfleetError], int] = {
+    domain.BotNotFound: 404,
+    domain.RunNotFound: 404,
+    domain.PlanNotFound: 404,
+    domain.BotDeleted: 410,
+    domain.BotTokenInvalid: 401,
+    domain.BotTokenForbidden: 403,
+    domain.InvalidInput: 422,
+    domain.ImageNotAvailable: 422,
+    domain.ContainerFailed: 502,
+    domain.BotNameTaken: 409,
+    domain.CleanupInProgress: 409,
+    domain.RestoreExpired: 409,
+    domain.TooManyAuthFailures: 429,
+    domain.EngineUnavailable: 503,
+    domain.NoEngineAvailable: 503,
+    domain.LockLost: 503,
 }
 
 
 def install(app: FastAPI) -> None:
-    @app.exception_handler(e.BotfleetError)
-    async def _domain_error(_request: Request, exc: e.BotfleetError) -> JSONResponse:
+    @app.exception_handler(domain.BotfleetError)
+    async def _domain_error(_request: Request, exc: domain.BotfleetError) -> JSONResponse:
         status = next((code for cls, code in STATUS_BY_ERROR.items() if isinstance(exc, cls)), 500)
         body: dict[str, object] = {"detail": str(exc)}
-        if isinstance(exc, e.CleanupInProgress):
+        if isinstance(exc, domain.CleanupInProgress):
             body["run_id"] = str(exc.run_id) if exc.run_id else None
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        if isinstance(exc, domain.TooManyAuthFailures):
+            headers = {"Retry-After": str(exc.retry_after)}
         return JSONResponse(body, status_code=status, headers=headers)
 
     @app.exception_handler(StarletteHTTPException)

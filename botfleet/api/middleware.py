@@ -10,7 +10,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from botfleet.metrics import UNMATCHED_ROUTE, HttpMetrics
+from botfleet.metrics.http import UNMATCHED_ROUTE, HttpMetrics
 
 
 class HttpMetricsMiddleware:

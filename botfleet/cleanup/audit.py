@@ -2,12 +2,12 @@
 
 A purge batch of bots is stored as one record per engine and reason, whose snapshot lists the
 batch's bots, each with its own snapshot: ``{"count": n, "bots": [{"id": …, "name": …}, …]}``.
-A row per bot made a purge 13 % slower (BENCHMARKS.md, Purge). Readers do not see the
+A row per bot made a purge measurably slower (BENCHMARKS.md, Purge). Readers do not see the
 difference: :func:`expand` turns such a record back into one item per bot, with the bot's id as
 ``resource_id`` and its own snapshot, as older per-bot records read. A batch of results stays one
 item listing its ids (results are many and carry nothing else worth reading).
 
-No I/O here: :mod:`botfleet.cleanup.history` reads the rows and pages through the items.
+No I/O here: :mod:`botfleet.cleanup.run_history` reads the rows and pages through the items.
 """
 
 from __future__ import annotations

@@ -21,14 +21,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
+from botfleet.config import ConfigError, Settings
 from botfleet.constants import LABEL_HOLD
-
-if TYPE_CHECKING:
-    from botfleet.config import Settings
 
 NEVER = "never"
 _RULE_KEYS = frozenset({"name", "match", "bot_retention_days", "result_retention_days"})
@@ -158,6 +156,18 @@ def is_held(labels: Mapping[str, Any]) -> bool:
 
 
 # --- loading and validation ---------------------------------------------------------------------
+def check_policy_file(settings: Settings) -> None:
+    """At start-up: CLEANUP_POLICY_FILE must hold valid rules, or the process stops with one
+    line naming the variable (:class:`~botfleet.config.ConfigError`)."""
+    path = settings.cleanup_policy_file
+    if path is None:
+        return
+    try:
+        load_policy_file(path)
+    except PolicyError as exc:
+        raise ConfigError(f"invalid CLEANUP_POLICY_FILE={str(path)!r}: {exc}") from None
+
+
 def load_policy_file(path: Path | str) -> tuple[Rule, ...]:
     """Read and validate the policy file; :class:`PolicyError` with one line on any problem."""
     try:

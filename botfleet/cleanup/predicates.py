@@ -68,7 +68,7 @@ def _cutoff(name: str, value: datetime) -> BindParameter[Any]:
 
 
 def _case(
-    d: Dialect,
+    dialect: Dialect,
     alias: str,
     rules: tuple[Rule, ...],
     branch: list[Fragment],
@@ -80,7 +80,7 @@ def _case(
         return default
     sql, binds = ["CASE"], []
     for rule, then in zip(rules, branch, strict=True):
-        cond = d.label_match(alias, dict(rule.match), f"{prefix}m{rule.number}")
+        cond = dialect.label_match(alias, dict(rule.match), f"{prefix}m{rule.number}")
         sql.append(f"WHEN {cond.sql} THEN {then.sql}")
         binds += cond.binds + then.binds
     sql.append(f"ELSE {default.sql} END")
@@ -88,10 +88,12 @@ def _case(
     return Fragment(" ".join(sql), binds)
 
 
-def _older(d: Dialect, column: str, retention: Retention, now: datetime, name: str) -> Fragment:
+def _older(
+    dialect: Dialect, column: str, retention: Retention, now: datetime, name: str
+) -> Fragment:
     cutoff = retention.cutoff(now)
     if cutoff is None:
-        return Fragment(d.false)
+        return Fragment(dialect.false)
     return Fragment(f"({column} < :{name})", [_cutoff(name, cutoff)])
 
 
@@ -118,33 +120,35 @@ class BotPredicate:
         return f"{self.range} AND NOT ({self.held}) AND ({self.expired})"
 
 
-def bot_predicate(d: Dialect, policy: Policy, now: datetime, alias: str = "b") -> BotPredicate:
+def bot_predicate(
+    dialect: Dialect, policy: Policy, now: datetime, alias: str = "b"
+) -> BotPredicate:
     """Binds ``max_cutoff`` and one cutoff per rule; a policy that keeps everything is FALSE."""
     top = max_bot_cutoff(policy, now)
     col = f"{alias}.deleted_at"
     if top is None:
-        return BotPredicate(d.false, d.held(alias), d.false, [])
+        return BotPredicate(dialect.false, dialect.held(alias), dialect.false, [])
     branches = [
-        _older(d, col, policy.bot_retention_of(r), now, f"bc{r.number}") for r in policy.rules
+        _older(dialect, col, policy.bot_retention_of(r), now, f"bc{r.number}") for r in policy.rules
     ]
-    default = _older(d, col, policy.bot_retention_of(None), now, "bc0")
-    case = _case(d, alias, policy.rules, branches, default, "b")
+    default = _older(dialect, col, policy.bot_retention_of(None), now, "bc0")
+    case = _case(dialect, alias, policy.rules, branches, default, "b")
     return BotPredicate(
         f"{col} IS NOT NULL AND {col} < :max_cutoff",
-        d.held(alias),
+        dialect.held(alias),
         case.sql,
         [_cutoff("max_cutoff", top), *case.binds],
     )
 
 
-def bot_reason(d: Dialect, policy: Policy, alias: str = "b") -> Fragment:
+def bot_reason(dialect: Dialect, policy: Policy, alias: str = "b") -> Fragment:
     """Why a purged bot went, for its audit record: the rule (or default) and its retention."""
     branches = [
         Fragment(f":br{r.number}", [bindparam(f"br{r.number}", _why(policy, r), String())])
         for r in policy.rules
     ]
     default = Fragment(":br0", [bindparam("br0", _why(policy, None), String())])
-    return _case(d, alias, policy.rules, branches, default, "r")
+    return _case(dialect, alias, policy.rules, branches, default, "r")
 
 
 def _why(policy: Policy, rule: Rule | None) -> str:
@@ -157,21 +161,22 @@ def bot_reason_for(policy: Policy, labels: dict[str, object]) -> str:
 
 
 def result_eligible(
-    d: Dialect, policy: Policy, now: datetime, bot: str = "b", result: str = "r"
+    dialect: Dialect, policy: Policy, now: datetime, bot: str = "b", result: str = "r"
 ) -> Fragment:
     """A result of a live bot, not on hold, older than its result retention."""
     col = f"{result}.created_at"
     branches = [
-        _older(d, col, policy.result_retention_of(r), now, f"rc{r.number}") for r in policy.rules
+        _older(dialect, col, policy.result_retention_of(r), now, f"rc{r.number}")
+        for r in policy.rules
     ]
-    default = _older(d, col, policy.result_retention_of(None), now, "rc0")
+    default = _older(dialect, col, policy.result_retention_of(None), now, "rc0")
     cutoffs = [c for c in _result_cutoffs(policy, now) if c is not None]
     if not cutoffs:
-        return Fragment(d.false)
-    case = _case(d, bot, policy.rules, branches, default, "rr")
+        return Fragment(dialect.false)
+    case = _case(dialect, bot, policy.rules, branches, default, "rr")
     return Fragment(
         f"{bot}.deleted_at IS NULL AND {col} < :max_result_cutoff"
-        f" AND NOT ({d.held(bot)}) AND ({case.sql})",
+        f" AND NOT ({dialect.held(bot)}) AND ({case.sql})",
         [_cutoff("max_result_cutoff", max(cutoffs)), *case.binds],
     )
 

@@ -1,21 +1,26 @@
 """The run report (design.md's JSON): per-kind entries, the run's status, the one-line summary.
 
-Pure: built from selections (what the policies found) and tallies (what was really removed, only
-ever counted after a commit), so a dry run and a real run report through the same code.
+Pure: built from what a run found and did (:class:`Findings`: selections, what the policies
+found; tallies, what was really removed, only ever counted after a commit), so a dry run and a
+real run report through the same code.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from botfleet.cleanup.execute import Tally
+from botfleet.cleanup.batches import Tally
 from botfleet.cleanup.plan import SKIPPED_LIMIT, Selection
 from botfleet.constants import (
     KIND_BOT_RESULTS,
     KIND_BOTS,
     KIND_CONTAINERS,
     KIND_ORPHANED_RESULTS,
+    KIND_RESULTS,
     OUTCOME_DISABLED,
     OUTCOME_DONE,
     OUTCOME_FAILED,
@@ -42,6 +47,19 @@ IDLE = frozenset({NOT_SELECTED, DISABLED})
 
 # Always present in a report, in this order (design.md); "results" only when enabled.
 CONTRACT_KINDS = (KIND_BOTS, KIND_BOT_RESULTS, KIND_ORPHANED_RESULTS, KIND_CONTAINERS)
+
+
+@dataclass
+class Findings:
+    """What a run found and did, stage by stage: the report's raw material."""
+
+    stages: list[str]
+    selections: dict[str, Selection] = field(default_factory=dict)
+    outcomes: dict[str, str] = field(default_factory=dict)
+    tallies: dict[str, Tally] = field(default_factory=dict)
+    durations: dict[str, float] = field(default_factory=dict)
+    extra: dict[str, dict[str, Any]] = field(default_factory=dict)
+    errors: list[dict[str, Any]] = field(default_factory=list)
 
 
 def entry(
@@ -88,6 +106,90 @@ def entry(
 
 def empty(kind: str, outcome: str) -> dict[str, Any]:
     return entry(Selection(kind), outcome=outcome)
+
+
+def resources(
+    found: Findings, *, results_enabled: bool, ceilings: Mapping[str, int]
+) -> dict[str, dict[str, Any]]:
+    """The report's ``resources``: every contract kind (and ``results`` when enabled), each
+    with its outcome; against a stored plan's ``ceilings``, what changed since."""
+    out: dict[str, dict[str, Any]] = {}
+    kinds = list(CONTRACT_KINDS)
+    if results_enabled:
+        kinds.insert(2, KIND_RESULTS)
+    for kind in kinds:
+        stage = KIND_BOTS if kind == KIND_BOT_RESULTS else kind
+        outcome = found.outcomes.get(stage, INTERRUPTED if stage in found.stages else NOT_SELECTED)
+        selection = found.selections.get(kind, Selection(kind))
+        item = entry(
+            selection,
+            outcome=outcome,
+            tally=found.tallies.get(stage),
+            related=kind == KIND_BOT_RESULTS,
+            duration=found.durations.get(stage),
+        )
+        item.update(found.extra.get(kind, {}))
+        if kind in ceilings:
+            item["planned"] = ceilings[kind]
+            item["changed_since_plan"] = max(0, ceilings[kind] - selection.found)
+        out[kind] = item
+    return out
+
+
+def run_report(
+    *,
+    run_id: uuid.UUID,
+    plan_id: str | None,
+    dry_run: bool,
+    trigger: str,
+    actor: str,
+    started: datetime,
+    finished: datetime,
+    instance: str,
+    resources: dict[str, dict[str, Any]],
+    errors: list[dict[str, Any]],
+    fatal: bool,
+) -> dict[str, Any]:
+    """A finished run's report; ``fatal``: it ended early (a lost lock, a cancellation)."""
+    return {
+        "run_id": str(run_id),
+        "plan_id": plan_id,
+        "dry_run": dry_run,
+        "trigger": trigger,
+        "actor": actor,
+        "status": status_of((r["outcome"] for r in resources.values()), fatal=fatal),
+        "started_at": started.isoformat(),
+        "finished_at": finished.isoformat(),
+        "instance": instance,
+        "resources": resources,
+        "errors": errors,
+    }
+
+
+def bare_report(
+    *,
+    run_id: uuid.UUID,
+    dry_run: bool,
+    trigger: str,
+    actor: str,
+    started: datetime,
+    finished: datetime,
+    error: dict[str, Any],
+) -> dict[str, Any]:
+    """A run that could not begin (database down): failed, with the reason, never stored."""
+    return {
+        "run_id": str(run_id),
+        "plan_id": None,
+        "dry_run": dry_run,
+        "trigger": trigger,
+        "actor": actor,
+        "status": RUN_FAILED,
+        "started_at": started.isoformat(),
+        "finished_at": finished.isoformat(),
+        "resources": {k: empty(k, FAILED) for k in CONTRACT_KINDS},
+        "errors": [error],
+        "stored": False,
+    }
 
 
 def status_of(outcomes: Iterable[str], *, fatal: bool = False) -> str:

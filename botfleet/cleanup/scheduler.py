@@ -15,12 +15,21 @@ import contextlib
 import logging
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from botfleet.cleanup.breaker import Breakers, apply_observation, engine_dependency, observe_report
-from botfleet.cleanup.service import is_database_error
+from botfleet.cleanup.failures import is_database_error
+from botfleet.cleanup.ticks import (
+    TICK_FAILED,
+    TICK_LOCKED,
+    TICK_OUTSIDE_WINDOW,
+    TICK_RAN,
+    TICK_SKIPPED,
+    Tick,
+    database_errors,
+    outcome_of,
+)
 from botfleet.cleanup.timing import (
     NextRun,
     Outcome,
@@ -30,12 +39,9 @@ from botfleet.cleanup.timing import (
     next_run,
 )
 from botfleet.config import Settings
-from botfleet.constants import (
-    DEPENDENCY_DATABASE,
-    RUN_FAILED,
-    TRIGGER_SCHEDULE,
-)
+from botfleet.constants import DEPENDENCY_DATABASE, TRIGGER_SCHEDULE
 from botfleet.errors import CleanupInProgress
+from botfleet.store.models import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -45,15 +51,11 @@ STOP_TIMEOUT_SECONDS = 8.0
 # After an unexpected error in the loop itself, wait this long before trying again.
 LOOP_ERROR_PAUSE_SECONDS = 5.0
 
-TICK_RAN = "ran"
-TICK_FAILED = "failed"
-TICK_LOCKED = "locked"
-TICK_SKIPPED = "skipped"
-TICK_OUTSIDE_WINDOW = "outside_window"
-
 
 class CleanupRunner(Protocol):
     """What the scheduler needs of :class:`botfleet.cleanup.service.CleanupService`."""
+
+    current_run_id: str | None  # the run this process holds the lock for, if any
 
     async def run(
         self,
@@ -67,71 +69,8 @@ class CleanupRunner(Protocol):
     def request_stop(self) -> None: ...
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-@dataclass(frozen=True)
-class Tick:
-    """What one scheduled cycle did."""
-
-    kind: str  # ran | failed | locked | skipped | outside_window
-    at: datetime
-    report: dict[str, Any] | None = None
-    reason: str | None = None
-    outcome: Outcome = field(default_factory=Outcome)
-
-    @property
-    def status(self) -> str | None:
-        return str(self.report.get("status")) if self.report else None
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "at": self.at.isoformat(),
-            "kind": self.kind,
-            "run_id": self.report.get("run_id") if self.report else None,
-            "status": self.status,
-            "reason": self.reason,
-        }
-
-
-def outcome_of(report: dict[str, Any], *, hit_time_limit: bool) -> Outcome:
-    """Classify a run report for timing: failed, empty, or backlogged (more work waiting)."""
-    # A database stage that failed leaves its work undone even when the run is only partial
-    # (e.g. a lock timeout): retry it soon. A dead engine is the breakers' business instead.
-    failed = report.get("status") == RUN_FAILED or bool(database_errors(report))
-    resources = report.get("resources") or {}
-    found = sum(int(r.get("found") or 0) for r in resources.values() if isinstance(r, dict))
-    return Outcome(
-        failed=failed,
-        empty=not failed and found == 0,
-        backlog=not failed and (hit_time_limit or hit_deletion_cap(report)),
-    )
-
-
-def database_errors(report: dict[str, Any]) -> list[str]:
-    """First lines of the report's database errors (not interruptions by a stop request)."""
-    return [
-        str(e.get("message", "")).splitlines()[0] if e.get("message") else "error"
-        for e in report.get("errors") or []
-        if isinstance(e, dict) and e.get("dependency") == DEPENDENCY_DATABASE
-    ]
-
-
-def hit_deletion_cap(report: dict[str, Any]) -> bool:
-    """Did a stage stop at CLEANUP_MAX_DELETIONS? The service says so in a stage or an error."""
-    resources = report.get("resources") or {}
-    for stage in resources.values():
-        if isinstance(stage, dict) and (stage.get("capped") or stage.get("cap_reached")):
-            return True
-    for error in report.get("errors") or []:
-        if isinstance(error, dict) and "max_deletions" in str(error.get("message", "")).lower():
-            return True
-    return False
-
-
 class Scheduler:
-    """Runs scheduled cleanups; an app :class:`~botfleet.app.Component` (``start``/``stop``)."""
+    """Runs scheduled cleanups; an app :class:`~botfleet.services.Component`."""
 
     def __init__(
         self,
@@ -337,23 +276,25 @@ class Scheduler:
 
     def leader(self) -> bool:
         """Does this replica hold the cleanup lock right now (a run of its own, any trigger)?"""
-        if hasattr(self._service, "current_run_id"):
-            return getattr(self._service, "current_run_id", None) is not None
-        return self._in_run
+        return self._service.current_run_id is not None
 
     def status(self) -> dict[str, Any]:
-        s = self.settings
-        mode = "off" if not s.cleanup_enabled else ("dry_run" if s.cleanup_dry_run else "active")
+        settings = self.settings
+        mode = (
+            "off"
+            if not settings.cleanup_enabled
+            else ("dry_run" if settings.cleanup_dry_run else "active")
+        )
         return {
             "next_run_at": self.next.at.isoformat() if self.next else None,
             "next_run_reason": self.next.reason if self.next else None,
             "consecutive_failures": self.streaks.failures,
             "breakers": self.breakers.snapshot(),
             "leader": self.leader(),
-            "window": s.cleanup_window,
-            "timezone": s.cleanup_timezone,
+            "window": settings.cleanup_window,
+            "timezone": settings.cleanup_timezone,
             "mode": mode,
-            "adaptive": s.cleanup_adaptive,
+            "adaptive": settings.cleanup_adaptive,
             "scheduled_run_in_progress": self._in_run,
             "last_tick": self.last_tick.summary() if self.last_tick else None,
         }

@@ -2,60 +2,55 @@
 
 The report is stored on the run's ``cleanup_runs`` row, logged as one line with the run id, and
 handed to every observer (the Prometheus metrics). Stages fail alone: a dead engine or a failing
-stage makes the run ``partial`` and the others still run; only what committed is counted.
+stage makes the run ``partial`` and the others still run; only what committed is counted. The
+run itself (:mod:`botfleet.cleanup.run`) is handed a :class:`~botfleet.cleanup.context.
+RunContext` and a :class:`~botfleet.cleanup.plan.Plan`, never this service.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable, Collection, Iterable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from botfleet.cleanup import report as rpt
-from botfleet.cleanup.execute import (
-    Governor,
-    Progress,
-)
+from botfleet.cleanup.context import Progress, RunContext, RunLimits, RunRequest
+from botfleet.cleanup.failures import error_entry
 from botfleet.cleanup.lock import CleanupLock, lock_for
-from botfleet.cleanup.plan import (
-    Plan,
-    parse_only,
-)
+from botfleet.cleanup.orphans import orphans_view
+from botfleet.cleanup.plan import Plan, parse_only
 from botfleet.cleanup.policy import Policy
 from botfleet.cleanup.predicates import Dialect
-from botfleet.cleanup.stages import PauseHook, Run, error_entry
-from botfleet.cleanup.stages import is_database_error as is_database_error  # the scheduler's
-from botfleet.config import Settings
-from botfleet.constants import (
-    RUN_ABANDONED,
-    RUN_FAILED,
-    RUN_RUNNING,
-    TRIGGER_CLI,
-    TRIGGER_MANUAL,
-    TRIGGER_SCHEDULE,
+from botfleet.cleanup.report import bare_report, run_report, summary_line
+from botfleet.cleanup.run import PauseHook, Run
+from botfleet.cleanup.run_history import run_detail, runs_page, status_view
+from botfleet.cleanup.run_records import (
+    abandon_stale,
+    finish_run,
+    load_plan,
+    record_run,
+    running_run_id,
 )
-from botfleet.errors import CleanupInProgress, InvalidInput, PlanNotFound
+from botfleet.cleanup.timing import FixedBatch, Governor
+from botfleet.config import Settings
+from botfleet.constants import TRIGGER_CLI, TRIGGER_MANUAL, TRIGGER_SCHEDULE
+from botfleet.errors import CleanupInProgress, InvalidInput
 from botfleet.pagination import Page, PageRequest
 from botfleet.runtime.fleet import Fleet
-from botfleet.store.models import CleanupRun
-from botfleet.store.session import SessionFactory
+from botfleet.store.models import utcnow
+from botfleet.store.session import create_session_factory
 
 log = logging.getLogger(__name__)
 
-Observer = Callable[[dict[str, Any]], Any]
+Observer = Callable[[Mapping[str, Any]], None]
 TRIGGERS = (TRIGGER_SCHEDULE, TRIGGER_MANUAL, TRIGGER_CLI)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class CleanupService:
@@ -65,7 +60,7 @@ class CleanupService:
         self,
         *,
         settings: Settings,
-        sessions: SessionFactory,
+        db: AsyncEngine,
         fleet: Fleet,
         observers: Sequence[Observer] = (),
         governor: Governor | None = None,
@@ -73,39 +68,44 @@ class CleanupService:
         policy: Policy | None = None,
     ) -> None:
         self.settings = settings
-        self.sessions = sessions
-        self.fleet = fleet
         self.observers = list(observers)
-        self.governor = governor
         self.policy = policy or Policy.from_settings(settings)
-        self.clock = clock
-        self.dialect = Dialect(postgres=not settings.is_sqlite)
+        self.ctx = RunContext(
+            db=db,
+            sessions=create_session_factory(db),
+            fleet=fleet,
+            dialect=Dialect(postgres=not settings.is_sqlite),
+            clock=clock,
+            # Without the scheduler's adaptive governor: CLEANUP_BATCH_SIZE, always.
+            governor=governor or FixedBatch(settings.cleanup_batch_size),
+            stop=asyncio.Event(),
+            limits=RunLimits.from_settings(settings),
+        )
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
         self.current_run_id: str | None = None
-        self._stop = asyncio.Event()
+
+    @property
+    def clock(self) -> Callable[[], datetime]:
+        return self.ctx.clock
+
+    @clock.setter
+    def clock(self, clock: Callable[[], datetime]) -> None:
+        """A new clock for the runs to come (a test freezing time); a run in progress keeps
+        the context it was handed."""
+        self.ctx = replace(self.ctx, clock=clock)
 
     # --- control -------------------------------------------------------------------------------
     def request_stop(self) -> None:
         """End the current run after its batch (``partial``, ``interrupted``); if none is
         running, the next run stops at its first checkpoint. Consumed by the run it ends."""
-        self._stop.set()
+        self.ctx.stop.set()
 
     @property
     def stop_requested(self) -> bool:
-        return self._stop.is_set()
+        return self.ctx.stop.is_set()
 
     def _lock(self) -> CleanupLock:
         return lock_for(self.settings)
-
-    async def _running_run_id(self) -> str | None:
-        async with self.sessions() as session:
-            run_id = await session.scalar(
-                select(CleanupRun.id)
-                .where(CleanupRun.status == RUN_RUNNING)
-                .order_by(CleanupRun.started_at.desc())
-                .limit(1)
-            )
-        return str(run_id) if run_id else None
 
     async def mark_abandoned(self) -> int:
         """Runs left ``running`` by a dead process become ``abandoned`` (at start-up). Only when
@@ -114,24 +114,9 @@ class CleanupService:
         if not await lock.acquire():
             return 0
         try:
-            return await self._abandon_stale()
+            return await abandon_stale(self.ctx.sessions, self.clock())
         finally:
             await lock.release()
-
-    async def _abandon_stale(self) -> int:
-        async with self.sessions() as session, session.begin():
-            result = await session.execute(
-                update(CleanupRun)
-                .where(CleanupRun.status == RUN_RUNNING)
-                .values(status=RUN_ABANDONED, finished_at=self.clock())
-                .returning(CleanupRun.id, CleanupRun.owner)
-            )
-            stale = result.all()
-        for run_id, owner in stale:
-            log.warning(
-                "cleanup run %s (owner %s) was left running; marked abandoned", run_id, owner
-            )
-        return len(stale)
 
     # --- a run ---------------------------------------------------------------------------------
     async def run(
@@ -153,196 +138,124 @@ class CleanupService:
         stages = parse_only(only)
         stored = await self.load_plan(plan_id) if plan_id is not None else None
         run_id = uuid.uuid4()
-        started = self.clock()
+        request = RunRequest(
+            run_id,
+            trigger,
+            actor,
+            dry_run,
+            self.clock(),
+            only=stages,
+            skip_engines=frozenset(skip_engines),
+            progress=progress,
+        )
         lock = self._lock()
         try:
             got = await lock.acquire()
         except Exception as exc:
             log.error("cleanup could not take its lock: %s", exc)
-            report = self._bare_report(
-                run_id, trigger, actor, dry_run, started, error_entry("lock", exc)
-            )
-            await self._notify(report)
-            return report
+            return self._not_begun(request, error_entry("lock", exc))
         if not got:
-            raise CleanupInProgress(await self._running_run_id())
+            raise CleanupInProgress(await running_run_id(self.ctx.sessions))
         # The run's interval in cleanup_runs starts once it holds the lock: intervals of runs
         # never overlap (rule 5), and that is checkable from the table alone.
-        started = self.clock()
+        request.started = self.clock()
         try:
-            return await self._locked_run(
-                run_id,
-                lock,
-                trigger,
-                actor,
-                dry_run,
-                stages,
-                stored,
-                pause_hook,
-                frozenset(skip_engines),
-                progress,
-                started,
-            )
+            return await self._locked_run(request, lock, stored, pause_hook)
         finally:
-            self._stop.clear()
+            self.ctx.stop.clear()
             await lock.release()
 
     async def load_plan(self, plan_id: str | uuid.UUID) -> Plan:
-        try:
-            key = plan_id if isinstance(plan_id, uuid.UUID) else uuid.UUID(str(plan_id))
-        except ValueError:
-            raise InvalidInput(
-                "plan_id", f"accepts a run id (UUID); got {str(plan_id)[:60]!r}"
-            ) from None
-        async with self.sessions() as session:
-            row = await session.get(CleanupRun, key)
-        if row is None or not row.dry_run or not row.plan:
-            raise PlanNotFound(plan_id)
-        plan = Plan.from_json(row.plan)
-        if plan.instance != self.settings.botfleet_instance:
-            raise InvalidInput(
-                "plan_id",
-                f"plan {plan_id} was made for instance {plan.instance!r}, "
-                f"this is {self.settings.botfleet_instance!r}",
-            )
-        return plan
+        """A stored dry run's plan (:func:`~botfleet.cleanup.run_records.load_plan`)."""
+        return await load_plan(self.ctx.sessions, plan_id, self.settings.botfleet_instance)
 
-    def _bare_report(
-        self,
-        run_id: uuid.UUID,
-        trigger: str,
-        actor: str,
-        dry_run: bool,
-        started: datetime,
-        error: dict[str, Any],
-    ) -> dict[str, Any]:
-        """A run that could not begin (database down): failed, with the reason, never stored."""
-        return {
-            "run_id": str(run_id),
-            "plan_id": None,
-            "dry_run": dry_run,
-            "trigger": trigger,
-            "actor": actor,
-            "status": RUN_FAILED,
-            "started_at": started.isoformat(),
-            "finished_at": self.clock().isoformat(),
-            "resources": {k: rpt.empty(k, rpt.FAILED) for k in rpt.CONTRACT_KINDS},
-            "errors": [error],
-            "stored": False,
-        }
+    def _not_begun(self, request: RunRequest, error: dict[str, Any]) -> dict[str, Any]:
+        report = bare_report(
+            run_id=request.run_id,
+            dry_run=request.dry_run,
+            trigger=request.trigger,
+            actor=request.actor,
+            started=request.started,
+            finished=self.clock(),
+            error=error,
+        )
+        self._notify(report)
+        return report
 
     async def _locked_run(
         self,
-        run_id: uuid.UUID,
+        request: RunRequest,
         lock: CleanupLock,
-        trigger: str,
-        actor: str,
-        dry_run: bool,
-        only: frozenset[str] | None,
         stored: Plan | None,
         pause_hook: PauseHook | None,
-        skip_engines: frozenset[str],
-        progress: Progress | None,
-        started: datetime,
     ) -> dict[str, Any]:
+        run_id = request.run_id
         try:
             # We hold the lock, so nothing else is running: a `running` row is a dead one's.
-            await self._abandon_stale()
-            async with self.sessions() as session, session.begin():
-                session.add(
-                    CleanupRun(
-                        id=run_id,
-                        trigger=trigger,
-                        actor=actor[:200],
-                        dry_run=dry_run,
-                        status=RUN_RUNNING,
-                        started_at=started,
-                        owner=self.owner,
-                    )
-                )
+            await abandon_stale(self.ctx.sessions, self.clock())
+            await record_run(self.ctx.sessions, request, self.owner)
         except Exception as exc:
             log.error("cleanup could not record its run: %s", exc)
-            report = self._bare_report(
-                run_id, trigger, actor, dry_run, started, error_entry("run", exc)
-            )
-            await self._notify(report)
-            return report
+            return self._not_begun(request, error_entry("run", exc))
         self.current_run_id = str(run_id)
-        run = Run(self, run_id, lock, actor, dry_run, only, stored, skip_engines, progress)
+        plan = stored or Plan.fresh(
+            str(run_id),
+            now=self.clock(),
+            instance=self.settings.botfleet_instance,
+            policy=self.policy,
+        )
+        run = Run(self.ctx, plan, request, lock)
         try:
-            resources, errors, fatal = await run.execute(pause_hook)
+            fatal = await run.execute(pause_hook)
         except Exception as exc:
             # A bug or a failing pause hook: the run still ends with a stored report.
             log.exception("cleanup run %s failed unexpectedly", run_id)
-            resources, errors, fatal = run.resources(), [*run.errors, error_entry("run", exc)], True
+            run.found.errors.append(error_entry("run", exc))
+            fatal = True
         except asyncio.CancelledError:
             # Cancelled from outside (a stop that timed out): record what is known, then go.
-            errors = [*run.errors, {"stage": "run", "message": "cancelled"}]
-            report = self._report(run, trigger, actor, dry_run, started, run.resources(), errors)
-            report["status"] = rpt.status_of(
-                (r["outcome"] for r in report["resources"].values()), fatal=True
-            )
-            await asyncio.shield(self._finish(run_id, report, run.plan))
+            run.found.errors.append({"stage": "run", "message": "cancelled"})
+            report = self._report(request, run, fatal=True)
+            await asyncio.shield(self._finish(run_id, report, run.made))
             self.current_run_id = None
             raise
         finally:
             await asyncio.shield(run.close())
-        report = self._report(run, trigger, actor, dry_run, started, resources, errors)
-        report["status"] = rpt.status_of((r["outcome"] for r in resources.values()), fatal=fatal)
-        stored_ok = await self._finish(run_id, report, run.plan)
-        if not stored_ok:
+        report = self._report(request, run, fatal=fatal)
+        if not await self._finish(run_id, report, run.made):
             report["stored"] = False
         self.current_run_id = None
         log.info(
             "cleanup run %s %s%s: %s",
             run_id,
             report["status"],
-            " (dry run)" if dry_run else "",
-            rpt.summary_line(report),
+            " (dry run)" if request.dry_run else "",
+            summary_line(report),
             # The whole report is stored and served (GET /admin/cleanup/runs/{id}); the line
             # carries what an operator scans logs for.
-            extra={"run_id": str(run_id), "status": report["status"], "trigger": trigger},
+            extra={"run_id": str(run_id), "status": report["status"], "trigger": request.trigger},
         )
-        await self._notify(report)
+        self._notify(report)
         return report
 
-    def _report(
-        self,
-        run: Run,
-        trigger: str,
-        actor: str,
-        dry_run: bool,
-        started: datetime,
-        resources: dict[str, dict[str, Any]],
-        errors: list[dict[str, Any]],
-    ) -> dict[str, Any]:
-        return {
-            "run_id": str(run.run_id),
-            "plan_id": run.plan.id if run.plan else None,
-            "dry_run": dry_run,
-            "trigger": trigger,
-            "actor": actor,
-            "status": None,  # set by the caller, which knows whether the run ended early
-            "started_at": started.isoformat(),
-            "finished_at": self.clock().isoformat(),
-            "instance": self.settings.botfleet_instance,
-            "resources": resources,
-            "errors": errors,
-        }
+    def _report(self, request: RunRequest, run: Run, *, fatal: bool) -> dict[str, Any]:
+        return run_report(
+            run_id=request.run_id,
+            plan_id=run.made.id if run.made else None,
+            dry_run=request.dry_run,
+            trigger=request.trigger,
+            actor=request.actor,
+            started=request.started,
+            finished=self.clock(),
+            instance=self.settings.botfleet_instance,
+            resources=run.resources(),
+            errors=list(run.found.errors),
+            fatal=fatal,
+        )
 
     async def _finish(self, run_id: uuid.UUID, report: dict[str, Any], plan: Plan | None) -> bool:
         try:
-            async with self.sessions() as session, session.begin():
-                await session.execute(
-                    update(CleanupRun)
-                    .where(CleanupRun.id == run_id)
-                    .values(
-                        status=report["status"],
-                        finished_at=datetime.fromisoformat(report["finished_at"]),
-                        report=report,
-                        plan=plan.to_json() if plan else None,
-                    )
-                )
+            await finish_run(self.ctx.sessions, run_id, report, plan)
         except Exception as exc:
             # The next start-up marks the row abandoned; the report still goes out.
             log.error("cleanup run %s: storing the report failed: %s", run_id, exc)
@@ -350,56 +263,33 @@ class CleanupService:
             return False
         return True
 
-    async def _notify(self, report: dict[str, Any]) -> None:
+    def _notify(self, report: dict[str, Any]) -> None:
         for observer in self.observers:
             try:
-                result = observer(report)
-                if inspect.isawaitable(result):
-                    await result
+                observer(report)
             except Exception:
                 log.exception("cleanup observer %r failed; the run is unaffected", observer)
 
     # --- read-only views -----------------------------------------------------------------------
     async def status(self) -> dict[str, Any]:
-        from botfleet.cleanup.history import last_report
-
-        s = self.settings
-        async with self.sessions() as session:
-            last = await last_report(session)
-        return {
-            "enabled": s.cleanup_enabled,
-            "dry_run": s.cleanup_dry_run,
-            "container_cleanup_enabled": s.container_cleanup_enabled,
-            "retention_days": s.bot_retention_days,
-            "result_retention_days": s.result_retention_days,
-            "interval_hours": s.cleanup_interval_hours,
-            "grace_minutes": s.container_cleanup_grace_minutes,
-            "batch_size": s.cleanup_batch_size,
-            "max_deletions": s.cleanup_max_deletions,
-            "policy_rules": len(self.policy.rules),
-            "instance": s.botfleet_instance,
-            "engines": self.fleet.names,
-            "running": await self._running_run_id(),
-            "last_run": last,
-            "next_run_at": None,
-        }
+        """Mode, retention, limits, the running run and the last report."""
+        return await status_view(
+            self.ctx.sessions,
+            self.settings,
+            policy_rules=len(self.policy.rules),
+            engines=self.ctx.fleet.names,
+        )
 
     async def orphans(self, *, limit: int = 100) -> dict[str, Any]:
         """What is orphaned now, per kind, with what protects the rest (reason and age)."""
-        from botfleet.cleanup.history import orphans_view
-
-        return await orphans_view(self, limit=limit)
+        return await orphans_view(self.ctx, self.policy, limit=limit)
 
     async def runs(self, page: PageRequest, *, status: str | None = None) -> Page[dict[str, Any]]:
         """Run history, newest first."""
-        from botfleet.cleanup.history import runs_page
-
-        async with self.sessions() as session:
+        async with self.ctx.sessions() as session:
             return await runs_page(session, page, status=status)
 
     async def get_run(self, run_id: uuid.UUID, audit: PageRequest) -> dict[str, Any]:
         """One run's report and plan, with a page of its audit records."""
-        from botfleet.cleanup.history import run_detail
-
-        async with self.sessions() as session:
+        async with self.ctx.sessions() as session:
             return await run_detail(session, run_id, audit)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, time, timedelta
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from botfleet.config import Settings
@@ -190,6 +191,38 @@ def next_run(
     return _place(now, delay, reason, cfg, rng)
 
 
+class Governor(Protocol):
+    """Batch sizing: asked before every batch, told after; ``pause_seconds`` is how long the
+    batch loop waits before the next batch (live traffic goes first)."""
+
+    pause_seconds: float
+
+    def next_size(self) -> int: ...
+
+    def observe(self, seconds: float, rows: int) -> None: ...
+
+
+@dataclass
+class FixedBatch:
+    """CLEANUP_ADAPTIVE=false: ``CLEANUP_BATCH_SIZE`` rows per transaction, never a pause."""
+
+    size: int
+    pause_seconds: float = 0.0
+
+    def next_size(self) -> int:
+        return self.size
+
+    def observe(self, seconds: float, rows: int) -> None:
+        return None
+
+
+def governor_for(settings: Settings) -> Governor:
+    """Adaptive batches (CLEANUP_ADAPTIVE, the default) or fixed ones."""
+    if settings.cleanup_adaptive:
+        return BatchGovernor(max_size=settings.cleanup_batch_size)
+    return FixedBatch(settings.cleanup_batch_size)
+
+
 @dataclass
 class BatchGovernor:
     """Adapts the executor's batch size to how busy the database looks.
@@ -215,11 +248,6 @@ class BatchGovernor:
         self.min_size = min(self.min_size, self.max_size)
         self.size = self.size or self.max_size
 
-    @classmethod
-    def from_settings(cls, settings: Settings) -> BatchGovernor | None:
-        """None when CLEANUP_ADAPTIVE=false: fixed batches, no pauses."""
-        return cls(max_size=settings.cleanup_batch_size) if settings.cleanup_adaptive else None
-
     @property
     def busy(self) -> bool:
         return self.size < self.max_size
@@ -236,3 +264,18 @@ class BatchGovernor:
             self.pause_seconds = 0.0
             if seconds <= self.fast_seconds and rows >= self.size:
                 self.size = min(self.max_size, self.size * 2)
+
+
+def longest_gap_seconds(settings: Settings) -> float:
+    """How long the scheduler may wait between runs: alerts compare against twice this."""
+    gap = timedelta(hours=settings.cleanup_interval_hours)
+    if settings.cleanup_adaptive:
+        # Runs that find nothing stretch the interval up to CLEANUP_MAX_INTERVAL_HOURS.
+        gap = max(gap, timedelta(hours=settings.cleanup_max_interval_hours))
+    bounds = settings.window_bounds
+    if bounds is not None:
+        # A run due while the window is closed waits for it to open again.
+        start, end = (datetime.combine(datetime.min.date(), t) for t in bounds)
+        closed = (start - end) % timedelta(days=1)
+        gap += closed
+    return gap.total_seconds()

@@ -10,188 +10,31 @@ progress, bad input).
 
 from __future__ import annotations
 
-import asyncio
-import getpass
 import json
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from botfleet.cli.common import fail, settings_or_exit
+from botfleet.cli.cleanup_backends import EXIT_NOT_RUN, backend_for
+from botfleet.cli.common import fail
 from botfleet.cli.schedule import schedule as schedule_command
-from botfleet.config import Settings
-from botfleet.constants import TRIGGER_CLI
 from botfleet.errors import BotfleetError, CleanupInProgress
 
 app = typer.Typer(no_args_is_help=True, help="Plan, run and inspect cleanups.")
 # `botfleet cleanup schedule` lives in botfleet/cli/schedule.py and is registered at the end.
 
 EXIT_BY_STATUS = {"succeeded": 0, "partial": 1, "failed": 2}
-EXIT_NOT_RUN = 3
-T = TypeVar("T")
 
 SERVER = typer.Option(False, "--server", help="Call the HTTP API instead of running in-process.")
 URL = typer.Option(None, "--url", help="The server for --server [default: MAIN_SERVER_URL].")
 JSON = typer.Option(False, "--json", help="Print JSON.")
 err = Console(stderr=True)
 out = Console()
-
-
-# --- where the work happens: in this process, or on the server --------------------------------
-class Local:
-    """The cleanup service in this process: the same code path as the server's."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.actor = f"cli:{_user()}"
-
-    def _call(self, fn: Callable[[Any], Awaitable[T]]) -> T:
-        async def go() -> T:
-            from botfleet.cleanup.service import CleanupService
-            from botfleet.runtime.fleet import Fleet
-            from botfleet.store.session import create_engine, create_session_factory
-
-            db = create_engine(self.settings)
-            fleet = Fleet.from_settings(self.settings)
-            try:
-                service = CleanupService(
-                    settings=self.settings, sessions=create_session_factory(db), fleet=fleet
-                )
-                return await fn(service)
-            finally:
-                await fleet.close()
-                await db.dispose()
-
-        return asyncio.run(go())
-
-    def run(
-        self,
-        *,
-        dry_run: bool,
-        only: str | None,
-        plan_id: str | None,
-        progress: Callable[[str, int, int], None] | None,
-    ) -> dict[str, Any]:
-        return self._call(
-            lambda s: s.run(
-                trigger=TRIGGER_CLI,
-                actor=self.actor,
-                dry_run=dry_run,
-                only=only,
-                plan_id=plan_id,
-                progress=progress,
-            )
-        )
-
-    def planned(self, plan_id: str) -> dict[str, int]:
-        async def found(service: Any) -> dict[str, int]:
-            plan = await service.load_plan(plan_id)
-            return dict(plan.found)
-
-        return self._call(found)
-
-    def status(self) -> dict[str, Any]:
-        return self._call(lambda s: s.status())
-
-    def orphans(self, limit: int) -> dict[str, Any]:
-        return self._call(lambda s: s.orphans(limit=limit))
-
-    def runs(self, limit: int, cursor: str | None, status: str | None) -> dict[str, Any]:
-        from botfleet.pagination import PageRequest
-
-        async def page(service: Any) -> dict[str, Any]:
-            result = await service.runs(PageRequest(limit=limit, cursor=cursor), status=status)
-            return {"items": result.items, "total": result.total, "next_cursor": result.next_cursor}
-
-        return self._call(page)
-
-    def show(self, run_id: str, audit_limit: int) -> dict[str, Any]:
-        import uuid
-
-        from botfleet.errors import InvalidInput
-        from botfleet.pagination import PageRequest
-
-        try:
-            key = uuid.UUID(run_id)
-        except ValueError:
-            raise InvalidInput("run_id", f"accepts a run id (UUID); got {run_id!r}") from None
-        return self._call(lambda s: s.get_run(key, PageRequest(limit=audit_limit)))
-
-
-class Remote:
-    """The same operations through the server's admin API."""
-
-    def __init__(self, settings: Settings, url: str | None) -> None:
-        from botfleet.cli.client import ServerClient
-
-        # A run answers when it is done: allow as long as a run may take.
-        self.client = ServerClient.from_settings(
-            settings, url=url, timeout=settings.cleanup_max_run_seconds + 60
-        )
-
-    def call(self, method: str, path: str, params: dict[str, Any] | None = None) -> Any:
-        return self.client.request(method, path, params=params)
-
-    def run(
-        self,
-        *,
-        dry_run: bool,
-        only: str | None,
-        plan_id: str | None,
-        progress: Callable[[str, int, int], None] | None,
-    ) -> dict[str, Any]:
-        params = {"dry_run": str(dry_run).lower(), "only": only, "plan_id": plan_id}
-        result: dict[str, Any] = self.call("POST", "/admin/cleanup", params)
-        return result
-
-    def planned(self, plan_id: str) -> dict[str, int]:
-        detail = self.call("GET", f"/admin/cleanup/runs/{plan_id}", {"audit_limit": 1})
-        plan = detail.get("plan") or {}
-        if not detail.get("dry_run") or not plan:
-            fail(f"plan {plan_id} not found (plans come from dry runs)", EXIT_NOT_RUN)
-        return {str(k): int(v) for k, v in plan.get("found", {}).items()}
-
-    def status(self) -> dict[str, Any]:
-        result: dict[str, Any] = self.call("GET", "/admin/cleanup/status")
-        return result
-
-    def orphans(self, limit: int) -> dict[str, Any]:
-        result: dict[str, Any] = self.call("GET", "/admin/cleanup/orphans", {"limit": limit})
-        return result
-
-    def runs(self, limit: int, cursor: str | None, status: str | None) -> dict[str, Any]:
-        params = {"limit": limit, "cursor": cursor, "status": status}
-        result: dict[str, Any] = self.call("GET", "/admin/cleanup/runs", params)
-        return result
-
-    def show(self, run_id: str, audit_limit: int) -> dict[str, Any]:
-        params = {"audit_limit": audit_limit}
-        result: dict[str, Any] = self.call("GET", f"/admin/cleanup/runs/{run_id}", params)
-        return result
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
-
-
-def _backend(server: bool, url: str | None) -> Local | Remote:
-    settings = settings_or_exit()
-    if not server:
-        return Local(settings)
-    from botfleet.cli.client import ClientError
-
-    try:
-        return Remote(settings, url)
-    except ClientError as exc:
-        fail(str(exc), EXIT_NOT_RUN)
 
 
 @contextmanager
@@ -271,18 +114,16 @@ def run(
     as_json: bool = JSON,
 ) -> None:
     """Run a cleanup: a dry run by default; --execute deletes (after asking, unless --yes)."""
-    backend = _backend(server, url)
+    backend = backend_for(server, url)
     with _errors():
         if not dry_run and not yes:
-            if plan is None:
-                preview = backend.run(dry_run=True, only=only, plan_id=None, progress=None)
-                if not as_json:
-                    _print_report(preview)
-                found = {k: int(v["found"]) for k, v in preview["resources"].items()}
-                plan = str(preview["plan_id"])
-            else:
-                found = backend.planned(plan)
-                err.print(f"plan {plan}: " + ", ".join(f"{k} {v}" for k, v in found.items()))
+            # The plan to confirm: a new dry run's, or a stored one as it matches now (the
+            # server checks the id and re-selects within the plan).
+            preview = backend.run(dry_run=True, only=only, plan_id=plan, progress=None)
+            if not as_json:
+                _print_report(preview)
+            found = {k: int(v["found"]) for k, v in preview["resources"].items()}
+            plan = str(preview["plan_id"])
             total = sum(found.values())
             if total == 0:
                 err.print("nothing to delete")
@@ -311,7 +152,7 @@ def run(
 @app.command()
 def status(server: bool = SERVER, url: str = URL, as_json: bool = JSON) -> None:
     """The service's state: mode, retention, the running run, the last report."""
-    backend = _backend(server, url)
+    backend = backend_for(server, url)
     with _errors():
         data = backend.status()
     if as_json:
@@ -334,7 +175,7 @@ def orphans(
     as_json: bool = JSON,
 ) -> None:
     """What is orphaned right now, and what still protects it (grace, running, retention)."""
-    backend = _backend(server, url)
+    backend = backend_for(server, url)
     with _errors():
         data = backend.orphans(limit)
     if as_json:
@@ -371,7 +212,7 @@ def runs(
     as_json: bool = JSON,
 ) -> None:
     """Run history, newest first."""
-    backend = _backend(server, url)
+    backend = backend_for(server, url)
     with _errors():
         data = backend.runs(limit, cursor, status_)
     if as_json:
@@ -404,7 +245,7 @@ def show(
     as_json: bool = JSON,
 ) -> None:
     """One run: its report and what it deleted (the audit records)."""
-    backend = _backend(server, url)
+    backend = backend_for(server, url)
     with _errors():
         data = backend.show(run_id, audit_limit)
     if as_json:

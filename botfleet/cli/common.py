@@ -7,8 +7,9 @@ from typing import NoReturn
 
 import typer
 
-from botfleet.config import ConfigError, Settings, load_settings
+from botfleet.config import ConfigError, Settings
 from botfleet.logs import configure_logging
+from botfleet.startup import checked_settings
 
 EXIT_CONFIG = 2
 
@@ -21,7 +22,7 @@ def fail(message: str, code: int = 1) -> NoReturn:
 def settings_or_exit() -> Settings:
     """Settings from the environment; on a bad value print one line and exit 2."""
     try:
-        settings = load_settings()
+        settings = checked_settings()
     except ConfigError as exc:
         print(f"botfleet: {exc}", file=sys.stderr)
         raise typer.Exit(EXIT_CONFIG) from None

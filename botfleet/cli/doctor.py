@@ -16,17 +16,39 @@ from rich.console import Console
 from rich.markup import escape
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from botfleet import diagnosis as dx
 from botfleet.backlog import Backlog, measure
+from botfleet.cleanup.timing import longest_gap_seconds
 from botfleet.config import Settings
 from botfleet.constants import RUN_RUNNING
-from botfleet.metrics import longest_gap_seconds
+from botfleet.diagnosis.gather import (
+    gather_database,
+    gather_engine,
+    gather_lock_holders,
+    gather_runs,
+    gather_status,
+    reason_of,
+)
+from botfleet.diagnosis.judges import (
+    FAIL,
+    OK,
+    SKIP,
+    WARN,
+    Check,
+    judge_backlog,
+    judge_breakers,
+    judge_database,
+    judge_engine,
+    judge_lock,
+    judge_migration,
+    judge_mode,
+    judge_runs,
+)
 from botfleet.runtime.fleet import Fleet
 from botfleet.store.migrate import current_revision, head_revision
 from botfleet.store.session import create_engine, create_session_factory
 
 EXIT_ATTENTION = 1
-_STYLE = {dx.OK: "green", dx.WARN: "yellow", dx.FAIL: "bold red", dx.SKIP: "dim"}
+_STYLE = {OK: "green", WARN: "yellow", FAIL: "bold red", SKIP: "dim"}
 
 
 def doctor(
@@ -54,46 +76,46 @@ def doctor(
 
 async def diagnose(
     settings: Settings, *, server: str | None, now: datetime | None = None
-) -> list[dx.Check]:
+) -> list[Check]:
     now = now or datetime.now(UTC)
     gap = timedelta(seconds=longest_gap_seconds(settings))
     db = create_engine(settings)
     fleet = Fleet.from_settings(settings)
-    checks = [dx.judge_mode(settings.cleanup_enabled, settings.cleanup_dry_run)]
+    checks = [judge_mode(settings.cleanup_enabled, settings.cleanup_dry_run)]
     try:
-        db_error = await dx.gather_database(db)
-        checks.append(dx.judge_database(db_error, _safe_url(settings)))
+        db_error = await gather_database(db)
+        checks.append(judge_database(db_error, _safe_url(settings)))
         schema_ok = False
         if db_error is None:
             try:
                 current = await current_revision(db)
             except Exception as exc:
-                migration = dx.Check("migrations", dx.FAIL, f"cannot read: {dx.reason_of(exc)}")
+                migration = Check("migrations", FAIL, f"cannot read: {reason_of(exc)}")
             else:
-                migration = dx.judge_migration(current, head_revision(settings))
+                migration = judge_migration(current, head_revision(settings))
             checks.append(migration)
-            schema_ok = migration.verdict == dx.OK
-        engines = await asyncio.gather(*(dx.gather_engine(fleet, n) for n in fleet.names))
+            schema_ok = migration.verdict == OK
+        engines = await asyncio.gather(*(gather_engine(fleet, n) for n in fleet.names))
         for name, (version, error) in zip(fleet.names, engines, strict=True):
-            checks.append(dx.judge_engine(name, version, error))
+            checks.append(judge_engine(name, version, error))
         if schema_ok:
             try:
                 checks.extend(await _store_checks(settings, db, now, gap))
             except Exception as exc:
-                checks.append(dx.Check("last runs", dx.FAIL, f"cannot read: {dx.reason_of(exc)}"))
+                checks.append(Check("last runs", FAIL, f"cannot read: {reason_of(exc)}"))
         if server is None:
-            checks.append(dx.judge_breakers(None, None, url=""))
+            checks.append(judge_breakers(None, None, url=""))
         else:
-            status, error = await dx.gather_status(server, _token(settings))
-            checks.append(dx.judge_breakers(status, error, url=server))
+            status, error = await gather_status(server, _token(settings))
+            checks.append(judge_breakers(status, error, url=server))
         if schema_ok:
             backlog: Backlog | None = None
             backlog_error = None
             try:
                 backlog = await measure(create_session_factory(db), fleet, settings, now=now)
             except Exception as exc:
-                backlog_error = dx.reason_of(exc)
-            checks.append(dx.judge_backlog(backlog, backlog_error, gap=gap))
+                backlog_error = reason_of(exc)
+            checks.append(judge_backlog(backlog, backlog_error, gap=gap))
     finally:
         await fleet.close()
         await db.dispose()
@@ -102,18 +124,18 @@ async def diagnose(
 
 async def _store_checks(
     settings: Settings, db: AsyncEngine, now: datetime, gap: timedelta
-) -> list[dx.Check]:
+) -> list[Check]:
     """The cleanup lock and the last runs: both read the store."""
-    runs = await dx.gather_runs(create_session_factory(db))
+    runs = await gather_runs(create_session_factory(db))
     try:
-        holders, lock_error = await dx.gather_lock_holders(settings, db), None
+        holders, lock_error = await gather_lock_holders(settings, db), None
     except Exception as exc:
-        holders, lock_error = [], dx.reason_of(exc)
+        holders, lock_error = [], reason_of(exc)
     running = [r for r in runs if r.status == RUN_RUNNING]
     max_run = timedelta(seconds=settings.cleanup_max_run_seconds)
     return [
-        dx.judge_lock(holders, running, now=now, max_run=max_run, error=lock_error),
-        dx.judge_runs(
+        judge_lock(holders, running, now=now, max_run=max_run, error=lock_error),
+        judge_runs(
             runs,
             now=now,
             gap=gap,
@@ -123,7 +145,7 @@ async def _store_checks(
     ]
 
 
-def render(checks: list[dx.Check]) -> None:
+def render(checks: list[Check]) -> None:
     """One line per check, its evidence indented below, and the next step after an arrow."""
     console = Console(highlight=False, soft_wrap=True)
     width = max(len(c.name) for c in checks) + 2

@@ -31,18 +31,15 @@ EXIT_BY_STATUS = {"succeeded": 0, "partial": 1, "failed": 2}
 async def _scheduler(settings: Settings) -> AsyncIterator[Scheduler]:
     from botfleet.cleanup.scheduler import Scheduler
     from botfleet.cleanup.service import CleanupService
-    from botfleet.cleanup.timing import BatchGovernor
+    from botfleet.cleanup.timing import governor_for
     from botfleet.runtime.fleet import Fleet
-    from botfleet.store.session import create_engine, create_session_factory
+    from botfleet.store.session import create_engine
 
     db = create_engine(settings)
     fleet = Fleet.from_settings(settings)
     try:
         service = CleanupService(
-            settings=settings,
-            sessions=create_session_factory(db),
-            fleet=fleet,
-            governor=BatchGovernor.from_settings(settings),
+            settings=settings, db=db, fleet=fleet, governor=governor_for(settings)
         )
         yield Scheduler(settings=settings, service=service, engines=fleet.names)
     finally:
@@ -52,7 +49,7 @@ async def _scheduler(settings: Settings) -> AsyncIterator[Scheduler]:
 
 async def _once(settings: Settings) -> int:
     from botfleet.cleanup.report import summary_line
-    from botfleet.cleanup.scheduler import TICK_FAILED, TICK_RAN
+    from botfleet.cleanup.ticks import TICK_FAILED, TICK_RAN
 
     async with _scheduler(settings) as scheduler:
         tick = await scheduler.tick(respect_window=True)

@@ -1,12 +1,16 @@
-"""The container-engine Protocol that bots and the cleanup service program against.
+"""The container-engine Protocol: the one door through which bots, the reconciler and the
+cleanup service reach an engine.
 
 The Docker adapter (``docker.py``) implements it; unit tests of pure logic may use a small
-in-memory fake of the same shape. Every method is async: blocking SDK calls run in threads.
+in-memory fake of the same shape. Nothing outside ``runtime/`` asks which class it holds.
+Every method is async but :meth:`ContainerEngine.open_events` (a blocking stream, read in a
+thread) and the ``check`` of :meth:`ContainerEngine.remove_verified` (called in the engine's
+own thread, between the last look at the container and its removal).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, runtime_checkable
@@ -54,6 +58,14 @@ class ContainerInfo:
         )
 
 
+class EventStream(Protocol):
+    """A blocking iterator of engine events; ``close()`` from another thread ends it."""
+
+    def __iter__(self) -> Iterator[Mapping[str, object]]: ...
+
+    def close(self) -> None: ...
+
+
 @runtime_checkable
 class ContainerEngine(Protocol):
     """One container engine. ``name`` is what a bot records in its ``engine`` column."""
@@ -73,8 +85,9 @@ class ContainerEngine(Protocol):
     async def stop(self, container_id: str, timeout: float = 10) -> None:
         """Stop (not remove) a container; a missing or already stopped one is fine."""
 
-    async def inspect(self, container_id: str) -> ContainerInfo | None:
-        """The container's current state, or None if it no longer exists."""
+    async def inspect(self, container_id: str, *, size: bool = False) -> ContainerInfo | None:
+        """The container's current state, or None if it no longer exists; ``size`` asks the
+        engine for its writable layer's size (``size_bytes``), which costs the engine time."""
 
     async def list_managed(self, instance: str) -> list[ContainerInfo]:
         """All containers (any state) that carry this instance's labels, re-checked client-side."""
@@ -82,22 +95,16 @@ class ContainerEngine(Protocol):
     async def remove(self, container_id: str) -> None:
         """Remove one stopped container; never forced, never its volumes."""
 
-    async def close(self) -> None: ...
-
-
-class EventStream(Protocol):
-    """A blocking iterator of engine events; ``close()`` from another thread ends it."""
-
-    def __iter__(self) -> Iterator[Mapping[str, object]]: ...
-
-    def close(self) -> None: ...
-
-
-@runtime_checkable
-class EventSource(Protocol):
-    """An engine that can report container events (optional: polling covers the rest)."""
-
-    name: str
+    async def remove_verified(
+        self, container_id: str, check: Callable[[ContainerInfo | None], str | None]
+    ) -> ContainerInfo | str:
+        """Inspect, ask ``check`` (None: go ahead; a str: the reason not to), then remove,
+        with nothing between the last look at the container and its removal but ``check``.
+        Returns what was removed, or the reason it was not; raises
+        :class:`~botfleet.errors.ContainerConflict` if the engine refuses (e.g. it runs)."""
 
     def open_events(self, instance: str) -> EventStream:
-        """Container events of this instance's containers, from now on (blocking call)."""
+        """This instance's container events from now on (a blocking call: run it in a thread);
+        :class:`~botfleet.errors.EngineUnavailable` if the engine cannot stream them."""
+
+    async def close(self) -> None: ...

@@ -1,8 +1,8 @@
 """One Docker Engine, driven through the ``docker`` SDK with every blocking call in a thread.
 
 The calls a cleanup makes per container (inspect, remove) and the listing go over plain HTTP
-(:mod:`botfleet.runtime.wire`) when the engine is reachable that way. Connection problems become
-:class:`EngineUnavailable`; a container that vanished is ``None`` or a no-op, never an error.
+(:mod:`botfleet.runtime.docker_http`) when the engine is reachable that way. Connection problems
+become :class:`EngineUnavailable`; a container that vanished is ``None`` or a no-op, never an error.
 Removal is never forced and never touches volumes (safety rule 2).
 """
 
@@ -24,19 +24,20 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.transport import UnixHTTPAdapter
 
 from botfleet.constants import LABEL_INSTANCE, LABEL_MANAGED
-from botfleet.errors import ContainerFailed, EngineUnavailable, ImageNotAvailable
+from botfleet.errors import (
+    ContainerConflict,
+    ContainerFailed,
+    EngineUnavailable,
+    ImageNotAvailable,
+)
 from botfleet.runtime.base import ContainerInfo, ContainerSpec, EventStream
-from botfleet.runtime.wire import CONNECTION_ERRORS, EngineAnswer, Wire, container_path
+from botfleet.runtime.docker_http import CONNECTION_ERRORS, EngineAnswer, EngineHttp, container_path
 
 T = TypeVar("T")
 LOCAL_ENGINE = "local"
 _NEVER = "0001-01-01T00:00:00Z"
 # A container summary's Status reads "Exited (137) 5 seconds ago"; inspect is not needed for it.
 _EXITED_RE = re.compile(r"^Exited \((-?\d+)\)")
-
-
-class ContainerConflict(Exception):
-    """The engine refused an operation because of the container's state (e.g. it is running)."""
 
 
 class ImageMissing(ImageNotAvailable):
@@ -74,7 +75,7 @@ class DockerEngine:
         self._timeout = timeout
         self._plain_http = plain_http
         self._client: docker.DockerClient | None = None
-        self._wire: Wire | None = None
+        self._http: EngineHttp | None = None
         self._lock = threading.Lock()
         self._threads: ThreadPoolExecutor | None = None
 
@@ -90,7 +91,7 @@ class DockerEngine:
                     self._client = docker.from_env(timeout=int(self._timeout))
                 _one_pool_per_socket(self._client)
                 if self._plain_http:
-                    self._wire = Wire.for_client(self._client.api, self._timeout)
+                    self._http = EngineHttp.for_client(self._client.api, self._timeout)
             return self._client
 
     async def _call(self, fn: Callable[[docker.DockerClient], T]) -> T:
@@ -176,10 +177,10 @@ class DockerEngine:
         filters = {"label": [f"{LABEL_MANAGED}=true", f"{LABEL_INSTANCE}={instance}"]}
 
         def list_(client: docker.DockerClient) -> list[ContainerInfo]:
-            wire = self._wire
-            if wire is not None:
+            http = self._http
+            if http is not None:
                 query = {"all": "1", "filters": json.dumps(filters)}
-                rows = self._plainly(lambda: wire.get_json("/containers/json", query)) or []
+                rows = self._plainly(lambda: http.get_json("/containers/json", query)) or []
             else:
                 rows = client.api.containers(all=True, filters=filters)
             return [_summary_to_info(self.name, row) for row in rows]
@@ -213,11 +214,11 @@ class DockerEngine:
     def _inspect(
         self, client: docker.DockerClient, container_id: str, size: bool
     ) -> ContainerInfo | None:
-        wire = self._wire
-        if wire is not None:
+        http = self._http
+        if http is not None:
             params = {"size": "1"} if size else None
             path = container_path(container_id, "/json")
-            found = self._plainly(lambda: wire.get_json(path, params))
+            found = self._plainly(lambda: http.get_json(path, params))
             return None if found is None else _to_info(self.name, found)
         try:
             if size:
@@ -233,10 +234,10 @@ class DockerEngine:
 
     def _remove(self, client: docker.DockerClient, container_id: str) -> None:
         """Never forced, never with volumes; gone already is fine; running is a conflict."""
-        wire = self._wire
-        if wire is not None:
+        http = self._http
+        if http is not None:
             try:
-                self._plainly(lambda: wire.delete(container_path(container_id)))
+                self._plainly(lambda: http.delete(container_path(container_id)))
             except EngineAnswer as exc:
                 if exc.status == 409:
                     raise ContainerConflict(exc.message) from exc
@@ -252,7 +253,7 @@ class DockerEngine:
             raise
 
     def open_events(self, instance: str) -> EventStream:
-        """A stream of this instance's container events (blocking; run it in a thread)."""
+        """This instance's container events (blocking; run it in a thread)."""
         filters = {"type": "container", "label": [f"{LABEL_INSTANCE}={instance}"]}
         try:
             stream: EventStream = self._connect().events(decode=True, filters=filters)
@@ -272,10 +273,10 @@ class DockerEngine:
     async def close(self) -> None:
         with self._lock:
             client, self._client = self._client, None
-            wire, self._wire = self._wire, None
+            http, self._http = self._http, None
             threads, self._threads = self._threads, None
-        if wire is not None:
-            wire.close()
+        if http is not None:
+            http.close()
         if client is not None:
             await asyncio.to_thread(client.close)
         if threads is not None:
@@ -285,8 +286,8 @@ class DockerEngine:
 class _OnePoolAdapter(UnixHTTPAdapter):
     """docker-py keys its unix-socket connection pools by the whole URL, so every container id
     in a path (``/containers/<id>/json``) gets a pool, and a new socket, of its own. One pool per
-    socket instead: connections are reused across containers (bench/containers: 0.71 → 0.61 ms
-    of client CPU per inspect, and no connect/close per container)."""
+    socket instead: connections are reused across containers, with no connect/close per
+    container (BENCHMARKS.md, "Figures behind the code")."""
 
     def get_connection(self, url: str | bytes, proxies: Any = None) -> Any:
         return super().get_connection("http+docker://localhost", proxies)

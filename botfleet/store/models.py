@@ -115,7 +115,7 @@ class Bot(Base):
         ),
         Index("ix_bots_status", "status"),
         # The cleanup's counts: soft-deleted bots in id order, with deleted_at, read index-only
-        # in a merge against ix_results_bot_id (cleanup/keyranges.py).
+        # in a merge against ix_results_bot_id (cleanup/result_slices.py).
         Index(
             "ix_bots_deleted_id",
             "id",

@@ -212,7 +212,13 @@ async def test_a_purged_bots_audit_record_identifies_it_and_never_shows_its_env(
     (record,) = detail.json()["audit"]["items"]
     snapshot = record["snapshot"]
     assert set(snapshot) == {
-        "name", "image", "labels", "container_id", "created_at", "deleted_at", "results_deleted"
+        "name",
+        "image",
+        "labels",
+        "container_id",
+        "created_at",
+        "deleted_at",
+        "results_deleted",
     }
     assert snapshot["name"] == "audited-bot" and snapshot["labels"] == {"team": "payments"}
     assert snapshot["results_deleted"] == 2

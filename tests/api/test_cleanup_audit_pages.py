@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from botfleet.cleanup.history import run_detail
+from botfleet.cleanup.run_history import run_detail
 from botfleet.config import Settings
 from botfleet.pagination import PageRequest
 from tests.support.store import Store, store

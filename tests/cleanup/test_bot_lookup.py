@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from botfleet.cleanup import containers
-from botfleet.cleanup.containers import BotLookup
+from botfleet.cleanup import bot_lookup, container_removal
+from botfleet.cleanup.bot_lookup import BotLookup
 from tests.support.store import Store, store
 
 __all__ = ["store"]
@@ -22,13 +22,13 @@ async def test_concurrent_look_ups_share_queries_and_get_their_own_rows(
     live = await store.bot()
     gone = await store.bot(deleted_at=datetime.now(UTC) - timedelta(days=3))
     queries: list[int] = []
-    real = containers.bot_records
+    real = bot_lookup.bot_records
 
     async def counting(sessions: Any, ids: Any) -> Any:
         queries.append(len(list(ids)))
         return await real(sessions, ids)
 
-    monkeypatch.setattr(containers, "bot_records", counting)
+    monkeypatch.setattr(bot_lookup, "bot_records", counting)
     lookup = BotLookup(store.sessions)
     asked = [str(live), str(gone), str(uuid.uuid4()), "not-a-uuid", None] * 8
     answers = await asyncio.gather(*(lookup.get(a) for a in asked))
@@ -45,7 +45,7 @@ async def test_a_failed_query_fails_every_waiting_look_up_and_the_next_one_retri
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bot = await store.bot()
-    real = containers.bot_records
+    real = bot_lookup.bot_records
     calls = 0
 
     async def flaky(sessions: Any, ids: Any) -> Any:
@@ -55,7 +55,7 @@ async def test_a_failed_query_fails_every_waiting_look_up_and_the_next_one_retri
             raise RuntimeError("database gone")
         return await real(sessions, ids)
 
-    monkeypatch.setattr(containers, "bot_records", flaky)
+    monkeypatch.setattr(bot_lookup, "bot_records", flaky)
     lookup = BotLookup(store.sessions)
     outcomes = await asyncio.gather(
         *(lookup.get(str(bot)) for _ in range(5)), return_exceptions=True
@@ -74,18 +74,18 @@ def test_a_removal_thread_that_gets_no_bot_answer_removes_nothing(
 
     answered: concurrent.futures.Future[Any] = concurrent.futures.Future()
     answered.set_result(None)
-    assert containers._wait_for(answered) is None
+    assert container_removal._wait_for(answered) is None
 
-    monkeypatch.setattr(containers, "BOT_CHECK_TIMEOUT_SECONDS", 0.05)
+    monkeypatch.setattr(container_removal, "BOT_CHECK_TIMEOUT_SECONDS", 0.05)
     hung: concurrent.futures.Future[Any] = concurrent.futures.Future()
-    with pytest.raises(containers._BotCheckFailed, match="timed out"):
-        containers._wait_for(hung)
+    with pytest.raises(container_removal._BotCheckFailed, match="timed out"):
+        container_removal._wait_for(hung)
     assert hung.cancelled()
 
     cancelled: concurrent.futures.Future[Any] = concurrent.futures.Future()
     cancelled.cancel()
-    with pytest.raises(containers._BotCheckFailed, match="cancelled"):
-        containers._wait_for(cancelled)
+    with pytest.raises(container_removal._BotCheckFailed, match="cancelled"):
+        container_removal._wait_for(cancelled)
 
 
 async def test_the_sqlite_reader_answers_each_read_as_committed_at_that_moment(
@@ -94,7 +94,7 @@ async def test_the_sqlite_reader_answers_each_read_as_committed_at_that_moment(
     from sqlalchemy import text, update
     from sqlalchemy.ext.asyncio import create_async_engine
 
-    from botfleet.cleanup.bot_reader import SqliteBotReader
+    from botfleet.cleanup.bot_lookup import SqliteBotReader
     from botfleet.store.models import Bot
 
     memory = create_async_engine("sqlite+aiosqlite:///:memory:")
@@ -127,12 +127,12 @@ async def test_the_sqlite_reader_answers_each_read_as_committed_at_that_moment(
 def test_a_bot_read_that_fails_is_a_failed_check_not_an_answer(tmp_path: Any) -> None:
     """A database file the reader cannot open (moved, permissions) fails the check: the removal
     gives up (the container stays), it never reads "no such bot" from an error."""
-    from botfleet.cleanup.bot_reader import SqliteBotReader
+    from botfleet.cleanup.bot_lookup import SqliteBotReader
 
     reader = SqliteBotReader(tmp_path / "missing.db")
     try:
-        with pytest.raises(containers._BotCheckFailed, match="OperationalError"):
-            containers._read(reader, str(uuid.uuid4()))
+        with pytest.raises(container_removal._BotCheckFailed, match="OperationalError"):
+            container_removal._read(reader, str(uuid.uuid4()))
     finally:
         reader.close()
     assert not (tmp_path / "missing.db").exists()  # read-only: never created
@@ -143,7 +143,7 @@ def test_a_bot_read_never_waits_for_a_connection_another_thread_holds(tmp_path: 
     import sqlite3
     import threading
 
-    from botfleet.cleanup.bot_reader import SqliteBotReader
+    from botfleet.cleanup.bot_lookup import SqliteBotReader
 
     path = tmp_path / "b.db"
     with sqlite3.connect(path) as raw:

@@ -9,6 +9,7 @@ import pytest
 
 from botfleet.cleanup.policy import Policy, PolicyError, is_held, load_policy_file, parse_rules
 from botfleet.config import ConfigError, load_settings
+from botfleet.startup import checked_settings
 from tests.conftest import TEST_TOKEN
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
@@ -107,10 +108,10 @@ def test_an_empty_file_has_no_rules(tmp_path: Path) -> None:
     assert parse_rules({"rules": []}) == ()
 
 
-def test_a_bad_file_stops_the_settings_with_one_line(tmp_path: Path) -> None:
+def test_a_bad_file_stops_the_start_up_with_one_line(tmp_path: Path) -> None:
     path = write(tmp_path, "rules:\n  - match: {a: b}\n  - bot_retention_days: -3\n")
     with pytest.raises(ConfigError) as caught:
-        load_settings(_env_file=None, admin_token=TEST_TOKEN, cleanup_policy_file=str(path))
+        checked_settings(_env_file=None, admin_token=TEST_TOKEN, cleanup_policy_file=str(path))
     message = str(caught.value)
     assert message.startswith("invalid CLEANUP_POLICY_FILE=")
     assert "rule 1: sets neither" in message

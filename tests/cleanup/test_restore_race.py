@@ -47,6 +47,8 @@ async def test_restore_between_selection_and_delete_keeps_bot_and_results(
 class OneAtATime:
     """A governor of one row per batch, counting the batches it saw commit."""
 
+    pause_seconds = 0.0
+
     def __init__(self) -> None:
         self.batches = 0
 
@@ -130,7 +132,7 @@ async def test_postgres_delete_restates_its_condition_under_a_concurrent_restore
 
     import asyncpg
 
-    from botfleet.cleanup import execute
+    from botfleet.cleanup import purge_bots
     from botfleet.store.migrate import upgrade
     from tests.conftest import make_settings
 
@@ -139,7 +141,7 @@ async def test_postgres_delete_restates_its_condition_under_a_concurrent_restore
         async def too_sparse(*_args: Any) -> None:
             return None
 
-        monkeypatch.setattr(execute.HeapWalk, "start", too_sparse)
+        monkeypatch.setattr(purge_bots.HeapWalk, "start", too_sparse)
     settings = make_settings(database_url=fresh_pg_database, botfleet_instance=instance)
     await upgrade(settings)
     store = Store(settings)
@@ -192,9 +194,9 @@ async def test_a_restore_after_the_last_inspect_and_before_the_bot_check_keeps_t
 ) -> None:
     """The narrowest window: the restore commits in the removal's own thread, after the
     container's last inspect, just before its bot is read. On a SQLite file that read is the
-    removal's own (cleanup/bot_reader.py); on PostgreSQL a query that starts after the request."""
-    from botfleet.cleanup import containers as stage
-    from botfleet.cleanup.bot_reader import SqliteBotReader
+    removal's own (cleanup/bot_lookup.py); on PostgreSQL a query that starts after the request."""
+    from botfleet.cleanup import bot_lookup, container_selection
+    from botfleet.cleanup.bot_lookup import SqliteBotReader
 
     now = datetime.now(UTC)
     bot = await store.bot(deleted_at=now - days(1))
@@ -214,7 +216,7 @@ async def test_a_restore_after_the_last_inspect_and_before_the_bot_check_keeps_t
 
         monkeypatch.setattr(SqliteBotReader, "get", restore_then_read)
     else:
-        real_records = stage.bot_records
+        real_records = bot_lookup.bot_records
 
         async def restore_then_query(sessions: Any, ids: Any) -> Any:
             reads.append("loop")
@@ -222,7 +224,9 @@ async def test_a_restore_after_the_last_inspect_and_before_the_bot_check_keeps_t
                 await store.restore(bot)
             return await real_records(sessions, ids)
 
-        monkeypatch.setattr(stage, "bot_records", restore_then_query)
+        # The selection's read and the removal's look-up, wherever each module took it from.
+        monkeypatch.setattr(container_selection, "bot_records", restore_then_query)
+        monkeypatch.setattr(bot_lookup, "bot_records", restore_then_query)
     service = make_service(settings, store, Clock(finished + timedelta(minutes=5)))
     report = await service.run(trigger="cli", actor="cli:test", dry_run=False, only="containers")
     result = report["resources"]["containers"]

@@ -14,13 +14,13 @@ import httpx
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from botfleet.cleanup.scheduler import (
+from botfleet.cleanup.scheduler import Scheduler
+from botfleet.cleanup.ticks import (
     TICK_FAILED,
     TICK_LOCKED,
     TICK_OUTSIDE_WINDOW,
     TICK_RAN,
     TICK_SKIPPED,
-    Scheduler,
 )
 from botfleet.config import Settings
 from botfleet.errors import CleanupInProgress
@@ -53,6 +53,7 @@ class FakeService:
         self.calls: list[dict[str, Any]] = []
         self.stop_requests = 0
         self.stopped = asyncio.Event()
+        self.current_run_id: str | None = None
 
     async def run(self, **kwargs: Any) -> dict[str, Any]:
         self.calls.append(kwargs)
@@ -60,7 +61,11 @@ class FakeService:
         if isinstance(result, BaseException):
             raise result
         if callable(result):
-            return await result()
+            self.current_run_id = "fake"  # it holds the lock while it runs
+            try:
+                return await result()
+            finally:
+                self.current_run_id = None
         return result
 
     def request_stop(self) -> None:
@@ -392,7 +397,6 @@ async def test_the_scheduler_alone_purges_deleted_bots(
     kept += await store.seed_bots(2, deleted_ago=None, results_per_bot=2)
     app, ctx = await started_app(settings)
     try:
-
         scheduler = app.state.services.scheduler
 
         async def purged() -> bool:

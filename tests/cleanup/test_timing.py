@@ -11,11 +11,13 @@ import pytest
 
 from botfleet.cleanup.timing import (
     BatchGovernor,
+    FixedBatch,
     Outcome,
     Streaks,
     TimingConfig,
     Window,
     first_run,
+    governor_for,
     next_run,
     retry_delay,
 )
@@ -271,8 +273,10 @@ def test_governor_grows_back_on_fast_full_batches() -> None:
 
 
 def test_governor_from_settings() -> None:
-    governor = BatchGovernor.from_settings(make_settings(cleanup_batch_size=50))
-    assert governor is not None and governor.next_size() == 50 and governor.min_size == 1
-    assert BatchGovernor.from_settings(make_settings(cleanup_adaptive=False)) is None
+    governor = governor_for(make_settings(cleanup_batch_size=50))
+    assert isinstance(governor, BatchGovernor)
+    assert governor.next_size() == 50 and governor.min_size == 1
+    fixed = governor_for(make_settings(cleanup_adaptive=False, cleanup_batch_size=70))
+    assert isinstance(fixed, FixedBatch) and fixed.next_size() == 70 and fixed.pause_seconds == 0
     with pytest.raises(ValueError, match="max_size"):
         BatchGovernor(max_size=0)

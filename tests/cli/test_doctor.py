@@ -15,11 +15,26 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from botfleet import diagnosis as dx
 from botfleet.backlog import Backlog
 from botfleet.cleanup.lock import lock_for
 from botfleet.cli.main import app as cli
 from botfleet.config import Settings
+from botfleet.diagnosis.gather import flock_holders
+from botfleet.diagnosis.judges import (
+    FAIL,
+    OK,
+    RUNS_SHOWN,
+    SKIP,
+    WARN,
+    LockHolder,
+    RunRow,
+    judge_backlog,
+    judge_breakers,
+    judge_lock,
+    judge_migration,
+    judge_mode,
+    judge_runs,
+)
 from botfleet.store.models import CleanupRun
 from botfleet.store.session import create_engine, create_session_factory
 from tests.conftest import TEST_TOKEN
@@ -28,10 +43,10 @@ from tests.servers import free_port, live_server
 NOW = datetime(2030, 1, 10, 12, 0, tzinfo=UTC)
 
 
-def run_row(status: str, minutes_ago: float, errors: list[str] | None = None) -> dx.RunRow:
+def run_row(status: str, minutes_ago: float, errors: list[str] | None = None) -> RunRow:
     started = NOW - timedelta(minutes=minutes_ago)
     finished = None if status == "running" else started + timedelta(seconds=3)
-    return dx.RunRow(
+    return RunRow(
         str(uuid.uuid4()),
         "schedule",
         "schedule",
@@ -48,93 +63,93 @@ def run_row(status: str, minutes_ago: float, errors: list[str] | None = None) ->
 @pytest.mark.parametrize(
     ("current", "head", "verdict", "hint"),
     [
-        ("0002", "0002", dx.OK, ""),
-        (None, "0002", dx.FAIL, "db upgrade"),
-        ("0001", "0002", dx.FAIL, "db upgrade"),
+        ("0002", "0002", OK, ""),
+        (None, "0002", FAIL, "db upgrade"),
+        ("0001", "0002", FAIL, "db upgrade"),
     ],
 )
 def test_migration_verdicts(current: str | None, head: str, verdict: str, hint: str) -> None:
-    check = dx.judge_migration(current, head)
+    check = judge_migration(current, head)
     assert check.verdict == verdict and hint in check.next_step
 
 
 @pytest.mark.parametrize(
     ("runs", "verdict", "words"),
     [
-        ([], dx.WARN, "no cleanup has run yet"),
-        ([run_row("succeeded", 10)], dx.OK, "last run succeeded"),
+        ([], WARN, "no cleanup has run yet"),
+        ([run_row("succeeded", 10)], OK, "last run succeeded"),
         (
             [run_row("partial", 10, ["engine b: timeout"]), run_row("succeeded", 400)],
-            dx.WARN,
+            WARN,
             "engine b: timeout",
         ),
         (
             [run_row("failed", 5, ["db down"]), run_row("succeeded", 400)],
-            dx.WARN,
+            WARN,
             "1 failed run(s)",
         ),
         (
             [run_row("failed", 5, ["db down"]), run_row("abandoned", 300), run_row("failed", 600)],
-            dx.FAIL,
+            FAIL,
             "db down",
         ),
-        ([run_row("succeeded", 60 * 24 * 3)], dx.WARN, "twice the scheduling gap"),
-        ([run_row("running", 1), run_row("succeeded", 30)], dx.OK, "last run succeeded"),
+        ([run_row("succeeded", 60 * 24 * 3)], WARN, "twice the scheduling gap"),
+        ([run_row("running", 1), run_row("succeeded", 30)], OK, "last run succeeded"),
     ],
 )
-def test_run_verdicts(runs: list[dx.RunRow], verdict: str, words: str) -> None:
-    check = dx.judge_runs(runs, now=NOW, gap=timedelta(hours=6), threshold=3, enabled=True)
+def test_run_verdicts(runs: list[RunRow], verdict: str, words: str) -> None:
+    check = judge_runs(runs, now=NOW, gap=timedelta(hours=6), threshold=3, enabled=True)
     assert check.verdict == verdict, check
     assert words in check.detail
-    assert len(check.lines) == min(len(runs), dx.RUNS_SHOWN)
+    assert len(check.lines) == min(len(runs), RUNS_SHOWN)
 
 
 def test_lock_verdicts() -> None:
-    holder = dx.LockHolder(4242, "botfleet-cleanup-lock from 10.0.0.7")
+    holder = LockHolder(4242, "botfleet-cleanup-lock from 10.0.0.7")
     hour = timedelta(hours=1)
-    assert dx.judge_lock([], [], now=NOW, max_run=hour).verdict == dx.OK
-    busy = dx.judge_lock([holder], [run_row("running", 5)], now=NOW, max_run=hour)
-    assert busy.verdict == dx.OK and "in progress" in busy.detail
+    assert judge_lock([], [], now=NOW, max_run=hour).verdict == OK
+    busy = judge_lock([holder], [run_row("running", 5)], now=NOW, max_run=hour)
+    assert busy.verdict == OK and "in progress" in busy.detail
     assert "held by pid 4242 (botfleet-cleanup-lock from 10.0.0.7)" in busy.lines[0]
-    stuck = dx.judge_lock([holder], [run_row("running", 120)], now=NOW, max_run=hour)
-    assert stuck.verdict == dx.WARN and "2.0h" in stuck.detail
-    ghost = dx.judge_lock([], [run_row("running", 5)], now=NOW, max_run=hour)
-    assert ghost.verdict == dx.WARN and "nobody holds the lock" in ghost.detail
-    orphan = dx.judge_lock([holder], [], now=NOW, max_run=hour)
-    assert orphan.verdict == dx.WARN and "no run is recorded" in orphan.detail
+    stuck = judge_lock([holder], [run_row("running", 120)], now=NOW, max_run=hour)
+    assert stuck.verdict == WARN and "2.0h" in stuck.detail
+    ghost = judge_lock([], [run_row("running", 5)], now=NOW, max_run=hour)
+    assert ghost.verdict == WARN and "nobody holds the lock" in ghost.detail
+    orphan = judge_lock([holder], [], now=NOW, max_run=hour)
+    assert orphan.verdict == WARN and "no run is recorded" in orphan.detail
 
 
 def test_breaker_verdicts() -> None:
     closed = {"breakers": {"database": {"state": "closed"}, "engine:local": {"state": "closed"}}}
-    assert dx.judge_breakers(closed, None, url="u").verdict == dx.OK
+    assert judge_breakers(closed, None, url="u").verdict == OK
     nested = {
         "scheduler": {
             "breakers": {"engine:b": {"state": "open", "since": "t", "last_error": "boom"}}
         }
     }
-    check = dx.judge_breakers(nested, None, url="u")
-    assert check.verdict == dx.FAIL and "engine:b: open since t; last error: boom" in check.lines
+    check = judge_breakers(nested, None, url="u")
+    assert check.verdict == FAIL and "engine:b: open since t; last error: boom" in check.lines
     half = {"breakers": {"database": {"state": "half_open"}}}
-    assert dx.judge_breakers(half, None, url="u").verdict == dx.WARN
-    assert dx.judge_breakers(None, None, url="u").verdict == dx.SKIP
-    down = dx.judge_breakers(None, "ConnectError", url="http://x")
-    assert down.verdict == dx.WARN and "http://x" in down.detail
+    assert judge_breakers(half, None, url="u").verdict == WARN
+    assert judge_breakers(None, None, url="u").verdict == SKIP
+    down = judge_breakers(None, "ConnectError", url="http://x")
+    assert down.verdict == WARN and "http://x" in down.detail
 
 
 def test_backlog_verdicts() -> None:
     fine = Backlog(NOW, backlog={"bots": 3}, orphaned={"containers": 1})
-    check = dx.judge_backlog(fine, None, gap=timedelta(hours=6))
-    assert check.verdict == dx.OK and "bots 3" in check.detail and "containers 1" in check.detail
+    check = judge_backlog(fine, None, gap=timedelta(hours=6))
+    assert check.verdict == OK and "bots 3" in check.detail and "containers 1" in check.detail
     late = Backlog(NOW, backlog={"bots": 3}, oldest_age_seconds={"bots": 3 * 86400})
-    assert dx.judge_backlog(late, None, gap=timedelta(hours=6)).verdict == dx.WARN
+    assert judge_backlog(late, None, gap=timedelta(hours=6)).verdict == WARN
     blind = Backlog(NOW, engine_errors=["b: timeout"])
-    assert dx.judge_backlog(blind, None, gap=timedelta(hours=6)).verdict == dx.WARN
+    assert judge_backlog(blind, None, gap=timedelta(hours=6)).verdict == WARN
 
 
 def test_mode_is_context_not_a_fault() -> None:
-    assert "scheduler off" in dx.judge_mode(False, False).detail
-    dry = dx.judge_mode(True, True)
-    assert dry.verdict == dx.OK and "CLEANUP_DRY_RUN=false" in dry.detail
+    assert "scheduler off" in judge_mode(False, False).detail
+    dry = judge_mode(True, True)
+    assert dry.verdict == OK and "CLEANUP_DRY_RUN=false" in dry.detail
     assert not dry.needs_attention
 
 
@@ -149,10 +164,10 @@ def test_flock_holders_are_read_from_proc_locks(tmp_path: Path) -> None:
         f"2: -> FLOCK  ADVISORY  WRITE 99 00:2a:{inode} 0 EOF\n"
         f"3: FLOCK  ADVISORY  WRITE 12 00:2a:{inode + 1} 0 EOF\n"
     )
-    holders = dx.flock_holders(lock, table)
+    holders = flock_holders(lock, table)
     assert [h.pid for h in holders] == [os.getpid()]
     assert holders[0].who.endswith("(this process)")
-    assert dx.flock_holders(tmp_path / "missing", table) == []
+    assert flock_holders(tmp_path / "missing", table) == []
 
 
 # --- the command -----------------------------------------------------------------------------

@@ -19,7 +19,11 @@ def test_serve_on_embedded_default(tmp_path: Path) -> None:
     env.update(PORT=str(port), CLEANUP_ENABLED="false", DOCKER_HOSTS="unix:///nonexistent.sock")
     proc = subprocess.Popen(
         [sys.executable, "-m", "botfleet.cli", "serve"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         healthz = wait_until(

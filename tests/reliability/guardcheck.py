@@ -60,7 +60,7 @@ GUARDS = (
     ),
     Guard(
         "SQL re-check of deleted_at (each batch's DELETE re-states the condition)",
-        "botfleet/cleanup/execute.py",
+        "botfleet/cleanup/purge_bots.py",
         "    DELETE FROM bots b WHERE {which} AND {p.eligible}\n",
         "    DELETE FROM bots b WHERE {which}\n",
         (
@@ -89,7 +89,7 @@ GUARDS = (
     ),
     Guard(
         "live-bot re-check (the bot's row read again right before removal)",
-        "botfleet/cleanup/containers.py",
+        "botfleet/cleanup/container_removal.py",
         "            info, bot, instance=instance,",
         "            info, None, instance=instance,",  # the row read again is not used
         (
@@ -100,7 +100,7 @@ GUARDS = (
     ),
     Guard(
         "lock check (before every batch)",
-        "botfleet/cleanup/stages.py",
+        "botfleet/cleanup/run.py",
         "        if not await self.lock.still_held():\n            raise LockLost()\n",
         "        if False:  # GUARD REMOVED: the lock check\n            raise LockLost()\n",
         (f"{R}/test_lost_lock.py",),

@@ -113,9 +113,7 @@ async def test_churn_loses_nothing_live(
     )
     sweeper = settings.model_copy(update={"bot_retention_days": 0})
     store = Store(sweeper)
-    service = CleanupService(
-        settings=sweeper, sessions=store.sessions, fleet=Fleet.from_settings(sweeper)
-    )
+    service = CleanupService(settings=sweeper, db=store.engine, fleet=Fleet.from_settings(sweeper))
     ledger = Ledger()
     reports: list[dict[str, Any]] = []
     app, ctx = await started_app(settings)

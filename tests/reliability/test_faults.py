@@ -37,7 +37,7 @@ from tests.support.wait import wait_until_async
 
 def service_for(settings: Settings, store: Store, **kw: Any) -> CleanupService:
     return CleanupService(
-        settings=settings, sessions=store.sessions, fleet=Fleet.from_settings(settings), **kw
+        settings=settings, db=store.engine, fleet=Fleet.from_settings(settings), **kw
     )
 
 
@@ -260,7 +260,7 @@ async def test_dockerd_restarted_mid_run(
 
         # The real run: dockerd goes down once two removals are done.
         removed: list[str] = []
-        target = service.fleet.engines[second.url]
+        target = service.ctx.fleet.engines[second.url]
         real_remove = target.remove_verified
 
         async def remove_then_lose_the_daemon(container_id: str, check: Any) -> Any:

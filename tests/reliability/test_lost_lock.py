@@ -45,7 +45,7 @@ async def test_a_lost_lock_stops_the_run_before_its_next_batch(
             "SELECT 1 FROM bots WHERE id = ANY($1::uuid[]) FOR UPDATE", [str(i) for i in later]
         )
         service = CleanupService(
-            settings=settings, sessions=store.sessions, fleet=Fleet.from_settings(settings)
+            settings=settings, db=store.engine, fleet=Fleet.from_settings(settings)
         )
         run = asyncio.create_task(service.run(trigger="schedule", actor="schedule", dry_run=False))
 
@@ -89,7 +89,7 @@ async def test_a_lost_lock_stops_the_run_before_its_next_batch(
         assert stored["status"] == "failed" and stored["report"]["errors"] == report["errors"]
         # The next run, with a lock of its own, finishes the job.
         again = await CleanupService(
-            settings=settings, sessions=store.sessions, fleet=Fleet.from_settings(settings)
+            settings=settings, db=store.engine, fleet=Fleet.from_settings(settings)
         ).run(trigger="schedule", actor="schedule", dry_run=False)
         assert again["status"] == "succeeded", again
         assert await whole(db, first + later, 2) == 8 * BATCH

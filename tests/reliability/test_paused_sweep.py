@@ -102,7 +102,7 @@ async def test_create_restore_and_replace_while_a_run_is_paused(
                     await api.post({**replaced, "token": during["replaced"]["token"]})
 
             service = CleanupService(
-                settings=sweeper, sessions=store.sessions, fleet=Fleet.from_settings(sweeper)
+                settings=sweeper, db=store.engine, fleet=Fleet.from_settings(sweeper)
             )
             report = await service.run(
                 trigger="cli", actor="cli:race", dry_run=False, pause_hook=meanwhile
@@ -197,7 +197,7 @@ async def test_a_restore_that_commits_while_the_batch_waits_wins(
                 lambda: waiting(1), timeout=30, message="the restore to wait on the row"
             )
             service = CleanupService(
-                settings=sweeper, sessions=store.sessions, fleet=Fleet.from_settings(sweeper)
+                settings=sweeper, db=store.engine, fleet=Fleet.from_settings(sweeper)
             )
             run = asyncio.create_task(service.run(trigger="cli", actor="cli:race", dry_run=False))
             await wait_until_async(

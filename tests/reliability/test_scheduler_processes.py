@@ -30,7 +30,7 @@ from botfleet.config import Settings
 from botfleet.runtime.fleet import Fleet
 from botfleet.store.migrate import upgrade_sync
 from botfleet.store.models import Bot, CleanupAudit, Result
-from botfleet.store.session import create_engine, create_session_factory
+from botfleet.store.session import create_engine
 from tests.conftest import make_settings, started_app
 from tests.reliability._serve import AUTH, Serve
 from tests.support.store import Store
@@ -410,9 +410,7 @@ async def test_a_busy_database_shrinks_batches_and_pauses(
     later = await store.seed_bots(200, deleted_ago=timedelta(days=20))
     governor = RecordingGovernor(BatchGovernor(max_size=100, slow_seconds=0.3))
     db = create_engine(settings)
-    service = CleanupService(
-        settings=settings, sessions=create_session_factory(db), fleet=Fleet([]), governor=governor
-    )
+    service = CleanupService(settings=settings, db=db, fleet=Fleet([]), governor=governor)
     # Live traffic holds rows of the second batch for a while: that batch is slow.
     await blocker.execute("BEGIN")
     await blocker.execute(

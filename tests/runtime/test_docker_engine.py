@@ -11,9 +11,14 @@ from typing import Any
 import pytest
 
 from botfleet.constants import LABEL_BOT_ID, LABEL_INSTANCE, LABEL_MANAGED
-from botfleet.errors import ContainerFailed, EngineUnavailable, ImageNotAvailable
-from botfleet.runtime.base import ContainerEngine, ContainerSpec, EventSource
-from botfleet.runtime.docker import ContainerConflict, DockerEngine, parse_docker_time
+from botfleet.errors import (
+    ContainerConflict,
+    ContainerFailed,
+    EngineUnavailable,
+    ImageNotAvailable,
+)
+from botfleet.runtime.base import ContainerEngine, ContainerSpec
+from botfleet.runtime.docker import DockerEngine, parse_docker_time
 from tests.support.wait import wait_until_async
 
 pytestmark = pytest.mark.docker
@@ -45,7 +50,7 @@ async def engine(request: pytest.FixtureRequest, docker_client: Any, sample_imag
 async def test_run_inspect_stop_keep_remove(
     engine: DockerEngine, instance: str, docker_client: Any, cleanup_containers: None
 ) -> None:
-    assert isinstance(engine, ContainerEngine) and isinstance(engine, EventSource)
+    assert isinstance(engine, ContainerEngine)
     info = await engine.run(spec(instance))
     assert info.state == "running" and info.engine == "local"
     assert info.belongs_to(instance) and not info.belongs_to("someone-else")
@@ -173,7 +178,7 @@ async def test_plain_http_carries_the_per_container_calls(
     engine = DockerEngine()
     try:
         info = await engine.run(spec(instance, command=["true"]))
-        wire = engine._wire
+        wire = engine._http
         assert wire is not None and wire.socket_path
         calls: list[str] = []
         real_request = wire.request

@@ -35,12 +35,29 @@ from tests.conftest import make_settings
 
 EXPECTED_COLUMNS = {
     "bots": {
-        "id", "name", "image", "command", "env", "labels", "status", "container_id", "engine",
-        "created_at", "updated_at", "deleted_at",
+        "id",
+        "name",
+        "image",
+        "command",
+        "env",
+        "labels",
+        "status",
+        "container_id",
+        "engine",
+        "created_at",
+        "updated_at",
+        "deleted_at",
     },
     "results": {"id", "bot_id", "created_at", "data"},
     "cleanup_runs": {
-        "id", "trigger", "actor", "dry_run", "status", "started_at", "finished_at", "report",
+        "id",
+        "trigger",
+        "actor",
+        "dry_run",
+        "status",
+        "started_at",
+        "finished_at",
+        "report",
     },
     "cleanup_audit": {"run_id", "kind", "resource_id", "reason", "actor", "snapshot"},
 }
@@ -81,7 +98,10 @@ def test_db_upgrade_creates_the_schema(empty_database: str) -> None:
     env = {**os.environ, "DATABASE_URL": empty_database, "ADMIN_TOKEN": "x" * 40}
     proc = subprocess.run(
         [sys.executable, "-m", "botfleet.cli", "db", "upgrade"],
-        env=env, capture_output=True, text=True, timeout=120,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     columns, indexes, diff = _inspect(empty_database)
@@ -95,7 +115,10 @@ def test_db_upgrade_creates_the_schema(empty_database: str) -> None:
     # Running it again is a no-op (and takes the lock without deadlocking).
     again = subprocess.run(
         [sys.executable, "-m", "botfleet.cli", "db", "upgrade"],
-        env=env, capture_output=True, text=True, timeout=120,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert again.returncode == 0, again.stderr
 
@@ -105,7 +128,10 @@ def test_concurrent_upgrades_do_not_race(empty_database: str) -> None:
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "botfleet.cli", "db", "upgrade"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for _ in range(3)
     ]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from botfleet.api.routes import bots, cleanup, dashboard, health, metrics, results
+
 
 def include_all(app: FastAPI) -> None:
-    from botfleet.api.routes import bots, cleanup, dashboard, health, metrics, results
-
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(bots.router)

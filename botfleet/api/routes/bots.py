@@ -16,7 +16,9 @@ from botfleet.api.schemas.bots import (
     BotOut,
     BotRestored,
 )
-from botfleet.bots import BotFilter, BotService, NewBot
+from botfleet.bot_queries import BotFilter
+from botfleet.bot_spec import NewBot
+from botfleet.bots import BotService
 from botfleet.constants import BOT_STATUSES, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT
 from botfleet.errors import InvalidInput
 from botfleet.pagination import PageRequest

@@ -6,14 +6,12 @@ written, and an omitted ``dry_run`` plans only (the safe default).
 
 from __future__ import annotations
 
-import inspect
 import uuid
 from typing import Any
 
 from fastapi import APIRouter, Query
 
 from botfleet.api.deps import AdminDep, ServicesDep
-from botfleet.cleanup.service import CleanupService
 from botfleet.constants import DEFAULT_PAGE_LIMIT, TRIGGER_MANUAL
 from botfleet.errors import InvalidInput
 from botfleet.pagination import PageRequest
@@ -36,11 +34,6 @@ def parse_dry_run(value: str | None) -> bool:
     raise InvalidInput("dry_run", f"accepts true, false, 1 or 0; got {value[:40]!r}")
 
 
-def _service(services: Any) -> CleanupService:
-    service: CleanupService = services.cleanup
-    return service
-
-
 @router.post("")
 async def run_cleanup(
     services: ServicesDep,
@@ -50,7 +43,7 @@ async def run_cleanup(
     plan_id: str | None = Query(None, description="execute exactly this dry run's plan"),
 ) -> dict[str, Any]:
     """Run a cleanup now and answer with its report (409 with ``run_id`` if one is running)."""
-    return await _service(services).run(
+    return await services.cleanup.run(
         trigger=TRIGGER_MANUAL,
         actor=admin.actor,
         dry_run=parse_dry_run(dry_run),
@@ -62,13 +55,8 @@ async def run_cleanup(
 @router.get("/status")
 async def cleanup_status(services: ServicesDep, _admin: AdminDep) -> dict[str, Any]:
     """Service and scheduler state: mode, retention, the running run, the last report."""
-    status = await _service(services).status()
-    scheduler = services.scheduler
-    if scheduler is not None:
-        extra = scheduler.status()
-        if inspect.isawaitable(extra):
-            extra = await extra
-        status.update(extra or {})
+    status = await services.cleanup.status()
+    status.update(services.scheduler.status())
     return status
 
 
@@ -79,7 +67,7 @@ async def cleanup_orphans(
     limit: int = Query(DEFAULT_PAGE_LIMIT, description="items listed per kind (1-1000)"),
 ) -> dict[str, Any]:
     """What is orphaned right now, per kind, including what grace or running state protects."""
-    return await _service(services).orphans(limit=limit)
+    return await services.cleanup.orphans(limit=limit)
 
 
 @router.get("/runs")
@@ -93,7 +81,7 @@ async def cleanup_runs(
 ) -> dict[str, Any]:
     """Run history, newest first."""
     page = PageRequest(limit=limit, cursor=cursor, offset=offset)
-    result = await _service(services).runs(page, status=status)
+    result = await services.cleanup.runs(page, status=status)
     return {"items": result.items, "total": result.total, "next_cursor": result.next_cursor}
 
 
@@ -111,4 +99,4 @@ async def cleanup_run(
     except ValueError:
         raise InvalidInput("run_id", f"accepts a run id (UUID); got {run_id[:60]!r}") from None
     page = PageRequest(limit=audit_limit, cursor=audit_cursor)
-    return await _service(services).get_run(key, page)
+    return await services.cleanup.get_run(key, page)

@@ -45,10 +45,9 @@ async def post_results(
 ) -> ResultsAccepted:
     """``{"data": …}`` or a list of up to 1000 of them, with the bot's own token."""
     # Unknown tokens count against the address like wrong admin tokens do (429 + Retry-After).
-    limiter = services.extras.get("bot_auth_limiter")
+    limiter = services.bot_auth_limiter
     ip = client_ip(request)
-    if limiter is not None:
-        limiter.check(ip)
+    limiter.check(ip)
     token = bearer_token(request.headers.get("authorization"))
     items = [body.data] if isinstance(body, ResultIn) else [item.data for item in body]
     try:
@@ -56,7 +55,7 @@ async def post_results(
             raise HTTPException(401, "missing bearer token", headers=UNAUTHORIZED_HEADERS)
         accepted = await results.ingest(bot_id, token, items, now=utcnow())
     except (HTTPException, BotTokenInvalid) as exc:
-        if limiter is not None and getattr(exc, "status_code", 401) == 401:
+        if getattr(exc, "status_code", 401) == 401:
             limiter.failed(ip, request.url.path)
         raise
     return ResultsAccepted(accepted=accepted)

@@ -2,7 +2,7 @@
 
 Until this revision a purged bot's audit snapshot held its whole row, env included, and the run
 detail (GET /api/cleanup/runs/{id}) showed it — while the bots API never shows a bot's env. New
-snapshots leave env out (cleanup/execute.py); this removes it from the ones already written.
+snapshots leave env out (cleanup/purge_bots.py); this removes it from the ones already written.
 Not reversible: what was removed is gone, and downgrade leaves the records as they are.
 
 Revision ID: 0003

@@ -6,8 +6,8 @@ how many resources a record covers (1 until now, except batches of results: thei
 PostgreSQL the snapshot becomes ``json``: it is written once and read whole, and a batch's list
 is aggregated as text where jsonb re-encodes every value; stored with lz4 where the server has it.
 Downgrade turns every batch of bots back into one record per bot first: nothing is lost.
-The type change rewrites cleanup_audit under its lock: ~2 s for 400,000 per-bot records (168 MB)
-on the benchmark machine; a run's detail waits for it meanwhile.
+The type change rewrites cleanup_audit under its lock (how long: BENCHMARKS.md, "Figures behind
+the code"); a run's detail waits for it meanwhile.
 
 Revision ID: 0004
 Revises: 0003

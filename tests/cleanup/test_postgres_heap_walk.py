@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from botfleet.cleanup.heapwalk import MAX_WINDOW, MIN_WINDOW, SPARSE, HeapWalk, parse_tid
+from botfleet.cleanup.postgres_heap_walk import MAX_WINDOW, MIN_WINDOW, SPARSE, HeapWalk, parse_tid
 
 
 def test_too_sparse_or_empty_tables_are_left_to_the_index() -> None:

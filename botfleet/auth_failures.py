@@ -1,4 +1,4 @@
-"""Failed-authentication rate limit per client address: 429 with Retry-After.
+"""Failed-authentication rate limit per client address (the API answers 429 with Retry-After).
 
 A client that keeps presenting wrong tokens is slowed down; the right token from another address is
 not affected. Each failure is logged (path, address, count) — never the token.
@@ -12,7 +12,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from fastapi import HTTPException
+from botfleet.errors import TooManyAuthFailures
 
 log = logging.getLogger("botfleet.auth")
 
@@ -44,11 +44,7 @@ class AuthFailureLimiter:
         stamps = self._recent(ip)
         if len(stamps) >= self.limit:
             retry = max(1, math.ceil(stamps[0] + self.window - self._clock()))
-            raise HTTPException(
-                429,
-                "too many failed authentication attempts from this address",
-                headers={"Retry-After": str(retry)},
-            )
+            raise TooManyAuthFailures(retry)
 
     def failed(self, ip: str, path: str) -> None:
         stamps = self._failures.setdefault(ip, deque())

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from fastapi import HTTPException
 
-from botfleet.api.ratelimit import AuthFailureLimiter
+from botfleet.auth_failures import AuthFailureLimiter
+from botfleet.errors import TooManyAuthFailures
 
 
 class Clock:
@@ -22,15 +22,14 @@ def test_limits_one_address_and_not_the_others() -> None:
     for _ in range(3):
         limiter.check("10.0.0.1")
         limiter.failed("10.0.0.1", "/admin/cleanup")
-    with pytest.raises(HTTPException) as refused:
+    with pytest.raises(TooManyAuthFailures) as refused:
         limiter.check("10.0.0.1")
-    assert refused.value.status_code == 429
-    assert refused.value.headers == {"Retry-After": "60"}
+    assert refused.value.retry_after == 60
     limiter.check("10.0.0.2")  # another address is not affected
     clock.now += 30
-    with pytest.raises(HTTPException) as later:
+    with pytest.raises(TooManyAuthFailures) as later:
         limiter.check("10.0.0.1")
-    assert later.value.headers == {"Retry-After": "30"}
+    assert later.value.retry_after == 30
     clock.now += 30.5
     limiter.check("10.0.0.1")  # the window has slid past the failures
 

@@ -1,10 +1,10 @@
 """Plain HTTP/1.1 to one Docker Engine with the standard library, for the calls a cleanup makes
 once per container (inspect, remove) and the listing before them.
 
-Why not the docker SDK for these: measured on 300 stopped containers (bench/containers), an
-inspect costs 1.0 ms of client CPU through docker-py (requests, urllib3) and 0.2 ms through
-``http.client``; httpx's async client costs 1.4 ms. On two cores every client millisecond is
-taken from the engine doing the removals. The SDK still does everything else (create, start,
+Why not the docker SDK for these: an inspect through docker-py (requests, urllib3) costs about
+five times the client CPU of one through ``http.client`` (httpx's async client more still:
+BENCHMARKS.md, "Figures behind the code"), and on two cores every client millisecond is taken
+from the engine doing the removals. The SDK still does everything else (create, start,
 stop, events) and every call on an engine this module cannot reach plainly (TLS, ssh).
 """
 
@@ -46,7 +46,7 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
-class Wire:
+class EngineHttp:
     """Keep-alive connections to one engine (a LIFO pool, safe across threads). Its size is the
     most calls in flight at once (``CLEANUP_CONTAINER_CONCURRENCY`` is at most 64), so that
     none is closed and reopened between two calls."""
@@ -62,7 +62,7 @@ class Wire:
         pool_size: int = 64,
     ) -> None:
         if (socket_path is None) == (host is None):
-            raise ValueError("a Wire needs exactly one of socket_path and host")
+            raise ValueError("a EngineHttp needs exactly one of socket_path and host")
         self.prefix = f"/v{version}"
         self.timeout = timeout
         self.socket_path = socket_path
@@ -70,7 +70,7 @@ class Wire:
         self._idle: queue.LifoQueue[http.client.HTTPConnection] = queue.LifoQueue(pool_size)
 
     @classmethod
-    def for_client(cls, api: Any, timeout: float) -> Wire | None:
+    def for_client(cls, api: Any, timeout: float) -> EngineHttp | None:
         """The plain route to the engine a docker-py ``APIClient`` talks to, if there is one:
         a unix socket or unencrypted TCP. None for TLS and ssh (the SDK keeps those)."""
         version = str(getattr(api, "api_version", "") or "")

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from botfleet.runtime.wire import EngineAnswer, Wire
+from botfleet.runtime.docker_http import EngineAnswer, EngineHttp
 
 
 class FakeEngine:
@@ -77,23 +77,23 @@ class FakeEngine:
 
 @pytest.fixture
 def socket_dir() -> Iterator[str]:
-    with tempfile.TemporaryDirectory(prefix="bf-wire-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bf-http-") as tmp:
         yield tmp
 
 
-def wire_to(path: str | None) -> Wire:
+def http_to(path: str | None) -> EngineHttp:
     assert path is not None
-    return Wire(version="1.41", timeout=5, socket_path=path)
+    return EngineHttp(version="1.41", timeout=5, socket_path=path)
 
 
 def test_connections_are_kept_alive_and_reused(socket_dir: str) -> None:
     engine = FakeEngine(f"{socket_dir}/e.sock")
-    wire = wire_to(engine.path)
+    http = http_to(engine.path)
     try:
         engine.answers = [(200, {"Id": "a"}), (200, {"Id": "b"}), (204, {})]
-        assert wire.get_json("/containers/a/json") == {"Id": "a"}
-        assert wire.get_json("/containers/b/json", {"size": "1"}) == {"Id": "b"}
-        assert wire.delete("/containers/b") == 204
+        assert http.get_json("/containers/a/json") == {"Id": "a"}
+        assert http.get_json("/containers/b/json", {"size": "1"}) == {"Id": "b"}
+        assert http.delete("/containers/b") == 204
         assert engine.connections == 1
         assert engine.requests == [
             "GET /v1.41/containers/a/json",
@@ -101,7 +101,7 @@ def test_connections_are_kept_alive_and_reused(socket_dir: str) -> None:
             "DELETE /v1.41/containers/b",
         ]
     finally:
-        wire.close()
+        http.close()
         engine.close()
 
 
@@ -111,24 +111,24 @@ def test_a_connection_the_engine_closed_while_idle_is_replaced(socket_dir: str, 
         f"{socket_dir}/e.sock" if over == "unix" else None, hang_up_after_answer=True
     )
     if engine.path is None:
-        wire = Wire(version="1.41", timeout=5, host="127.0.0.1", port=engine.port)
+        http = EngineHttp(version="1.41", timeout=5, host="127.0.0.1", port=engine.port)
     else:
-        wire = wire_to(engine.path)
+        http = http_to(engine.path)
     try:
         engine.answers = [(200, [1]), (200, [2]), (200, [3])]
-        assert wire.get_json("/containers/json") == [1]
+        assert http.get_json("/containers/json") == [1]
         # The pooled connection is dead now; the request goes again on a new one.
-        assert wire.get_json("/containers/json") == [2]
-        assert wire.get_json("/containers/json") == [3]
+        assert http.get_json("/containers/json") == [2]
+        assert http.get_json("/containers/json") == [3]
         assert engine.connections == 3 and len(engine.requests) == 3
     finally:
-        wire.close()
+        http.close()
         engine.close()
 
 
 def test_errors_carry_the_engines_message_and_404_means_gone(socket_dir: str) -> None:
     engine = FakeEngine(f"{socket_dir}/e.sock")
-    wire = wire_to(engine.path)
+    http = http_to(engine.path)
     try:
         engine.answers = [
             (404, {"message": "No such container: x"}),
@@ -136,23 +136,23 @@ def test_errors_carry_the_engines_message_and_404_means_gone(socket_dir: str) ->
             (409, {"message": "You cannot remove a running container"}),
             (500, {"message": "driver failed"}),
         ]
-        assert wire.get_json("/containers/x/json") is None
-        assert wire.delete("/containers/x") == 404
+        assert http.get_json("/containers/x/json") is None
+        assert http.delete("/containers/x") == 404
         with pytest.raises(EngineAnswer) as conflict:
-            wire.delete("/containers/y")
+            http.delete("/containers/y")
         assert conflict.value.status == 409 and "running container" in conflict.value.message
         with pytest.raises(EngineAnswer) as broken:
-            wire.get_json("/containers/z/json")
+            http.get_json("/containers/z/json")
         assert broken.value.status == 500 and broken.value.message == "driver failed"
     finally:
-        wire.close()
+        http.close()
         engine.close()
 
 
 def test_no_engine_at_the_socket_is_a_connection_error(socket_dir: str) -> None:
-    wire = wire_to(f"{socket_dir}/nobody.sock")
+    http = http_to(f"{socket_dir}/nobody.sock")
     with pytest.raises(OSError):
-        wire.get_json("/containers/json")
+        http.get_json("/containers/json")
     assert not Path(f"{socket_dir}/nobody.sock").exists()
 
 
@@ -179,9 +179,9 @@ class _Api:
     ],
 )
 def test_which_engines_get_the_plain_route(api: _Api, expected: str | None) -> None:
-    wire = Wire.for_client(api, timeout=5)
+    http = EngineHttp.for_client(api, timeout=5)
     if expected is None:
-        assert wire is None
+        assert http is None
         return
-    assert wire is not None and wire.prefix == "/v1.41"
-    assert (wire.socket_path or f"{wire.host}:{wire.port}") == expected
+    assert http is not None and http.prefix == "/v1.41"
+    assert (http.socket_path or f"{http.host}:{http.port}") == expected

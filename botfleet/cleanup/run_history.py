@@ -1,4 +1,4 @@
-"""Read-only views of the cleanup: run history, one run with its audit trail, what is orphaned now.
+"""The run history: runs newest first, and one run with its report, plan and audit trail.
 
 Lists answer ``{"items", "total", "next_cursor"}`` (design.md) with keyset cursors from
 :mod:`botfleet.pagination`, so paging stays stable while new runs arrive in front.
@@ -8,37 +8,19 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from sqlalchemy import Uuid, and_, bindparam, func, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from botfleet.cleanup.audit import ITEM_FIELDS, expand, items_of, page_slices
-from botfleet.cleanup.containers import select_containers
-from botfleet.cleanup.eligibility import bot_purge_decision
-from botfleet.cleanup.plan import (
-    ORPHANED,
-    bot_rows,
-    bound_text,
-    max_result_id,
-    select_bots,
-    select_orphaned_results,
-    select_results,
-)
-from botfleet.constants import (
-    KIND_BOTS,
-    KIND_CONTAINERS,
-    KIND_ORPHANED_RESULTS,
-    KIND_RESULTS,
-    RUN_RUNNING,
-    RUN_STATUSES,
-)
+from botfleet.cleanup.run_records import running_run_id
+from botfleet.config import Settings
+from botfleet.constants import RUN_RUNNING, RUN_STATUSES
 from botfleet.errors import InvalidInput, RunNotFound
 from botfleet.pagination import Page, PageRequest, decode_cursor, encode_cursor
-from botfleet.store.models import CleanupAudit, CleanupRun, UTCDateTime
-
-if TYPE_CHECKING:
-    from botfleet.cleanup.service import CleanupService
+from botfleet.store.models import CleanupAudit, CleanupRun
+from botfleet.store.session import SessionFactory
 
 
 def _run_summary(run: CleanupRun) -> dict[str, Any]:
@@ -69,6 +51,32 @@ async def last_report(session: AsyncSession) -> dict[str, Any] | None:
         .limit(1)
     )
     return run.report if run is not None else None
+
+
+async def status_view(
+    sessions: SessionFactory, settings: Settings, *, policy_rules: int, engines: list[str]
+) -> dict[str, Any]:
+    """The service's state: mode, retention, limits, the running run and the last report."""
+    s = settings
+    async with sessions() as session:
+        last = await last_report(session)
+    return {
+        "enabled": s.cleanup_enabled,
+        "dry_run": s.cleanup_dry_run,
+        "container_cleanup_enabled": s.container_cleanup_enabled,
+        "retention_days": s.bot_retention_days,
+        "result_retention_days": s.result_retention_days,
+        "interval_hours": s.cleanup_interval_hours,
+        "grace_minutes": s.container_cleanup_grace_minutes,
+        "batch_size": s.cleanup_batch_size,
+        "max_deletions": s.cleanup_max_deletions,
+        "policy_rules": policy_rules,
+        "instance": s.botfleet_instance,
+        "engines": engines,
+        "running": await running_run_id(sessions),
+        "last_run": last,
+        "next_run_at": None,
+    }
 
 
 async def runs_page(
@@ -180,107 +188,3 @@ async def _audit_page(
     last = slices[-1] if slices else None
     cursor = encode_cursor([last.record_id, last.stop - 1]) if more and last else None
     return items, total, cursor
-
-
-async def orphans_view(service: CleanupService, *, limit: int = 100) -> dict[str, Any]:
-    """What is orphaned right now per kind, with what still protects it (reason and age).
-
-    Built from the run's own selection code, so it agrees with what a dry run would find.
-    """
-    if not 1 <= limit <= 1000:
-        raise InvalidInput("limit", "accepts 1 to 1000")
-    now = service.clock()
-    policy = service.policy
-    d = service.dialect
-    items: list[dict[str, Any]] = []
-    summary: dict[str, dict[str, Any]] = {}
-    errors: list[dict[str, Any]] = []
-    async with service.sessions() as session:
-        bots, _results = await select_bots(session, d, policy, now)
-        deleted = "b.deleted_at IS NOT NULL"
-        total_deleted = int(
-            (
-                await session.execute(bound_text(f"SELECT count(*) FROM bots b WHERE {deleted}"))
-            ).scalar()
-            or 0
-        )
-        for bot in await bot_rows(session, deleted + " ORDER BY b.deleted_at, b.id", [], limit):
-            decision = bot_purge_decision(bot, policy, now)
-            items.append(_item(KIND_BOTS, bot.id, decision.eligible, decision.reason, decision.age))
-        summary[KIND_BOTS] = {
-            "total": total_deleted,
-            "eligible": bots.found,
-            "protected": total_deleted - bots.found,
-        }
-        top = await max_result_id(session)
-        orphaned = await select_orphaned_results(session, top)
-        rows = await session.execute(
-            bound_text(
-                f"SELECT r.id, r.bot_id, r.created_at FROM results r WHERE {ORPHANED}"
-                " ORDER BY r.id LIMIT :n",
-                [_bind("max_id", top), _bind("n", limit)],
-            ).columns(bot_id=Uuid(), created_at=UTCDateTime())
-        )
-        for r in rows:
-            items.append(
-                _item(
-                    KIND_ORPHANED_RESULTS,
-                    str(r.id),
-                    True,
-                    f"no bot row {r.bot_id}",
-                    now - r.created_at,
-                )
-            )
-        summary[KIND_ORPHANED_RESULTS] = {
-            "total": orphaned.found,
-            "eligible": orphaned.found,
-            "protected": 0,
-        }
-        if policy.results_stage_enabled:
-            expired = await select_results(session, d, policy, now, top)
-            summary[KIND_RESULTS] = {"total": expired.found, "eligible": expired.found}
-    if service.settings.container_cleanup_enabled:
-        sel = await select_containers(
-            service.fleet,
-            service.sessions,
-            instance=service.settings.botfleet_instance,
-            policy=policy,
-            now=now,
-            concurrency=service.settings.cleanup_container_concurrency,
-        )
-        errors.extend(sel.errors)
-        judged = [(c, dec) for c, dec in sel.judged if dec.orphaned]
-        for c, dec in judged[:limit]:
-            items.append(
-                _item(KIND_CONTAINERS, c.id, dec.eligible, dec.reason, dec.age)
-                | {"engine": c.engine, "state": c.state, "bot_id": c.bot_id}
-            )
-        eligible = sum(1 for _, dec in judged if dec.eligible)
-        summary[KIND_CONTAINERS] = {
-            "total": len(judged),
-            "eligible": eligible,
-            "protected": len(judged) - eligible,
-        }
-    return {
-        "items": items,
-        "total": sum(int(v["total"]) for v in summary.values()),
-        # Each kind lists its oldest `limit` items; counts are in `summary`.
-        "next_cursor": None,
-        "summary": summary,
-        "now": now.isoformat(),
-        "errors": errors,
-    }
-
-
-def _bind(name: str, value: Any) -> Any:
-    return bindparam(name, value)
-
-
-def _item(kind: str, item_id: str, eligible: bool, reason: str, age: Any) -> dict[str, Any]:
-    return {
-        "kind": kind,
-        "id": item_id,
-        "eligible": eligible,
-        "reason": reason,
-        "age_seconds": None if age is None else round(age.total_seconds(), 1),
-    }

@@ -7,7 +7,7 @@ by ``ctid`` visits each page once, in order, and deletes by TID with no index pr
 ``bench/purge`` (BENCHMARKS.md). It only pays when eligible rows are dense enough that a window of
 a few hundred blocks holds a batch; below :data:`SPARSE` rows per block the index path is used.
 
-Pure bookkeeping: the SQL lives in :mod:`botfleet.cleanup.execute`.
+Pure bookkeeping: the SQL lives in :mod:`botfleet.cleanup.purge_bots`.
 """
 
 from __future__ import annotations

@@ -1,0 +1,280 @@
+"""The purge of expired bots, with exactly their results and their audit, batch by batch.
+
+PostgreSQL: one data-modifying statement per batch, on a connection of the stage's own in
+autocommit, deletes the bots (their condition re-stated), their results (by ``bot_id = ANY(…)``:
+index lookups) and writes their audit (a record per engine and reason listing the bots:
+:mod:`botfleet.cleanup.audit`) in one round trip. Dense expired bots are found by walking the
+heap in physical order (:mod:`botfleet.cleanup.postgres_heap_walk`; ``CLEANUP_DB_CONCURRENCY``
+walks side by side), the rest through the ``deleted_at`` index. SQLite gets plain statements in
+one transaction per batch.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import String, Uuid, bindparam, insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from botfleet.cleanup.audit import BATCH_KEY
+from botfleet.cleanup.batches import Batch, BatchLoop, Tally, together
+from botfleet.cleanup.policy import Policy
+from botfleet.cleanup.postgres_heap_walk import HeapWalk
+from botfleet.cleanup.predicates import (
+    BotPredicate,
+    Dialect,
+    bot_predicate,
+    bot_reason,
+    bot_reason_for,
+)
+from botfleet.cleanup.sql import Runner, bound_text, jsonable
+from botfleet.constants import KIND_BOTS
+from botfleet.store.models import Bot, CleanupAudit, UTCDateTime
+
+_FIRST_TS = datetime(1, 1, 1, tzinfo=UTC)
+# A purged bot's audit snapshot: what identifies it and explains its purge (its labels select
+# the retention rule; deleted_at starts the clock), not a backup of its row. Never its env or
+# token hash: the API never shows those, and an audit record outlives the bot. Not its command,
+# status (always "deleted" here), exit code or updated_at either: each field costs every purged
+# bot time in the batch's transaction (BENCHMARKS.md, Purge). Its engine is a column of the
+# batch's record; its id is listed beside the snapshot.
+_SNAPSHOT_COLUMNS = ("name", "image", "labels", "container_id", "created_at", "deleted_at")
+_SNAPSHOT_PAIRS = ", ".join(f"'{name}', g.{name}" for name in _SNAPSHOT_COLUMNS)
+# What a batch reads back from the bots it deleted, on either backend: the record's columns and
+# the snapshot's (labels also give the reason; deleted_at, SQLite's keyset).
+_GONE_COLUMNS = [Bot.__table__.c[name] for name in ("id", "engine", *_SNAPSHOT_COLUMNS)]
+
+
+@dataclass(frozen=True)
+class BotPurge:
+    """The bots stage of one run; :meth:`purge_bots` deletes up to ``limit`` bots."""
+
+    loop: BatchLoop
+
+    @property
+    def dialect(self) -> Dialect:
+        return self.loop.stage.run.dialect
+
+    @property
+    def policy(self) -> Policy:
+        return self.loop.stage.policy
+
+    @property
+    def now(self) -> datetime:
+        return self.loop.stage.now
+
+    @property
+    def concurrency(self) -> int:
+        return self.loop.stage.run.limits.db_concurrency
+
+    @property
+    def run_id(self) -> uuid.UUID:
+        return self.loop.stage.run_id
+
+    @property
+    def actor(self) -> str:
+        return self.loop.stage.actor
+
+    def clock(self) -> datetime:
+        return self.loop.stage.run.clock()
+
+    async def purge_bots(self, tally: Tally, limit: int) -> None:
+        if not self.dialect.postgres:
+            await self.loop.run(KIND_BOTS, tally, limit, self._bots_sqlite)
+            return
+        async with self.loop.dedicated() as conn:
+            walk = await HeapWalk.start(conn, "bots", limit)
+            if walk is not None:
+                parts = walk.split(self.concurrency)
+
+                async def walk_part(part: HeapWalk, own: AsyncConnection) -> None:
+                    step = self._walk_step(part)
+                    await self.loop.run(
+                        KIND_BOTS, tally, limit, step, connection=own, autocommit=True
+                    )
+
+                async def walk_apart(part: HeapWalk) -> None:  # on a connection of its own
+                    async with self.loop.dedicated() as other:
+                        await walk_part(part, other)
+
+                await together(
+                    tally, [walk_part(parts[0], conn), *(walk_apart(p) for p in parts[1:])]
+                )
+            # By deleted_at through the index: all of it when eligible bots are sparse, else
+            # whatever the heap walk could not see (a row that moved behind it since).
+            if tally.deleted < limit:
+                await self.loop.run(
+                    KIND_BOTS, tally, limit, self._bots_pg, connection=conn, autocommit=True
+                )
+
+    def _keyset(self, cursor: Any, size: int) -> list[Any]:
+        return [
+            bindparam("after_ts", cursor or _FIRST_TS, type_=UTCDateTime()),
+            bindparam("batch", size),
+        ]
+
+    # Every row a batch selects is deleted by it (or is no longer eligible), so the next batch
+    # may start *at* the last deleted_at: ties are safe, and the index scan skips what is gone.
+    _KEYSET = "b.deleted_at >= :after_ts"
+
+    async def _bots_pg(self, session: Runner, size: int, cursor: Any) -> Batch:
+        """Victims by ``deleted_at`` (the partial index), deleted by id."""
+        p = bot_predicate(self.dialect, self.policy, self.now)
+        victims = f"""
+    SELECT b.id, b.deleted_at FROM bots b
+    WHERE {p.eligible} AND {self._KEYSET}
+    ORDER BY b.deleted_at
+    LIMIT :batch"""
+        row = await self._delete_bots(
+            session,
+            p,
+            victims,
+            "b.id = ANY(ARRAY(SELECT id FROM victims))",
+            "(SELECT max(deleted_at) FROM victims)",
+            self._keyset(cursor, size),
+        )
+        return Batch(int(row.selected), int(row.rows), int(row.related), row.last)
+
+    def _walk_step(self, walk: HeapWalk) -> Callable[[Runner, int, Any], Awaitable[Batch]]:
+        async def step(session: Runner, size: int, _cursor: Any) -> Batch:
+            window = walk.window(size)
+            row = await self._bots_by_tid(session, size, window)
+            walk.advance(size, int(row.selected), row.last, window)
+            return Batch(int(row.selected), int(row.rows), int(row.related), done=walk.done)
+
+        return step
+
+    async def _bots_by_tid(self, session: Runner, size: int, window: tuple[str, str]) -> Any:
+        """Victims by physical position (a TID range scan of one window of heap blocks),
+        deleted by TID: no index probe for the bots, and their pages visited once, in order."""
+        p = bot_predicate(self.dialect, self.policy, self.now)
+        victims = f"""
+    SELECT b.ctid AS tid FROM bots b
+    WHERE b.ctid > CAST(CAST(:after_tid AS text) AS tid)
+      AND b.ctid < CAST(CAST(:until_tid AS text) AS tid) AND {p.eligible}
+    ORDER BY b.ctid
+    LIMIT :batch"""
+        binds: list[Any] = [
+            bindparam("after_tid", window[0]),
+            bindparam("until_tid", window[1]),
+            bindparam("batch", size),
+        ]
+        # A row updated since the victims were read has another TID now: the DELETE's recheck
+        # fails and it stays (for the sweep by deleted_at, if it is still eligible).
+        return await self._delete_bots(
+            session,
+            p,
+            victims,
+            "b.ctid = ANY(ARRAY(SELECT tid FROM victims))",
+            "(SELECT max(tid)::text FROM victims)",
+            binds,
+            last_type=String(),
+        )
+
+    async def _delete_bots(
+        self,
+        session: Runner,
+        p: BotPredicate,
+        victims: str,
+        which: str,
+        last: str,
+        binds: list[Any],
+        *,
+        last_type: Any = None,
+    ) -> Any:
+        """One data-modifying statement: the bots (condition re-stated), exactly their results,
+        and their audit: one record per engine and reason listing the bots, each with its
+        snapshot (:mod:`botfleet.cleanup.audit`), aggregated as json text."""
+        why = bot_reason(self.dialect, self.policy, alias="g")
+        # No FOR UPDATE: the DELETE re-states the condition, and PostgreSQL re-checks it on a
+        # row a concurrent restore changed (READ COMMITTED), so a restored bot is skipped.
+        sql = f"""
+WITH victims AS ({victims}
+), gone AS (
+    DELETE FROM bots b WHERE {which} AND {p.eligible}
+    RETURNING {", ".join(f"b.{c.name}" for c in _GONE_COLUMNS)}
+), res AS (
+    DELETE FROM results r WHERE r.bot_id = ANY(ARRAY(SELECT id FROM gone))
+    RETURNING r.bot_id
+), per_bot AS (
+    SELECT bot_id, count(*) AS n FROM res GROUP BY bot_id
+), audit AS (
+    INSERT INTO cleanup_audit (run_id, kind, resource_id, engine, reason, actor, resource_count,
+                               snapshot, deleted_at)
+    SELECT :run_id, '{KIND_BOTS}', min(w.id) || '..' || max(w.id), w.engine, w.why, :actor,
+           count(*),
+           json_build_object('count', count(*), '{BATCH_KEY}', json_agg(w.one ORDER BY w.id)), :at
+    FROM (SELECT g.id::text COLLATE "C" AS id, g.engine, {why.sql} AS why,
+                 json_build_object('id', g.id, {_SNAPSHOT_PAIRS},
+                                   'results_deleted', coalesce(p.n, 0)) AS one
+          FROM gone g LEFT JOIN per_bot p ON p.bot_id = g.id) w
+    GROUP BY w.engine, w.why
+    RETURNING resource_count
+)
+SELECT (SELECT count(*) FROM victims) AS selected,
+       (SELECT count(*) FROM gone) AS rows,
+       (SELECT count(*) FROM res) AS related,
+       (SELECT sum(resource_count) FROM audit) AS audited,
+       {last} AS last
+"""
+        stmt = bound_text(sql, [*p.binds, *why.binds, *binds, *self.loop.audit_binds()])
+        stmt = stmt.columns(last=last_type if last_type is not None else UTCDateTime())
+        return (await session.execute(stmt)).one()
+
+    async def _bots_sqlite(self, session: Runner, size: int, cursor: Any) -> Batch:
+        inner = bot_predicate(self.dialect, self.policy, self.now)
+        outer = bot_predicate(self.dialect, self.policy, self.now, alias="bots")
+        columns = ", ".join(c.name for c in _GONE_COLUMNS)
+        sql = (
+            f"DELETE FROM bots WHERE bots.id IN (SELECT b.id FROM bots b WHERE {inner.eligible}"
+            f" AND {self._KEYSET} ORDER BY b.deleted_at LIMIT :batch)"
+            f" AND {outer.eligible} RETURNING {columns}"
+        )
+        stmt = bound_text(sql, [*inner.binds, *outer.binds, *self._keyset(cursor, size)])
+        gone = (await session.execute(stmt.columns(*_GONE_COLUMNS))).all()
+        if not gone:
+            return Batch(0, 0)
+        ids = [row.id for row in gone]
+        deleted = await session.execute(
+            bound_text(
+                "DELETE FROM results WHERE bot_id IN :ids RETURNING bot_id",
+                [bindparam("ids", ids, type_=Uuid(), expanding=True)],
+            ).columns(bot_id=Uuid())
+        )
+        per_bot: dict[uuid.UUID, int] = {}
+        for (bot_id,) in deleted:
+            per_bot[bot_id] = per_bot.get(bot_id, 0) + 1
+        await session.execute(insert(CleanupAudit), self._bot_batches(gone, per_bot))
+        last = max(row.deleted_at for row in gone)
+        return Batch(len(gone), len(gone), sum(per_bot.values()), last)
+
+    def _bot_batches(
+        self, gone: Sequence[Any], per_bot: dict[uuid.UUID, int]
+    ) -> list[dict[str, Any]]:
+        """A batch's audit records, as the PostgreSQL statement writes them: one per engine
+        and reason, its bots in id order, each with its snapshot."""
+        groups: dict[tuple[str | None, str], list[dict[str, Any]]] = {}
+        for row in sorted(gone, key=lambda r: str(r.id)):
+            snapshot = {k: jsonable(row._mapping[k]) for k in _SNAPSHOT_COLUMNS}
+            one = {"id": str(row.id), **snapshot, "results_deleted": per_bot.get(row.id, 0)}
+            why = bot_reason_for(self.policy, dict(row.labels or {}))
+            groups.setdefault((row.engine, why), []).append(one)
+        at = self.clock()
+        return [
+            {
+                "run_id": self.run_id,
+                "kind": KIND_BOTS,
+                "resource_id": f"{bots[0]['id']}..{bots[-1]['id']}",
+                "engine": engine,
+                "reason": why,
+                "actor": self.actor,
+                "resource_count": len(bots),
+                "snapshot": {"count": len(bots), BATCH_KEY: bots},
+                "deleted_at": at,
+            }
+            for (engine, why), bots in groups.items()
+        ]

@@ -1,0 +1,283 @@
+"""One run: select every stage under its plan, then (unless dry) execute the stages in order.
+
+Stages fail alone: an error is recorded against its stage and the next stage still runs; a stop
+request or a lost lock ends the run between batches. What each stage found, removed, skipped and
+how it ended is kept in :class:`~botfleet.cleanup.report.Findings`, from which the report is made.
+A dry run is the same road with the deletions left out, decided in :meth:`Run.execute` alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sqlalchemy import text
+
+from botfleet.cleanup.batches import BatchLoop, Tally
+from botfleet.cleanup.bot_lookup import bot_records
+from botfleet.cleanup.container_removal import remove_containers
+from botfleet.cleanup.context import RunContext, RunRequest, StageContext
+from botfleet.cleanup.eligibility import bot_purge_decision
+from botfleet.cleanup.failures import Interrupted, error_entry, is_database_error
+from botfleet.cleanup.lock import CleanupLock
+from botfleet.cleanup.plan import STAGES, Plan
+from botfleet.cleanup.purge_bots import BotPurge
+from botfleet.cleanup.purge_results import ResultPurge
+from botfleet.cleanup.report import (
+    DISABLED,
+    DONE,
+    FAILED,
+    INTERRUPTED,
+    NOT_SELECTED,
+    PARTIAL,
+    PLANNED,
+    REFUSED,
+    Findings,
+    resources,
+)
+from botfleet.cleanup.run_records import store_plan
+from botfleet.cleanup.stage_selection import StageSelector
+from botfleet.constants import (
+    DEPENDENCY_DATABASE,
+    KIND_BOT_RESULTS,
+    KIND_BOTS,
+    KIND_CONTAINERS,
+    KIND_ORPHANED_RESULTS,
+    KIND_RESULTS,
+    REASON_INTERRUPTED,
+    REASON_REFUSED,
+)
+from botfleet.errors import LockLost
+
+log = logging.getLogger(__name__)
+
+PauseHook = Callable[[], Awaitable[Any]]
+
+
+def _findings(plan: Plan, only: frozenset[str] | None, *, containers_enabled: bool) -> Findings:
+    """The stages this run takes, in order; the others are marked disabled or not selected."""
+    enabled = {
+        KIND_BOTS: True,
+        KIND_RESULTS: plan.policy.results_stage_enabled,
+        KIND_ORPHANED_RESULTS: True,
+        KIND_CONTAINERS: containers_enabled,
+    }
+    found = Findings(stages=[])
+    for kind in STAGES:
+        if not enabled[kind]:
+            found.outcomes[kind] = DISABLED
+        elif (only is not None and kind not in only) or kind not in plan.stages:
+            found.outcomes[kind] = NOT_SELECTED
+        else:
+            found.stages.append(kind)
+    return found
+
+
+class Run:
+    """One run's state between selection and report; lives only inside the service's run."""
+
+    def __init__(self, ctx: RunContext, plan: Plan, request: RunRequest, lock: CleanupLock) -> None:
+        self.ctx = ctx
+        self.plan = plan
+        self.run_id = request.run_id
+        self.lock = lock
+        self.dry_run = request.dry_run
+        self.skip_engines = request.skip_engines
+        self.stage = StageContext(
+            ctx,
+            request.run_id,
+            request.actor,
+            plan.policy,
+            plan.now,
+            self.checkpoint,
+            request.progress,
+        )
+        self.made: Plan | None = None  # the plan as this run's selection made it
+        self.found = _findings(plan, request.only, containers_enabled=ctx.limits.containers_enabled)
+        self.selector = StageSelector(ctx, plan, self.found, self.run_id, self.skip_engines)
+
+    async def checkpoint(self) -> None:
+        """Before every batch: a stop request ends the run here; a lost lock ends it too."""
+        if self.ctx.stop.is_set():
+            raise Interrupted()
+        if not await self.lock.still_held():
+            raise LockLost()
+
+    # --- selection -----------------------------------------------------------------------------
+    async def select(self) -> Plan:
+        """Every stage's selection; the plan it makes is stored before anything is deleted."""
+        await self.checkpoint()
+        self.made = await self.selector.select()
+        await self._store_plan(self.made)
+        return self.made
+
+    async def close(self) -> None:
+        """Drop this run's orphan table (PostgreSQL), if selection made one."""
+        table, self.selector.orphan_table = self.selector.orphan_table, None
+        if table is None:
+            return
+        try:
+            async with self.ctx.sessions() as session, session.begin():
+                await session.execute(text(f'DROP TABLE IF EXISTS "{table}"'))
+        except Exception as exc:  # the next run drops it (drop_orphan_tables)
+            log.warning("dropping the orphan table %s failed: %s", table, exc)
+
+    async def _store_plan(self, plan: Plan) -> None:
+        """Stored before anything is deleted: a crash mid-run still shows what was meant."""
+        try:
+            await store_plan(self.ctx.sessions, self.run_id, plan)
+        except Exception as exc:
+            log.warning("cleanup run %s: storing the plan failed: %s", self.run_id, exc)
+
+    # --- execution -----------------------------------------------------------------------------
+    def _refusal(self, kind: str) -> str | None:
+        """Why a stage must delete nothing: over the cap, or the plan no longer holds."""
+        cap = self.ctx.limits.max_deletions
+        selections = self.found.selections
+        for k in [kind, KIND_BOT_RESULTS] if kind == KIND_BOTS else [kind]:
+            found = selections[k].found
+            if cap is not None and found > cap:
+                self.found.extra.setdefault(k, {})["capped"] = True
+                return (
+                    f"{k}: {found} to delete exceeds CLEANUP_MAX_DELETIONS={cap}; "
+                    "this stage deleted nothing"
+                )
+        planned = self.plan.ceilings.get(kind)
+        found = selections[kind].found
+        if planned is not None and found > planned:
+            return (
+                f"{kind}: {found} items match now but the plan had {planned}; "
+                "refusing to delete more than planned"
+            )
+        return None
+
+    async def execute(self, pause_hook: PauseHook | None) -> bool:
+        """Select, then run each stage that may delete; True when the run ended fatally."""
+        found = self.found
+        try:
+            made = await self.select()
+            if pause_hook is not None:
+                await pause_hook()
+            for kind in found.stages:
+                if found.outcomes.get(kind) == FAILED:
+                    continue
+                refusal = self._refusal(kind)
+                if refusal is not None:
+                    found.outcomes[kind] = REFUSED
+                    found.errors.append(
+                        {"stage": kind, "reason": REASON_REFUSED, "message": refusal}
+                    )
+                    continue
+                if self.dry_run:
+                    found.outcomes[kind] = (
+                        self._container_outcome(PLANNED) if kind == KIND_CONTAINERS else PLANNED
+                    )
+                    continue
+                await self.checkpoint()
+                await self._execute_stage(kind, made.max_result_id)
+        except Interrupted:
+            self._interrupt("stop requested; ended after the current batch")
+        except LockLost as exc:
+            self._interrupt(str(exc), dependency=True)
+            return True
+        return False
+
+    def _interrupt(self, message: str, *, dependency: bool = False) -> None:
+        first = True
+        for kind in self.found.stages:
+            # The stage that was cut short (already marked) and every stage not yet run.
+            if self.found.outcomes.get(kind, INTERRUPTED) != INTERRUPTED:
+                continue
+            self.found.outcomes[kind] = INTERRUPTED
+            if first:
+                error: dict[str, Any] = {
+                    "stage": kind,
+                    "reason": REASON_INTERRUPTED,
+                    "message": message,
+                }
+                if dependency:
+                    error["dependency"] = DEPENDENCY_DATABASE
+                self.found.errors.append(error)
+                first = False
+
+    def _container_outcome(self, clean: str) -> str:
+        sel = self.selector.containers
+        if sel is None:
+            return clean
+        names = self.ctx.fleet.names
+        engines = [n for n in names if n not in self.skip_engines]
+        failed = {e.get("engine") for e in sel.errors}
+        if engines and failed >= set(engines):
+            return FAILED
+        if sel.errors or (self.skip_engines & set(names)):
+            return PARTIAL
+        return clean
+
+    async def _execute_stage(self, kind: str, max_id: int) -> None:
+        tally = self.found.tallies.setdefault(kind, Tally())
+        loop = BatchLoop(self.stage)
+        limit = self.found.selections[kind].found
+        started = time.perf_counter()
+        try:
+            if kind == KIND_BOTS:
+                await BotPurge(loop).purge_bots(tally, limit)
+                await self._explain_kept_bots(tally)
+            elif kind == KIND_RESULTS:
+                await ResultPurge(loop).purge_results(tally, limit, max_id)
+            elif kind == KIND_ORPHANED_RESULTS:
+                await ResultPurge(loop).purge_orphaned_results(
+                    tally, limit, max_id, table=self.selector.orphan_table
+                )
+            else:
+                await self._remove_containers(tally, limit)
+        except (Interrupted, LockLost):
+            self.found.outcomes[kind] = INTERRUPTED
+            raise
+        except Exception as exc:
+            if not is_database_error(exc):
+                log.exception("cleanup stage %s failed", kind)
+            self.found.errors.append(error_entry(kind, exc))
+            self.found.outcomes[kind] = FAILED
+        finally:
+            took = time.perf_counter() - started
+            self.found.durations[kind] = self.found.durations.get(kind, 0.0) + took
+        self.found.outcomes.setdefault(kind, DONE)
+
+    async def _remove_containers(self, tally: Tally, limit: int) -> None:
+        targets = self.selector.containers.targets if self.selector.containers else []
+        await remove_containers(
+            self.stage,
+            self.ctx.fleet,
+            targets,
+            tally,
+            instance=self.ctx.limits.instance,
+            concurrency=self.ctx.limits.container_concurrency,
+            limit=limit,
+        )
+        self.found.errors.extend(tally.errors)
+        outcome = self._container_outcome(DONE)
+        if outcome == DONE and (tally.errors or tally.failed):
+            outcome = PARTIAL
+        self.found.outcomes[KIND_CONTAINERS] = outcome
+
+    async def _explain_kept_bots(self, tally: Tally) -> None:
+        """Fewer bots went than were found: name the sampled ones that stayed, and why."""
+        selection = self.found.selections[KIND_BOTS]
+        if tally.deleted >= selection.found or not selection.sample:
+            return
+        still = await bot_records(self.ctx.sessions, selection.sample)
+        for bot in still.values():
+            decision = bot_purge_decision(bot, self.plan.policy, self.ctx.clock())
+            reason = "restored" if bot.live else decision.reason
+            tally.skipped.append((bot.id, f"changed since selection: {reason}", ""))
+        # The rest were not in the sample: counted, not listed.
+        tally.unlisted_skips += max(0, selection.found - tally.deleted - len(still))
+
+    def resources(self) -> dict[str, dict[str, Any]]:
+        return resources(
+            self.found,
+            results_enabled=self.plan.policy.results_stage_enabled,
+            ceilings=self.plan.ceilings,
+        )

@@ -1,0 +1,138 @@
+"""Selection of every stage under a plan: the counts, samples and targets a run may delete —
+and all that a dry run reports. The same code for both (style.md, habit 5).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any
+
+from botfleet.cleanup.container_selection import ContainerSelection, select_containers
+from botfleet.cleanup.context import RunContext
+from botfleet.cleanup.database_selection import (
+    drop_orphan_tables,
+    max_result_id,
+    orphan_table,
+    select_bots,
+    select_orphaned_results,
+    select_results,
+)
+from botfleet.cleanup.failures import error_entry, is_database_error
+from botfleet.cleanup.plan import DATABASE_STAGES, Plan, Selection
+from botfleet.cleanup.report import FAILED, Findings
+from botfleet.cleanup.result_slices import Slicing
+from botfleet.constants import KIND_BOT_RESULTS, KIND_BOTS, KIND_RESULTS
+
+log = logging.getLogger(__name__)
+
+
+class StageSelector:
+    """Selects a run's stages into its findings; keeps what execution needs besides counts."""
+
+    def __init__(
+        self,
+        ctx: RunContext,
+        plan: Plan,
+        found: Findings,
+        run_id: uuid.UUID,
+        skip_engines: frozenset[str],
+    ) -> None:
+        self.ctx = ctx
+        self.plan = plan
+        self.found = found
+        self.run_id = run_id
+        self.skip_engines = skip_engines
+        self.containers: ContainerSelection | None = None
+        self.orphan_table: str | None = None  # PostgreSQL: the run's orphan ids
+
+    async def select(self) -> Plan:
+        """Every stage's selection, and the plan it makes. On PostgreSQL they run side by side,
+        each on its own connection: the plan takes the time of its longest stage, not of all
+        (bench/plan)."""
+        found = self.found
+        max_id = self.plan.max_result_id
+        failure: Exception | None = None
+        if set(found.stages) & set(DATABASE_STAGES):
+            try:
+                async with self.ctx.sessions() as session:
+                    await self.ctx.bound(session)
+                    max_id = min(self.plan.max_result_id, await max_result_id(session))
+            except Exception as exc:  # every database stage fails with it, below
+                failure = exc
+        selections = [self._select_one(kind, max_id, failure) for kind in found.stages]
+        if self.ctx.dialect.postgres:
+            outcomes = await asyncio.gather(*selections)
+        else:  # one writer, one file: no gain in overlapping
+            outcomes = [await selection for selection in selections]
+        for errors in outcomes:  # in stage order, however the selections interleaved
+            found.errors.extend(errors)
+        return self.plan.selected(
+            stages=[k for k in found.stages if found.outcomes.get(k) != FAILED],
+            max_result_id=max_id,
+            found={k: v.found for k, v in found.selections.items()},
+            containers=self.containers.targets if self.containers else [],
+        )
+
+    async def _select_one(
+        self, kind: str, max_id: int, failure: Exception | None
+    ) -> list[dict[str, Any]]:
+        """One stage's selection; its errors are returned (the report lists them in order)."""
+        errors: list[dict[str, Any]] = []
+        started = time.perf_counter()
+        try:
+            if kind in DATABASE_STAGES:
+                if failure is not None:
+                    raise failure
+                await self._select_in_session(kind, max_id)
+            else:
+                self.containers = await select_containers(
+                    self.ctx.fleet,
+                    self.ctx.sessions,
+                    instance=self.ctx.limits.instance,
+                    policy=self.plan.policy,
+                    now=self.plan.now,
+                    concurrency=self.ctx.limits.container_concurrency,
+                    skip_engines=self.skip_engines,
+                    scope=self.plan.containers,
+                )
+                self.found.selections[kind] = self.containers.selection
+                errors.extend(self.containers.errors)
+        except Exception as exc:
+            if not is_database_error(exc):
+                log.exception("cleanup selection of %s failed", kind)
+            errors.append(error_entry(kind, exc))
+            self.found.outcomes[kind] = FAILED
+            self.found.selections.setdefault(kind, Selection(kind))
+            if kind == KIND_BOTS:
+                self.found.selections.setdefault(KIND_BOT_RESULTS, Selection(KIND_BOT_RESULTS))
+        self.found.durations[kind] = time.perf_counter() - started
+        return errors
+
+    async def _select_in_session(self, kind: str, max_id: int) -> None:
+        ctx, plan, selections = self.ctx, self.plan, self.found.selections
+        async with ctx.sessions() as session:
+            await ctx.bound(session)
+            slicing = Slicing(ctx.sessions, ctx.bound, ctx.limits.db_concurrency)
+            if kind == KIND_BOTS:
+                bots, results = await select_bots(
+                    session, ctx.dialect, plan.policy, plan.now, slicing
+                )
+                selections[KIND_BOTS] = bots
+                selections[KIND_BOT_RESULTS] = results
+            elif kind == KIND_RESULTS:
+                selections[kind] = await select_results(
+                    session, ctx.dialect, plan.policy, plan.now, max_id
+                )
+            elif ctx.dialect.postgres:
+                # A table of this run's own, and none left over by a run that crashed.
+                await drop_orphan_tables(session)
+                await session.commit()
+                self.orphan_table = orphan_table(self.run_id)
+                selections[kind] = await select_orphaned_results(
+                    session, max_id, slicing, table=self.orphan_table
+                )
+            else:
+                selections[kind] = await select_orphaned_results(session, max_id)

@@ -1,0 +1,97 @@
+"""Everything a request handler or a background task may need, built once per app, in order, and
+passed in — never global.
+
+:func:`build_services` builds the store, the engines, the metrics, the cleanup service (the
+metrics observe it), the scheduler, then the background components in the order they start; the
+app's lifespan stops them in reverse, so the scheduler (last) stops first and a run in progress
+ends after its batch before anything it needs goes away.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from prometheus_client import CollectorRegistry
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from botfleet.auth_failures import AuthFailureLimiter
+from botfleet.cleanup.scheduler import Scheduler
+from botfleet.cleanup.service import CleanupService
+from botfleet.cleanup.timing import governor_for
+from botfleet.config import Settings
+from botfleet.logs import register_settings_secrets, track_cleanup_runs
+from botfleet.metrics import Metrics
+from botfleet.reconcile import Reconciler
+from botfleet.runtime.fleet import Fleet
+from botfleet.store.session import SessionFactory, create_engine, create_session_factory
+
+
+class Component(Protocol):
+    """Background work owned by the app (reconciler, scheduler): started and stopped with it."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    db: AsyncEngine
+    sessions: SessionFactory
+    fleet: Fleet
+    registry: CollectorRegistry
+    metrics: Metrics
+    cleanup: CleanupService
+    scheduler: Scheduler
+    # Failed admin-token attempts, and bot-token ones: a budget each, so that a wrong admin
+    # token in a script on a bot host cannot stop that host's bots from posting results.
+    auth_limiter: AuthFailureLimiter
+    bot_auth_limiter: AuthFailureLimiter
+    components: tuple[Component, ...]  # started in this order, stopped in reverse
+
+
+def build_services(settings: Settings) -> Services:
+    db = create_engine(settings)
+    sessions = create_session_factory(db)
+    fleet = Fleet.from_settings(settings)
+    registry = CollectorRegistry(auto_describe=True)
+    metrics = Metrics(registry, settings=settings, sessions=sessions, fleet=fleet)
+    # Built here, so a bad CLEANUP_POLICY_FILE stops the app before it serves anything.
+    cleanup = CleanupService(
+        settings=settings,
+        db=db,
+        fleet=fleet,
+        observers=[metrics.observe],
+        governor=governor_for(settings),
+    )
+    # Always built (its status explains "off"); started only with CLEANUP_ENABLED.
+    scheduler = Scheduler(settings=settings, service=cleanup, engines=fleet.names)
+    metrics.watch(scheduler.status)
+    # Logs carry the run id of every cleanup action and never a configured secret.
+    track_cleanup_runs(cleanup)
+    register_settings_secrets(settings)
+    reconciler = Reconciler(sessions=sessions, fleet=fleet, settings=settings)
+    components: list[Component] = [metrics.refresher, reconciler]
+    if settings.cleanup_enabled:
+        components.append(scheduler)
+    return Services(
+        settings=settings,
+        db=db,
+        sessions=sessions,
+        fleet=fleet,
+        registry=registry,
+        metrics=metrics,
+        cleanup=cleanup,
+        scheduler=scheduler,
+        auth_limiter=_limiter(settings),
+        bot_auth_limiter=_limiter(settings),
+        components=tuple(components),
+    )
+
+
+def _limiter(settings: Settings) -> AuthFailureLimiter:
+    return AuthFailureLimiter(
+        limit=settings.auth_failure_limit, window=settings.auth_failure_window_seconds
+    )
