@@ -32,6 +32,7 @@ lint: install
 	$(BIN)/ruff check --no-cache botfleet tests bench scripts
 	$(BIN)/ruff format --no-cache --check botfleet
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 sample-bot:
 	bash examples/sample-bot/build.sh

@@ -1,0 +1,78 @@
+"""The arrows that must never exist (docs/architecture.md), checked by import-linter on the real
+tree — and shown to catch a forbidden import and a cycle when one is added to a copy of it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LINT = Path(sys.executable).with_name("lint-imports")
+
+
+def lint_imports(tree: Path) -> subprocess.CompletedProcess[str]:
+    """import-linter over the ``botfleet`` package of ``tree``, with the contracts of ``tree``."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    return subprocess.run(
+        [str(LINT), "--config", str(tree / "pyproject.toml"), "--no-cache"],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture
+def copy(tmp_path: Path) -> Path:
+    """A copy of the package and its contracts, to break on purpose."""
+    shutil.copytree(
+        ROOT / "botfleet", tmp_path / "botfleet", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    return tmp_path
+
+
+def test_every_contract_holds() -> None:
+    result = lint_imports(ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 broken" in result.stdout
+
+
+def test_the_cleanup_importing_the_api_breaks_a_contract(copy: Path) -> None:
+    policy = copy / "botfleet/cleanup/run.py"
+    policy.write_text(policy.read_text() + "\nfrom botfleet.api import deps  # noqa: E402\n")
+    result = lint_imports(copy)
+    assert result.returncode != 0
+    assert "domain code never imports the web layer or the CLI BROKEN" in result.stdout
+    assert "botfleet.cleanup.run -> botfleet.api.deps" in result.stdout
+
+
+def test_the_policy_reaching_the_store_breaks_its_purity(copy: Path) -> None:
+    policy = copy / "botfleet/cleanup/policy.py"
+    policy.write_text(policy.read_text() + "\nfrom botfleet.store import models  # noqa: E402\n")
+    result = lint_imports(copy)
+    assert result.returncode != 0
+    assert "the retention policy is pure: no store, no engine BROKEN" in result.stdout
+
+
+def test_a_cycle_breaks_the_acyclic_contract(copy: Path) -> None:
+    # errors -> constants is harmless alone; with constants -> errors it is a cycle. A
+    # function-local import counts as much as one at the top.
+    errors = copy / "botfleet/errors.py"
+    errors.write_text(errors.read_text() + "\nfrom botfleet import constants  # noqa: E402\n")
+    constants = copy / "botfleet/constants.py"
+    constants.write_text(
+        constants.read_text()
+        + "\n\ndef _late() -> None:\n    from botfleet import errors  # noqa\n"
+    )
+    result = lint_imports(copy)
+    assert result.returncode != 0
+    assert "no package or module of botfleet imports one that imports it back BROKEN" in (
+        result.stdout
+    )
