@@ -16,7 +16,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 # Modules with a main() that are tools, not benchmarks.
-HELPERS = frozenset({"__init__", "all", "report", "seed", "pgtools"})
+HELPERS = frozenset({"__init__", "all", "alternate", "report", "seed", "pgtools"})
 
 
 def discover() -> list[str]:

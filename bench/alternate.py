@@ -1,0 +1,84 @@
+"""Two checkouts of botfleet, the same benchmarks, rounds alternating: did a change cost speed?
+
+    python -m bench.alternate OLD_TREE NEW_TREE [--rounds 3] [--names purge,containers,plan]
+
+Each round runs every named benchmark on the old tree, then on the new one (each in its own
+process, with ``PYTHONPATH`` pointing at that tree, so its own ``bench/`` and ``botfleet/`` are
+used), and reads the figures it wrote to ``<tree>/bench/results/<name>.json``. Alternating
+spreads the machine's own drift (other work, the disk's caches) over both. Prints a table of
+every round, the medians and the load average, and writes ``bench/results/alternate.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.report import write_result
+
+# The figures compared, per benchmark (each a key of its result file).
+FIGURES = {
+    "purge": ("ratio_rows_per_s", "writer_p99_ms", "longest_txn_ms", "peak_rss_mb"),
+    "containers": ("ratio_containers_per_s",),
+    "plan": ("plan_seconds", "ratio_plan_vs_counts"),
+}
+
+
+def run_one(tree: Path, name: str) -> dict[str, Any]:
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-m", f"bench.{name}"], cwd=tree, env=env, check=True)
+    result = json.loads((tree / "bench/results" / f"{name}.json").read_text())
+    figures = {key: result.get(key) for key in FIGURES.get(name, ())}
+    figures["wall_seconds"] = round(time.monotonic() - started, 1)
+    figures["load_1min"] = round(os.getloadavg()[0], 2)
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("old", type=Path)
+    parser.add_argument("new", type=Path)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--names", default="purge,containers,plan")
+    args = parser.parse_args(argv)
+    names = [n.strip() for n in args.names.split(",") if n.strip()]
+    rounds: list[dict[str, dict[str, dict[str, Any]]]] = []
+    for number in range(1, args.rounds + 1):
+        this: dict[str, dict[str, dict[str, Any]]] = {}
+        for name in names:
+            for side, tree in (("old", args.old), ("new", args.new)):
+                figures = run_one(tree.resolve(), name)
+                this.setdefault(name, {})[side] = figures
+                print(f"round {number} {name} {side}: {figures}", flush=True)
+        rounds.append(this)
+    medians: dict[str, dict[str, dict[str, float]]] = {}
+    for name in names:
+        for side in ("old", "new"):
+            for key in FIGURES.get(name, ()):
+                values = [r[name][side][key] for r in rounds if r[name][side].get(key) is not None]
+                if values:
+                    medians.setdefault(name, {}).setdefault(side, {})[key] = statistics.median(
+                        values
+                    )
+    print("\nmedians:")
+    for name, sides in medians.items():
+        for key in FIGURES[name]:
+            old, new = sides.get("old", {}).get(key), sides.get("new", {}).get(key)
+            print(f"  {name:<11} {key:<24} old {old}  new {new}")
+    write_result(
+        "alternate",
+        {"old": str(args.old), "new": str(args.new), "rounds": rounds, "medians": medians},
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
