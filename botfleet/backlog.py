@@ -32,7 +32,6 @@ from botfleet.config import Settings
 from botfleet.constants import (
     KIND_BOT_RESULTS,
     KIND_BOTS,
-    KIND_CONTAINERS,
     KIND_ORPHANED_RESULTS,
     KIND_RESULTS,
     REMOVABLE_STATES,
@@ -40,6 +39,7 @@ from botfleet.constants import (
     RUN_FAILED,
     RUN_RUNNING,
     RUN_SUCCEEDED,
+    WORKLOAD_KINDS,
 )
 from botfleet.errors import EngineUnavailable
 from botfleet.runtime.base import ContainerInfo
@@ -49,8 +49,8 @@ from botfleet.store.session import SessionFactory
 
 log = logging.getLogger(__name__)
 
-ORPHAN_KINDS = (KIND_ORPHANED_RESULTS, KIND_CONTAINERS)
-BACKLOG_KINDS = (KIND_BOTS, KIND_BOT_RESULTS, KIND_ORPHANED_RESULTS, KIND_CONTAINERS, KIND_RESULTS)
+ORPHAN_KINDS = (KIND_ORPHANED_RESULTS, *WORKLOAD_KINDS)
+BACKLOG_KINDS = (KIND_BOTS, KIND_BOT_RESULTS, KIND_ORPHANED_RESULTS, KIND_RESULTS, *WORKLOAD_KINDS)
 _FAILURES = (RUN_FAILED, RUN_ABANDONED)
 _HISTORY = 100  # runs looked at to count consecutive failures
 
@@ -86,7 +86,7 @@ def classify_containers(
     """Orphaned: ours, and no live bot owns it. Removable: orphaned, stopped and past the grace."""
     orphaned = removable = 0
     for c in containers:
-        if not c.belongs_to(instance) or normalise_id(c.bot_id) in live_bot_ids:
+        if not c.belongs_to(instance) or c.swarm_task or normalise_id(c.bot_id) in live_bot_ids:
             continue
         orphaned += 1
         since = c.finished_at or c.created_at
@@ -124,21 +124,20 @@ async def measure(
         last_success = await _last_success(session)
         failures = await _consecutive_failures(session)
         errors: list[str] = []
+        for kind in WORKLOAD_KINDS:  # containers on plain engines, services on a swarm
+            orphaned[kind] = backlog[kind] = 0
         if fleet is not None and settings.container_cleanup_enabled:
             containers, errors = await _list_containers(fleet, settings.botfleet_instance)
             live = await _live_ids(session, {c.bot_id for c in containers if c.bot_id})
-            counts = classify_containers(
-                containers,
-                live,
-                instance=settings.botfleet_instance,
-                grace=timedelta(minutes=settings.container_cleanup_grace_minutes),
-                now=now,
-            )
-            orphaned[KIND_CONTAINERS] = counts.orphaned
-            backlog[KIND_CONTAINERS] = counts.removable
-        else:
-            orphaned[KIND_CONTAINERS] = 0
-            backlog[KIND_CONTAINERS] = 0
+            for kind, engines in ((k, fleet.of_kind(k)) for k in WORKLOAD_KINDS):
+                counts = classify_containers(
+                    [c for c in containers if c.engine in engines],
+                    live,
+                    instance=settings.botfleet_instance,
+                    grace=timedelta(minutes=settings.container_cleanup_grace_minutes),
+                    now=now,
+                )
+                orphaned[kind], backlog[kind] = counts.orphaned, counts.removable
     return Backlog(
         measured_at=now,
         bots=bots,

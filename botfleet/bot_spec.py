@@ -3,9 +3,11 @@ environment every bot finds, the labels every container of botfleet carries."""
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from botfleet.config import Settings
 from botfleet.constants import (
@@ -17,7 +19,7 @@ from botfleet.constants import (
     LABEL_INSTANCE,
     LABEL_MANAGED,
 )
-from botfleet.runtime.base import ContainerSpec
+from botfleet.runtime.base import ContainerSpec, Resources
 from botfleet.store.models import Bot
 
 
@@ -30,6 +32,15 @@ class NewBot:
     command: Sequence[str] | None = None
     env: Mapping[str, str] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
+    placement: Sequence[str] = ()  # swarm constraints, e.g. node.labels.zone==eu
+    resources: Resources | None = None
+
+
+def resources_json(resources: Resources | None) -> dict[str, Any] | None:
+    """How a bot row keeps its resources (only what was asked for)."""
+    if resources is None:
+        return None
+    return {k: v for k, v in dataclasses.asdict(resources).items() if v is not None}
 
 
 def container_name(bot_id: uuid.UUID) -> str:
@@ -57,4 +68,6 @@ def container_spec(bot: Bot, token: str, settings: Settings) -> ContainerSpec:
         env=env,
         labels=labels,
         network=settings.bot_network,
+        placement=tuple(bot.placement or ()),
+        resources=Resources(**bot.resources) if bot.resources else None,
     )

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from botfleet.auth import hash_token, new_bot_token
 from botfleet.bot_queries import BotFilter, get_bot, list_bots, live_counts
-from botfleet.bot_spec import NewBot, container_spec
+from botfleet.bot_spec import NewBot, container_spec, resources_json
 from botfleet.config import Settings
 from botfleet.constants import (
     BOT_STOP_TIMEOUT_SECONDS,
@@ -71,6 +71,8 @@ class BotService:
             command=list(new.command) if new.command else None,
             env=dict(new.env),
             labels=dict(new.labels),
+            placement=list(new.placement) or None,
+            resources=resources_json(new.resources),
             status=STATUS_PENDING,
             engine=engine.name,
             token_hash=hash_token(token),
@@ -111,6 +113,7 @@ class BotService:
             bot.updated_at = now
             if bot.deleted_at is None:
                 bot.status, bot.exit_code = container_status(info)
+                bot.node, bot.status_detail = info.node, info.detail
             return bot
 
     async def _forget(self, bot_id: uuid.UUID) -> None:
@@ -172,8 +175,9 @@ class BotService:
     async def restore(self, bot_id: uuid.UUID, *, now: datetime) -> tuple[Bot, str | None]:
         """Undo a delete within retention and run the bot again.
 
-        Answers a new token only if a fresh container had to be made (the old one was removed):
-        the old token lives in the old container's environment, and only its hash is stored.
+        Answers a new token when the bot runs with one: a fresh container (the old one was
+        removed), or a swarm service, whose environment is updated. A plain container that is
+        started again keeps the token in its environment (only its hash is stored): no new one.
         """
         bot = await self.get(bot_id)
         if bot.deleted_at is None:
@@ -186,11 +190,10 @@ class BotService:
         # no longer stops its container, so starting it cannot race with "finish the delete".
         await self._mark_live(bot, now)
         try:
-            engine, info, token = await self._revive(bot, counts)
+            engine, info, token, fresh = await self._revive(bot, counts)
         except BaseException:
             await asyncio.shield(self._mark_deleted_again(bot))
             raise
-        fresh = token is not None
         try:
             async with self._sessions() as session, session.begin():
                 row = await session.get(Bot, bot_id, with_for_update=True)
@@ -199,6 +202,7 @@ class BotService:
                 row.engine = engine.name
                 row.container_id = info.id
                 row.status, row.exit_code = container_status(info)
+                row.node, row.status_detail = info.node, info.detail
                 row.updated_at = now
                 if token is not None:
                     row.token_hash = hash_token(token)
@@ -236,21 +240,20 @@ class BotService:
 
     async def _revive(
         self, bot: Bot, counts: Mapping[str, int]
-    ) -> tuple[ContainerEngine, ContainerInfo, str | None]:
-        """Start the bot's container, or run a fresh one if it is gone."""
+    ) -> tuple[ContainerEngine, ContainerInfo, str | None, bool]:
+        """The bot's workload running again, the token it runs with if it is a new one, and
+        whether the workload is a fresh one (its old one was gone)."""
+        token = new_bot_token()
+        spec = container_spec(bot, token, self._settings)
         engine = self._fleet.engines.get(bot.engine or "")
         if engine is not None and bot.container_id:
-            existing = await engine.inspect(bot.container_id)
-            if existing is not None:
-                await engine.start(bot.container_id)
-                info = await engine.inspect(bot.container_id)
-                return engine, info or existing, None
+            revived = await engine.revive(bot.container_id, spec)
+            if revived is not None:
+                return engine, revived.info, token if revived.fresh_env else None, False
         if engine is None:
             # Its engine left DOCKER_HOSTS: the bot moves to the least loaded one.
             engine = await self._fleet.place(counts)
-        token = new_bot_token()
-        info = await engine.run(container_spec(bot, token, self._settings))
-        return engine, info, token
+        return engine, await engine.run(spec), token, True
 
     async def _undo_revive(
         self, engine: ContainerEngine, container_id: str, *, fresh: bool

@@ -13,28 +13,23 @@ from datetime import time
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import (
-    Field,
-    SecretStr,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from botfleet.constants import EXAMPLE_ADMIN_TOKENS
-
-_TRUE = {"true", "1"}
-_FALSE = {"false", "0"}
-_BOOL_FIELDS = (
-    "container_cleanup_enabled",
-    "cleanup_dry_run",
-    "cleanup_enabled",
-    "cleanup_adaptive",
+from botfleet.config_types import (
+    BotNetwork,
+    DatabaseUrl,
+    ImagePull,
+    InstanceName,
+    RestartPolicy,
+    Runtime,
+    StrictBool,
+    TimeZone,
+    WholeNumber,
+    Window,
+    YamlFile,
 )
-_INSTANCE_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
-_WINDOW_RE = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
+from botfleet.constants import EXAMPLE_ADMIN_TOKENS
 
 DEFAULT_SQLITE_URL = "sqlite:///./data/botfleet.db"
 
@@ -45,7 +40,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
 
     # --- server -------------------------------------------------------------------------------
-    database_url: str = DEFAULT_SQLITE_URL
+    database_url: DatabaseUrl = DEFAULT_SQLITE_URL
     admin_token: SecretStr | None = None
     main_server_url: str = "http://localhost:3001"
     port: int = Field(3001, ge=1, le=65535)
@@ -55,22 +50,26 @@ class Settings(BaseSettings):
     metrics_token: SecretStr | None = None
 
     # --- bots and engines ---------------------------------------------------------------------
+    bot_runtime: Runtime = "docker"  # docker: plain engines; swarm: a swarm's managers
     docker_hosts: str = ""
-    bot_network: str = "host"
-    botfleet_instance: str = "default"
+    bot_network: BotNetwork = "host"
+    bot_image_pull: ImagePull = "if-not-present"
+    # Swarm services' restart policy: none, or on-failure with a bounded number of attempts.
+    bot_restart_policy: RestartPolicy = "on-failure:3"
+    botfleet_instance: InstanceName = "default"
     reconcile_interval_seconds: float = Field(30.0, gt=0)
 
     # --- cleanup (the seed's four, then the design's) -----------------------------------------
-    bot_retention_days: int = Field(7, ge=0)
+    bot_retention_days: WholeNumber = Field(7, ge=0)
     cleanup_interval_hours: float = Field(6.0, gt=0)
-    container_cleanup_enabled: bool = True
-    cleanup_dry_run: bool = False
-    cleanup_enabled: bool = True
+    container_cleanup_enabled: StrictBool = True
+    cleanup_dry_run: StrictBool = False
+    cleanup_enabled: StrictBool = True
     cleanup_startup_delay_seconds: float = Field(60.0, ge=0)
     cleanup_retry_minutes: float = Field(5.0, gt=0)
     container_cleanup_grace_minutes: float = Field(10.0, ge=0)
-    cleanup_batch_size: int = Field(1000, ge=1, le=100_000)
-    cleanup_policy_file: Path | None = None
+    cleanup_batch_size: WholeNumber = Field(1000, ge=1, le=100_000)
+    cleanup_policy_file: YamlFile = None
     result_retention_days: int | None = Field(None, ge=0)
     cleanup_max_deletions: int | None = Field(None, ge=1)
     cleanup_container_concurrency: int = Field(8, ge=1, le=64)
@@ -78,9 +77,9 @@ class Settings(BaseSettings):
     cleanup_db_concurrency: int = Field(2, ge=1, le=8)
 
     # --- scheduling and resilience ------------------------------------------------------------
-    cleanup_window: str | None = None
-    cleanup_timezone: str = "UTC"
-    cleanup_adaptive: bool = True
+    cleanup_window: Window = None
+    cleanup_timezone: TimeZone = "UTC"
+    cleanup_adaptive: StrictBool = True
     cleanup_max_run_seconds: float = Field(3600.0, gt=0)
     cleanup_min_interval_minutes: float = Field(15.0, gt=0)
     cleanup_max_interval_hours: float = Field(24.0, gt=0)
@@ -92,85 +91,6 @@ class Settings(BaseSettings):
     # --- security -----------------------------------------------------------------------------
     auth_failure_limit: int = Field(20, ge=1)
     auth_failure_window_seconds: float = Field(60.0, gt=0)
-
-    @field_validator(*_BOOL_FIELDS, mode="before")
-    @classmethod
-    def _strict_bool(cls, value: Any) -> bool:
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text in _TRUE:
-            return True
-        if text in _FALSE:
-            return False
-        raise ValueError("accepts true, false, 1 or 0")
-
-    @field_validator("bot_retention_days", "cleanup_batch_size", mode="before")
-    @classmethod
-    def _whole_number(cls, value: Any, info: ValidationInfo) -> Any:
-        if isinstance(value, str) and not re.fullmatch(r"\s*-?\d+\s*", value):
-            raise ValueError("accepts a whole number")
-        return value
-
-    @field_validator("database_url")
-    @classmethod
-    def _known_scheme(cls, value: str) -> str:
-        if not value.startswith(
-            ("postgresql://", "postgresql+asyncpg://", "sqlite:///", "sqlite+aiosqlite:///")
-        ):
-            raise ValueError("accepts postgresql://user@host:port/db or sqlite:///path/to/file.db")
-        return value
-
-    @field_validator("botfleet_instance")
-    @classmethod
-    def _instance_name(cls, value: str) -> str:
-        if not _INSTANCE_RE.match(value):
-            raise ValueError("accepts 1-63 chars of a-z, 0-9, '.', '_', '-' (lower case)")
-        return value
-
-    @field_validator("bot_network")
-    @classmethod
-    def _network(cls, value: str) -> str:
-        if not value or value == "bridge":
-            raise ValueError("accepts host, none or a user-defined network (not bridge)")
-        return value
-
-    @field_validator("cleanup_window")
-    @classmethod
-    def _window(cls, value: str | None) -> str | None:
-        if value in (None, ""):
-            return None
-        match = _WINDOW_RE.match(value)
-        if (
-            not match
-            or int(match[1]) > 23
-            or int(match[3]) > 23
-            or int(match[2]) > 59
-            or int(match[4]) > 59
-        ):
-            raise ValueError("accepts HH:MM-HH:MM, e.g. 01:00-05:00")
-        return value
-
-    @field_validator("cleanup_timezone")
-    @classmethod
-    def _timezone(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(
-                "accepts an IANA time zone name such as UTC or Europe/Berlin"
-            ) from None
-        return value
-
-    @field_validator("cleanup_policy_file")
-    @classmethod
-    def _policy_file_exists(cls, value: Path | None) -> Path | None:
-        # Its rules are validated where they live, at start-up (cleanup.policy.check_policy_file).
-        if value is not None and not value.is_file():
-            raise ValueError("accepts the path of a readable YAML file")
-        return value
 
     @model_validator(mode="after")
     def _token_strength(self) -> Settings:

@@ -8,6 +8,8 @@ from typing import Final
 LABEL_MANAGED: Final = "botfleet.managed"
 LABEL_BOT_ID: Final = "botfleet.bot-id"
 LABEL_INSTANCE: Final = "botfleet.instance"
+# Labels swarm puts on the containers of its services' tasks (com.docker.swarm.service.id, …).
+SWARM_LABEL_PREFIX: Final = "com.docker.swarm."
 # A bot label that places it under legal hold: never purged.
 LABEL_HOLD: Final = "botfleet.hold"
 
@@ -51,13 +53,17 @@ KIND_BOT_RESULTS: Final = "bot_results"
 KIND_ORPHANED_RESULTS: Final = "orphaned_results"
 KIND_CONTAINERS: Final = "containers"
 KIND_RESULTS: Final = "results"
+KIND_SERVICES: Final = "services"  # a swarm's services (BOT_RUNTIME=swarm)
 RESOURCE_KINDS: Final = (
     KIND_BOTS,
     KIND_BOT_RESULTS,
     KIND_ORPHANED_RESULTS,
     KIND_CONTAINERS,
     KIND_RESULTS,
+    KIND_SERVICES,
 )
+# The kinds an engine's workloads are cleaned up under.
+WORKLOAD_KINDS: Final = (KIND_CONTAINERS, KIND_SERVICES)
 
 # Cleanup run triggers and statuses.
 TRIGGER_SCHEDULE: Final = "schedule"

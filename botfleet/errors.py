@@ -45,6 +45,27 @@ class ImageNotAvailable(BotfleetError):
         self.engine = engine
 
 
+class ImagePullFailed(ImageNotAvailable):
+    """The registry answered, and refused: no such image or tag, or no right to pull it."""
+
+    def __init__(self, image: str, engine: str, reason: str) -> None:
+        BotfleetError.__init__(
+            self, f"image: {image!r} could not be pulled on engine {engine}: {reason}"
+        )
+        self.image = image
+        self.engine = engine
+        self.reason = reason
+
+
+class RegistryUnavailable(BotfleetError):
+    """The image's registry did not answer (an HTTP 503: try again later)."""
+
+    def __init__(self, image: str, reason: str) -> None:
+        super().__init__(f"image: the registry of {image!r} did not answer: {reason}")
+        self.image = image
+        self.reason = reason
+
+
 class ContainerFailed(BotfleetError):
     """The engine answered but refused to create or start the container."""
 

@@ -201,7 +201,13 @@ class Reconciler:
                 result = await session.execute(
                     update(Bot)
                     .where(Bot.id == change.bot_id, Bot.status == change.old_status, alive)
-                    .values(status=change.status, exit_code=change.exit_code, updated_at=now)
+                    .values(
+                        status=change.status,
+                        exit_code=change.exit_code,
+                        node=change.node,
+                        status_detail=change.detail,
+                        updated_at=now,
+                    )
                 )
                 applied += int(getattr(result, "rowcount", 0) or 0)
         return applied
@@ -242,6 +248,8 @@ _VIEW_COLUMNS = (
     Bot.engine,
     Bot.deleted_at,
     Bot.created_at,
+    Bot.node,
+    Bot.status_detail,
 )
 
 
@@ -254,6 +262,8 @@ def _view(row: Any) -> BotView:
         engine=row.engine,
         deleted=row.deleted_at is not None,
         created_at=row.created_at,
+        node=row.node,
+        detail=row.status_detail,
     )
 
 

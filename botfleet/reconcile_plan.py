@@ -24,14 +24,35 @@ STOP_EXIT_CODES = frozenset({137, 143})
 ACTIVE_STATES = frozenset({"running", "restarting", "paused"})
 
 
+# A swarm task's states (https://docs.docker.com/engine/swarm/how-swarm-mode-works/swarm-task-states/)
+# before it runs, and when its node is gone and swarm has still to reschedule it: pending.
+TASK_PENDING = frozenset(
+    {
+        "new",
+        "allocated",
+        "pending",
+        "assigned",
+        "accepted",
+        "preparing",
+        "ready",
+        "starting",
+        "orphaned",
+    }
+)
+TASK_STOPPED = frozenset({"shutdown", "remove"})
+
+
 def container_status(info: ContainerInfo | None) -> tuple[str, int | None]:
     """The bot status a container state means, with the exit code where there is one.
 
     exit 0 is ``exited``; a container stopped by a signal (docker stop) is ``stopped``; any other
-    exit, a dead container or a missing one is ``failed``.
+    exit, a dead container or a missing one is ``failed``. On a swarm the current task's state
+    decides: before it runs ``pending``, shut down by swarm ``stopped``, rejected ``failed``.
     """
     if info is None:
         return STATUS_FAILED, None
+    if info.task_state is not None:
+        return _task_status(info.task_state, info.exit_code)
     if info.state in ("running", "restarting"):
         return STATUS_RUNNING, None
     if info.state in ("created", "paused"):
@@ -45,6 +66,20 @@ def container_status(info: ContainerInfo | None) -> tuple[str, int | None]:
     return STATUS_FAILED, info.exit_code  # dead, removing
 
 
+def _task_status(state: str, exit_code: int | None) -> tuple[str, int | None]:
+    if state == "running":
+        return STATUS_RUNNING, None
+    if state in TASK_PENDING:
+        return STATUS_PENDING, None
+    if state in TASK_STOPPED:
+        return STATUS_STOPPED, exit_code
+    if state == "complete" or exit_code == 0:
+        return STATUS_EXITED, 0
+    if exit_code in STOP_EXIT_CODES:
+        return STATUS_STOPPED, exit_code
+    return STATUS_FAILED, exit_code  # failed, rejected
+
+
 @dataclass(frozen=True)
 class BotView:
     """The columns reconciliation reads, as they were when the snapshot was taken."""
@@ -56,6 +91,8 @@ class BotView:
     engine: str | None
     deleted: bool
     created_at: datetime
+    node: str | None = None
+    detail: str | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +102,8 @@ class StatusChange:
     status: str
     exit_code: int | None
     deleted: bool
+    node: str | None = None  # where its current task runs (a swarm), and why it is as it is
+    detail: str | None = None
 
 
 @dataclass(frozen=True)
@@ -102,16 +141,22 @@ def plan_reconcile(
             # Finish the delete: stop whatever still runs under this bot's label.
             for info in active_by_bot.get(str(bot.id), []):
                 plan.stops.append(StopContainer(bot.id, info.engine, info.id))
-            target: tuple[str, int | None] = (STATUS_DELETED, bot.exit_code)
+            target = (STATUS_DELETED, bot.exit_code, bot.node, bot.detail)
         elif bot.container_id is None:
             old = bot.created_at < now - timedelta(seconds=PENDING_GRACE_SECONDS)
             if bot.status != STATUS_PENDING or not old:
                 continue
-            target = (STATUS_FAILED, None)
+            target = (STATUS_FAILED, None, None, None)
         elif bot.engine not in containers:
             continue
         else:
-            target = container_status(by_id.get(bot.container_id))
-        if target != (bot.status, bot.exit_code):
-            plan.changes.append(StatusChange(bot.id, bot.status, *target, deleted=bot.deleted))
+            current = by_id.get(bot.container_id)
+            status, exit_code = container_status(current)
+            where = (current.node, current.detail) if current is not None else (None, None)
+            target = (status, exit_code, *where)
+        if target != (bot.status, bot.exit_code, bot.node, bot.detail):
+            status, exit_code, node, detail = target
+            plan.changes.append(
+                StatusChange(bot.id, bot.status, status, exit_code, bot.deleted, node, detail)
+            )
     return plan

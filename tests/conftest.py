@@ -24,6 +24,9 @@ from botfleet.config import Settings
 from botfleet.store.migrate import upgrade_sync
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+# No test pulls from a public registry (nothing may leave loopback): servers and commands started
+# by tests inherit this; the tests of image pulls ask for a pull policy and use the local registry.
+os.environ["BOT_IMAGE_PULL"] = "never"
 PG_ADMIN_URL = os.environ.get("BOTFLEET_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_IMAGE = "botfleet/sample-bot:latest"
@@ -102,6 +105,7 @@ def make_settings(**overrides: Any) -> Settings:
         "cleanup_startup_delay_seconds": 3600,
         "botfleet_instance": "test",
         "reconcile_interval_seconds": 3600,
+        "bot_image_pull": "never",
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

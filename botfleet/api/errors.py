@@ -34,6 +34,7 @@ STATUS_BY_ERROR: dict[type[domain.BotfleetError], int] = {
     domain.RestoreExpired: 409,
     domain.TooManyAuthFailures: 429,
     domain.EngineUnavailable: 503,
+    domain.RegistryUnavailable: 503,
     domain.NoEngineAvailable: 503,
     domain.LockLost: 503,
 }

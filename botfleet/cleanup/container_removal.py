@@ -1,7 +1,8 @@
-"""The container stage's removals: per engine, ``CLEANUP_CONTAINER_CONCURRENCY`` at a time,
-each right after a fresh inspect and a fresh look at its bot's row, never forced and never with
-volumes (safety rule 2); audited in groups. A dead engine stops its own share only; a stop
-request lets the removals in flight finish and starts no new one.
+"""The removal of the engines' workloads — containers (safety rule 2), a swarm's services (rule
+6): per engine, ``CLEANUP_CONTAINER_CONCURRENCY`` at a time, each right after a fresh look at it
+(a service's version must be the one selected) and at its bot's row, never forced and never with
+volumes; audited in groups. A dead engine stops its own share only; a stop request lets the
+removals in flight finish and starts no new one.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ async def remove_containers(
     targets: Sequence[ContainerTarget],
     tally: Tally,
     *,
+    kind: str = KIND_CONTAINERS,
     instance: str,
     concurrency: int,
     limit: int,
@@ -90,7 +92,7 @@ async def remove_containers(
                     tally.failed += 1
                     tally.errors.append(
                         {
-                            "stage": KIND_CONTAINERS,
+                            "stage": kind,
                             "dependency": DEPENDENCY_DATABASE,
                             "message": f"{t.id[:12]}: bot check failed: {exc}"[:300],
                         }
@@ -99,9 +101,7 @@ async def remove_containers(
                 except Exception as exc:
                     tally.failed += 1
                     message = f"{t.id[:12]}: {type(exc).__name__}: {exc}"[:300]
-                    tally.errors.append(
-                        {"stage": KIND_CONTAINERS, "engine": name, "message": message}
-                    )
+                    tally.errors.append({"stage": kind, "engine": name, "message": message})
                     return
             if isinstance(outcome, str):
                 tally.skipped.append((t.id, outcome, name))
@@ -110,15 +110,15 @@ async def remove_containers(
             if len(removed) >= AUDIT_EVERY:
                 batch = removed[:]
                 removed.clear()
-                await _record_removed(stage, batch, tally)
-                stage.report_progress(KIND_CONTAINERS, tally.deleted, total)
+                await _record_removed(stage, kind, batch, tally)
+                stage.report_progress(kind, tally.deleted, total)
 
         await asyncio.gather(*(one(t) for t in mine))
-        await _record_removed(stage, removed, tally)
-        stage.report_progress(KIND_CONTAINERS, tally.deleted, total)
+        await _record_removed(stage, kind, removed, tally)
+        stage.report_progress(kind, tally.deleted, total)
         down = state["down"]
         if down is not None:
-            tally.errors.append({"stage": KIND_CONTAINERS, "engine": name, "message": str(down)})
+            tally.errors.append({"stage": kind, "engine": name, "message": str(down)})
             for t in mine:
                 if t.id not in attempted:
                     tally.skipped.append((t.id, f"engine {name} unavailable", name))
@@ -213,11 +213,16 @@ def _unchanged(target: ContainerTarget, info: ContainerInfo | None) -> Container
         return "already gone"
     if info.id != target.id or info.bot_id != target.bot_id:
         return "labels or id changed since selection"
+    if target.version is not None and info.version != target.version:
+        return f"changed since selection: version {target.version} is now {info.version}"
     return info
 
 
 async def _record_removed(
-    stage: StageContext, removed: list[tuple[ContainerTarget, ContainerInfo]], tally: Tally
+    stage: StageContext,
+    kind: str,
+    removed: list[tuple[ContainerTarget, ContainerInfo]],
+    tally: Tally,
 ) -> None:
     if not removed:
         return
@@ -231,10 +236,10 @@ async def _record_removed(
     rows = [
         {
             "run_id": stage.run_id,
-            "kind": KIND_CONTAINERS,
+            "kind": kind,
             "resource_id": t.id,
             "engine": t.engine,
-            "reason": f"containers: {t.reason}",
+            "reason": f"{kind}: {t.reason}",
             "actor": stage.actor,
             "snapshot": container_snapshot(info, t.size_bytes),
             "deleted_at": at,
@@ -246,12 +251,12 @@ async def _record_removed(
             await session.execute(insert(CleanupAudit), rows)
     except Exception as exc:
         # The containers are gone either way; say loudly that their audit is missing.
-        log.error("audit of %d removed containers failed: %s", len(rows), exc)
+        log.error("audit of %d removed %s failed: %s", len(rows), kind, exc)
         tally.errors.append(
             {
-                "stage": KIND_CONTAINERS,
+                "stage": kind,
                 "dependency": DEPENDENCY_DATABASE,
-                "message": f"audit write failed for {len(rows)} removed containers: "
+                "message": f"audit write failed for {len(rows)} removed {kind}: "
                 f"{type(exc).__name__}",
             }
         )
@@ -268,4 +273,6 @@ def container_snapshot(info: ContainerInfo, size_bytes: int | None = None) -> di
         "finished_at": jsonable(info.finished_at),
         "exit_code": info.exit_code,
         "size_bytes": info.size_bytes if info.size_bytes is not None else size_bytes,
+        # A service's: its version when removed, and where its last task ran.
+        **({"version": info.version, "node": info.node} if info.version is not None else {}),
     }

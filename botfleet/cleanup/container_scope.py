@@ -1,7 +1,8 @@
-"""Which containers a run looks at: every one this instance has on its engines (a fresh plan),
-or exactly a stored plan's targets, each looked at again (a plan applied by ``plan_id``).
+"""Which workloads a run looks at — containers on plain engines, services on a swarm: every one
+this instance has (a fresh plan), or exactly a stored plan's targets, each looked at again (a
+plan applied by ``plan_id``).
 
-The plan picks its scope once, when it is made or loaded; the container selection then has one
+The plan picks its scope per kind once, when it is made or loaded; the selection then has one
 road through either (:mod:`botfleet.cleanup.container_selection`).
 """
 
@@ -19,7 +20,7 @@ from botfleet.runtime.base import ContainerEngine, ContainerInfo
 
 @dataclass(frozen=True)
 class ContainerTarget:
-    """A container the plan would remove: by id, on one engine, with the bot it belonged to."""
+    """A workload the plan would remove: by id, on one engine, with the bot it belonged to."""
 
     id: str
     engine: str
@@ -27,9 +28,10 @@ class ContainerTarget:
     reason: str
     age_seconds: float | None = None
     size_bytes: int | None = None  # its writable layer when selected ("bytes reclaimed")
+    version: int | None = None  # a service's Version.Index when selected: it must not change
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "id": self.id,
             "engine": self.engine,
             "bot_id": self.bot_id,
@@ -37,6 +39,9 @@ class ContainerTarget:
             "age_seconds": self.age_seconds,
             "size_bytes": self.size_bytes,
         }
+        if self.version is not None:
+            out["version"] = self.version
+        return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ContainerTarget:
@@ -47,6 +52,7 @@ class ContainerTarget:
             reason=data.get("reason", ""),
             age_seconds=data.get("age_seconds"),
             size_bytes=data.get("size_bytes"),
+            version=data.get("version"),
         )
 
 

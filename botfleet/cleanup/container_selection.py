@@ -1,9 +1,10 @@
-"""The container stage's selection: which containers may go, and why the others stay.
+"""The selection of the engines' workloads — containers on plain engines, services on a swarm:
+which may go, and why the others stay.
 
-Every engine in ``DOCKER_HOSTS`` is asked (never trusting its label filter alone), through the
-plan's scope (:mod:`botfleet.cleanup.container_scope`); each container is judged with the row its
-bot-id label names (:func:`~botfleet.cleanup.eligibility.container_decision`). A dead engine
-fails its own share only.
+Every engine of the kind is asked (never trusting its label filter alone), through the plan's
+scope (:mod:`botfleet.cleanup.container_scope`); each workload is judged with the row its bot-id
+label names (:func:`~botfleet.cleanup.eligibility.container_decision`). A dead engine fails its
+own share only.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ async def select_containers(
     fleet: Fleet,
     sessions: SessionFactory,
     *,
+    kind: str = KIND_CONTAINERS,
     instance: str,
     policy: Policy,
     now: datetime,
@@ -51,29 +53,31 @@ async def select_containers(
     skip_engines: Collection[str] = frozenset(),
     scope: ContainerScope = EveryContainer(),
 ) -> ContainerSelection:
-    """Judge what ``scope`` finds on every engine but ``skip_engines`` (open breakers)."""
-    out = ContainerSelection(Selection(KIND_CONTAINERS))
+    """Judge what ``scope`` finds on every engine of ``kind`` but ``skip_engines`` (open
+    breakers)."""
+    out = ContainerSelection(Selection(kind))
+    engines = fleet.of_kind(kind)
 
     async def gather_engine(name: str, engine: ContainerEngine) -> list[ContainerInfo]:
         try:
             found, gone = await scope.look(engine, instance, concurrency)
         except EngineUnavailable as exc:
-            out.errors.append({"stage": KIND_CONTAINERS, "engine": name, "message": str(exc)})
+            out.errors.append({"stage": kind, "engine": name, "message": str(exc)})
             return []
         except Exception as exc:  # one engine's surprise must not sink the others
-            log.exception("listing containers on engine %s failed", name)
+            log.exception("listing %s on engine %s failed", kind, name)
             message = f"{type(exc).__name__}: {exc}"[:300]
-            out.errors.append({"stage": KIND_CONTAINERS, "engine": name, "message": message})
+            out.errors.append({"stage": kind, "engine": name, "message": message})
             return []
         for item in gone:
             out.selection.skip(item, scope.changed_prefix + "already gone", engine=name)
         return found
 
-    used = {n: e for n, e in fleet.engines.items() if n not in skip_engines}
-    for name in sorted(set(fleet.engines) & set(skip_engines)):
+    used = {n: e for n, e in engines.items() if n not in skip_engines}
+    for name in sorted(set(engines) & set(skip_engines)):
         for item in scope.expected(name) or [f"engine:{name}"]:
             out.selection.skip(item, REASON_BREAKER_OPEN, engine=name)
-    for target in scope.departed(fleet.engines):
+    for target in scope.departed(engines):
         out.selection.skip(target.id, "engine no longer in DOCKER_HOSTS", engine=target.engine)
     listed = await asyncio.gather(*(gather_engine(n, e) for n, e in used.items()))
     containers = [c for batch in listed for c in batch]
@@ -90,7 +94,9 @@ async def select_containers(
         if decision.eligible:
             age = decision.age.total_seconds() if decision.age is not None else None
             out.targets.append(
-                ContainerTarget(c.id, c.engine, c.bot_id, decision.reason, age, c.size_bytes)
+                ContainerTarget(
+                    c.id, c.engine, c.bot_id, decision.reason, age, c.size_bytes, c.version
+                )
             )
             if len(out.selection.sample) < SAMPLE_SIZE:
                 out.selection.sample.append(c.id)

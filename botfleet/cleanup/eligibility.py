@@ -124,7 +124,9 @@ def container_decision(
     grace: timedelta,
     now: datetime,
 ) -> Decision:
-    """Safety rule 2: ours, not running, older than the grace period, and no live bot owns it.
+    """Safety rules 2 and 6: ours, not running, older than the grace period, and no live bot
+    owns it; never a swarm service's task alone. For a service, its state and times are its
+    tasks' (:mod:`botfleet.runtime.swarm_specs`).
 
     ``bot`` is the row named by the container's bot-id label, or None if there is no such row.
     """
@@ -132,6 +134,9 @@ def container_decision(
     age = container_age(container, now)
     if not container.belongs_to(instance):
         return Decision(False, f"not labelled for instance {instance!r}", False, age)
+    if container.swarm_task:
+        # Its service goes (the services stage), and swarm's task history with it.
+        return Decision(False, "a swarm service's task: its service is what goes", False, age)
     if bot is not None and str(bot.id) != container.labels.get(LABEL_BOT_ID):
         return Decision(False, "bot-id label does not match the bot checked", False, age)
     if bot is not None and bot.live:

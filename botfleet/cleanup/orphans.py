@@ -21,7 +21,13 @@ from botfleet.cleanup.database_selection import (
 from botfleet.cleanup.eligibility import bot_purge_decision
 from botfleet.cleanup.policy import Policy
 from botfleet.cleanup.sql import bound_text
-from botfleet.constants import KIND_BOTS, KIND_CONTAINERS, KIND_ORPHANED_RESULTS, KIND_RESULTS
+from botfleet.constants import (
+    KIND_BOTS,
+    KIND_CONTAINERS,
+    KIND_ORPHANED_RESULTS,
+    KIND_RESULTS,
+    WORKLOAD_KINDS,
+)
 from botfleet.errors import InvalidInput
 from botfleet.store.models import UTCDateTime
 
@@ -82,10 +88,13 @@ async def orphans_view(ctx: RunContext, policy: Policy, *, limit: int = 100) -> 
         if policy.results_stage_enabled:
             expired = await select_results(session, dialect, policy, now, top)
             summary[KIND_RESULTS] = {"total": expired.found, "eligible": expired.found}
-    if ctx.limits.containers_enabled:
+    # The engines' workloads: containers on plain engines, services on a swarm.
+    kinds = [k for k in WORKLOAD_KINDS if ctx.fleet.of_kind(k)] or [KIND_CONTAINERS]
+    for kind in kinds if ctx.limits.containers_enabled else []:
         sel = await select_containers(
             ctx.fleet,
             ctx.sessions,
+            kind=kind,
             instance=ctx.limits.instance,
             policy=policy,
             now=now,
@@ -95,11 +104,11 @@ async def orphans_view(ctx: RunContext, policy: Policy, *, limit: int = 100) -> 
         judged = [(c, dec) for c, dec in sel.judged if dec.orphaned]
         for c, dec in judged[:limit]:
             items.append(
-                _item(KIND_CONTAINERS, c.id, dec.eligible, dec.reason, dec.age)
+                _item(kind, c.id, dec.eligible, dec.reason, dec.age)
                 | {"engine": c.engine, "state": c.state, "bot_id": c.bot_id}
             )
         eligible = sum(1 for _, dec in judged if dec.eligible)
-        summary[KIND_CONTAINERS] = {
+        summary[kind] = {
             "total": len(judged),
             "eligible": eligible,
             "protected": len(judged) - eligible,

@@ -28,6 +28,8 @@ from botfleet.constants import (
     KIND_CONTAINERS,
     KIND_ORPHANED_RESULTS,
     KIND_RESULTS,
+    KIND_SERVICES,
+    WORKLOAD_KINDS,
 )
 from botfleet.errors import InvalidInput
 
@@ -35,8 +37,9 @@ SAMPLE_SIZE = 20
 SKIPPED_LIMIT = 100
 PLAN_VERSION = 1
 # The order stages run in, and what `only=` accepts (bot_results always go with their bots):
-# bots first, so that what they leave behind is not counted as orphaned; containers last.
-STAGES = (KIND_BOTS, KIND_RESULTS, KIND_ORPHANED_RESULTS, KIND_CONTAINERS)
+# bots first, so that what they leave behind is not counted as orphaned; engines' workloads
+# (containers, a swarm's services) last.
+STAGES = (KIND_BOTS, KIND_RESULTS, KIND_ORPHANED_RESULTS, KIND_CONTAINERS, KIND_SERVICES)
 DATABASE_STAGES = (KIND_BOTS, KIND_RESULTS, KIND_ORPHANED_RESULTS)
 # A fresh plan's bound on result ids before selection reads the table's: the largest bigint.
 UNBOUNDED = 2**63 - 1
@@ -81,7 +84,8 @@ class Plan:
     """What a run executes; JSON-storable in ``cleanup_runs.plan`` and re-executable by id.
 
     ``ceilings``: the most items of a kind the plan allows (a stored plan's counts; none for a
-    fresh one). ``containers``: which containers the run considers.
+    fresh one). ``workloads``: which containers and services the run considers, by kind (every
+    one where a kind is absent).
     """
 
     id: str
@@ -91,7 +95,10 @@ class Plan:
     stages: tuple[str, ...]
     max_result_id: int
     ceilings: Mapping[str, int] = field(default_factory=dict)
-    containers: ContainerScope = field(default_factory=EveryContainer)
+    workloads: Mapping[str, ContainerScope] = field(default_factory=dict)
+
+    def scope(self, kind: str) -> ContainerScope:
+        return self.workloads.get(kind) or EveryContainer()
 
     @classmethod
     def fresh(cls, plan_id: str, *, now: datetime, instance: str, policy: Policy) -> Plan:
@@ -104,7 +111,7 @@ class Plan:
         stages: Sequence[str],
         max_result_id: int,
         found: Mapping[str, int],
-        containers: Sequence[ContainerTarget],
+        workloads: Mapping[str, Sequence[ContainerTarget]],
     ) -> Plan:
         """The plan as selection made it: what a dry run stores and ``plan_id`` applies."""
         return replace(
@@ -112,7 +119,7 @@ class Plan:
             stages=tuple(stages),
             max_result_id=max_result_id,
             ceilings=dict(found),
-            containers=PlannedContainers(tuple(containers)),
+            workloads={kind: PlannedContainers(tuple(t)) for kind, t in workloads.items()},
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -126,7 +133,12 @@ class Plan:
             # A bound no selection has read (no database stage ran) is stored as none: 0.
             "max_result_id": 0 if self.max_result_id == UNBOUNDED else self.max_result_id,
             "found": dict(self.ceilings),
-            "containers": [c.to_json() for c in self.containers.targets],
+            # Containers always (the format plans had first); services where there are some.
+            **{
+                kind: [t.to_json() for t in self.scope(kind).targets]
+                for kind in WORKLOAD_KINDS
+                if kind == KIND_CONTAINERS or self.scope(kind).targets
+            },
         }
 
     @classmethod
@@ -139,7 +151,10 @@ class Plan:
             stages=tuple(data["stages"]),
             max_result_id=int(data["max_result_id"]),
             ceilings={str(k): int(v) for k, v in data.get("found", {}).items()},
-            containers=PlannedContainers(
-                tuple(ContainerTarget.from_json(c) for c in data.get("containers", []))
-            ),
+            workloads={
+                kind: PlannedContainers(
+                    tuple(ContainerTarget.from_json(t) for t in data.get(kind) or [])
+                )
+                for kind in WORKLOAD_KINDS
+            },
         )

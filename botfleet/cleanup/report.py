@@ -8,7 +8,7 @@ real run report through the same code.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -21,6 +21,7 @@ from botfleet.constants import (
     KIND_CONTAINERS,
     KIND_ORPHANED_RESULTS,
     KIND_RESULTS,
+    KIND_SERVICES,
     OUTCOME_DISABLED,
     OUTCOME_DONE,
     OUTCOME_FAILED,
@@ -32,6 +33,7 @@ from botfleet.constants import (
     RUN_FAILED,
     RUN_PARTIAL,
     RUN_SUCCEEDED,
+    WORKLOAD_KINDS,
 )
 
 PLANNED = OUTCOME_PLANNED
@@ -87,7 +89,7 @@ def entry(
                 if len(skipped) < SKIPPED_LIMIT:
                     item = {"id": item_id, "reason": reason}
                     skipped.append(item | {"engine": engine} if engine else item)
-            if selection.kind == KIND_CONTAINERS:
+            if selection.kind in WORKLOAD_KINDS:
                 out["bytes_reclaimed"] = tally.bytes_reclaimed
     lag = selection.lag_seconds if tally is None else (tally.lag_seconds or selection.lag_seconds)
     return {
@@ -108,15 +110,23 @@ def empty(kind: str, outcome: str) -> dict[str, Any]:
     return entry(Selection(kind), outcome=outcome)
 
 
-def resources(
-    found: Findings, *, results_enabled: bool, ceilings: Mapping[str, int]
-) -> dict[str, dict[str, Any]]:
-    """The report's ``resources``: every contract kind (and ``results`` when enabled), each
-    with its outcome; against a stored plan's ``ceilings``, what changed since."""
-    out: dict[str, dict[str, Any]] = {}
+def report_kinds(*, results: bool, services: bool) -> list[str]:
+    """The kinds a report lists, in order: the contract's four, ``results`` when a result
+    retention is set, ``services`` on a swarm."""
     kinds = list(CONTRACT_KINDS)
-    if results_enabled:
+    if results:
         kinds.insert(2, KIND_RESULTS)
+    if services:
+        kinds.append(KIND_SERVICES)
+    return kinds
+
+
+def resources(
+    found: Findings, *, kinds: Sequence[str], ceilings: Mapping[str, int]
+) -> dict[str, dict[str, Any]]:
+    """The report's ``resources`` for ``kinds``, each with its outcome; against a stored
+    plan's ``ceilings``, what changed since."""
+    out: dict[str, dict[str, Any]] = {}
     for kind in kinds:
         stage = KIND_BOTS if kind == KIND_BOT_RESULTS else kind
         outcome = found.outcomes.get(stage, INTERRUPTED if stage in found.stages else NOT_SELECTED)

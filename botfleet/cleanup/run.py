@@ -35,6 +35,7 @@ from botfleet.cleanup.report import (
     PLANNED,
     REFUSED,
     Findings,
+    report_kinds,
     resources,
 )
 from botfleet.cleanup.run_records import store_plan
@@ -46,8 +47,10 @@ from botfleet.constants import (
     KIND_CONTAINERS,
     KIND_ORPHANED_RESULTS,
     KIND_RESULTS,
+    KIND_SERVICES,
     REASON_INTERRUPTED,
     REASON_REFUSED,
+    WORKLOAD_KINDS,
 )
 from botfleet.errors import LockLost
 
@@ -56,13 +59,18 @@ log = logging.getLogger(__name__)
 PauseHook = Callable[[], Awaitable[Any]]
 
 
-def _findings(plan: Plan, only: frozenset[str] | None, *, containers_enabled: bool) -> Findings:
-    """The stages this run takes, in order; the others are marked disabled or not selected."""
+def _findings(plan: Plan, only: frozenset[str] | None, ctx: RunContext) -> Findings:
+    """The stages this run takes, in order; the others are marked disabled or not selected.
+    The engines' workloads go as the engines have them: containers on plain engines, services
+    on a swarm (CONTAINER_CLEANUP_ENABLED turns both off)."""
+    workloads = ctx.limits.containers_enabled
+    swarm = bool(ctx.fleet.of_kind(KIND_SERVICES))
     enabled = {
         KIND_BOTS: True,
         KIND_RESULTS: plan.policy.results_stage_enabled,
         KIND_ORPHANED_RESULTS: True,
-        KIND_CONTAINERS: containers_enabled,
+        KIND_CONTAINERS: workloads and not swarm,
+        KIND_SERVICES: workloads and swarm,
     }
     found = Findings(stages=[])
     for kind in STAGES:
@@ -95,7 +103,7 @@ class Run:
             request.progress,
         )
         self.made: Plan | None = None  # the plan as this run's selection made it
-        self.found = _findings(plan, request.only, containers_enabled=ctx.limits.containers_enabled)
+        self.found = _findings(plan, request.only, ctx)
         self.selector = StageSelector(ctx, plan, self.found, self.run_id, self.skip_engines)
 
     async def checkpoint(self) -> None:
@@ -172,7 +180,7 @@ class Run:
                     continue
                 if self.dry_run:
                     found.outcomes[kind] = (
-                        self._container_outcome(PLANNED) if kind == KIND_CONTAINERS else PLANNED
+                        self._workload_outcome(kind, PLANNED) if kind in WORKLOAD_KINDS else PLANNED
                     )
                     continue
                 await self.checkpoint()
@@ -202,11 +210,11 @@ class Run:
                 self.found.errors.append(error)
                 first = False
 
-    def _container_outcome(self, clean: str) -> str:
-        sel = self.selector.containers
+    def _workload_outcome(self, kind: str, clean: str) -> str:
+        sel = self.selector.workloads.get(kind)
         if sel is None:
             return clean
-        names = self.ctx.fleet.names
+        names = list(self.ctx.fleet.of_kind(kind))
         engines = [n for n in names if n not in self.skip_engines]
         failed = {e.get("engine") for e in sel.errors}
         if engines and failed >= set(engines):
@@ -231,7 +239,7 @@ class Run:
                     tally, limit, max_id, table=self.selector.orphan_table
                 )
             else:
-                await self._remove_containers(tally, limit)
+                await self._remove_workloads(kind, tally, limit)
         except (Interrupted, LockLost):
             self.found.outcomes[kind] = INTERRUPTED
             raise
@@ -245,22 +253,23 @@ class Run:
             self.found.durations[kind] = self.found.durations.get(kind, 0.0) + took
         self.found.outcomes.setdefault(kind, DONE)
 
-    async def _remove_containers(self, tally: Tally, limit: int) -> None:
-        targets = self.selector.containers.targets if self.selector.containers else []
+    async def _remove_workloads(self, kind: str, tally: Tally, limit: int) -> None:
+        selected = self.selector.workloads.get(kind)
         await remove_containers(
             self.stage,
             self.ctx.fleet,
-            targets,
+            selected.targets if selected else [],
             tally,
+            kind=kind,
             instance=self.ctx.limits.instance,
             concurrency=self.ctx.limits.container_concurrency,
             limit=limit,
         )
         self.found.errors.extend(tally.errors)
-        outcome = self._container_outcome(DONE)
+        outcome = self._workload_outcome(kind, DONE)
         if outcome == DONE and (tally.errors or tally.failed):
             outcome = PARTIAL
-        self.found.outcomes[KIND_CONTAINERS] = outcome
+        self.found.outcomes[kind] = outcome
 
     async def _explain_kept_bots(self, tally: Tally) -> None:
         """Fewer bots went than were found: name the sampled ones that stayed, and why."""
@@ -278,6 +287,9 @@ class Run:
     def resources(self) -> dict[str, dict[str, Any]]:
         return resources(
             self.found,
-            results_enabled=self.plan.policy.results_stage_enabled,
+            kinds=report_kinds(
+                results=self.plan.policy.results_stage_enabled,
+                services=bool(self.ctx.fleet.of_kind(KIND_SERVICES)),
+            ),
             ceilings=self.plan.ceilings,
         )

@@ -45,7 +45,7 @@ class StageSelector:
         self.found = found
         self.run_id = run_id
         self.skip_engines = skip_engines
-        self.containers: ContainerSelection | None = None
+        self.workloads: dict[str, ContainerSelection] = {}  # containers, services
         self.orphan_table: str | None = None  # PostgreSQL: the run's orphan ids
 
     async def select(self) -> Plan:
@@ -73,7 +73,7 @@ class StageSelector:
             stages=[k for k in found.stages if found.outcomes.get(k) != FAILED],
             max_result_id=max_id,
             found={k: v.found for k, v in found.selections.items()},
-            containers=self.containers.targets if self.containers else [],
+            workloads={kind: sel.targets for kind, sel in self.workloads.items()},
         )
 
     async def _select_one(
@@ -88,18 +88,20 @@ class StageSelector:
                     raise failure
                 await self._select_in_session(kind, max_id)
             else:
-                self.containers = await select_containers(
+                selected = await select_containers(
                     self.ctx.fleet,
                     self.ctx.sessions,
+                    kind=kind,
                     instance=self.ctx.limits.instance,
                     policy=self.plan.policy,
                     now=self.plan.now,
                     concurrency=self.ctx.limits.container_concurrency,
                     skip_engines=self.skip_engines,
-                    scope=self.plan.containers,
+                    scope=self.plan.scope(kind),
                 )
-                self.found.selections[kind] = self.containers.selection
-                errors.extend(self.containers.errors)
+                self.workloads[kind] = selected
+                self.found.selections[kind] = selected.selection
+                errors.extend(selected.errors)
         except Exception as exc:
             if not is_database_error(exc):
                 log.exception("cleanup selection of %s failed", kind)

@@ -20,6 +20,7 @@ from botfleet.backlog import Backlog, measure
 from botfleet.cleanup.timing import longest_gap_seconds
 from botfleet.config import Settings
 from botfleet.constants import RUN_RUNNING
+from botfleet.diagnosis.checks import FAIL, OK, SKIP, WARN, Check
 from botfleet.diagnosis.gather import (
     gather_database,
     gather_engine,
@@ -29,11 +30,6 @@ from botfleet.diagnosis.gather import (
     reason_of,
 )
 from botfleet.diagnosis.judges import (
-    FAIL,
-    OK,
-    SKIP,
-    WARN,
-    Check,
     judge_backlog,
     judge_breakers,
     judge_database,
@@ -96,8 +92,8 @@ async def diagnose(
             checks.append(migration)
             schema_ok = migration.verdict == OK
         engines = await asyncio.gather(*(gather_engine(fleet, n) for n in fleet.names))
-        for name, (version, error) in zip(fleet.names, engines, strict=True):
-            checks.append(judge_engine(name, version, error))
+        for name, (version, error, nodes) in zip(fleet.names, engines, strict=True):
+            checks.append(judge_engine(name, version, error, nodes))
         if schema_ok:
             try:
                 checks.extend(await _store_checks(settings, db, now, gap))

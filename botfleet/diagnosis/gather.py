@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from botfleet.config import Settings
 from botfleet.constants import CLEANUP_LOCK_KEY
-from botfleet.diagnosis.judges import LockHolder, RunRow
+from botfleet.diagnosis.checks import LockHolder, RunRow
 from botfleet.runtime.fleet import Fleet
 from botfleet.store.models import CleanupRun
 from botfleet.store.session import SessionFactory
@@ -34,14 +34,17 @@ async def gather_database(engine: AsyncEngine) -> str | None:
     return None
 
 
-async def gather_engine(fleet: Fleet, name: str) -> tuple[str | None, str | None]:
+async def gather_engine(
+    fleet: Fleet, name: str
+) -> tuple[str | None, str | None, list[dict[str, Any]]]:
+    """The engine's version (or why it did not answer), and its nodes if it is a swarm."""
     try:
         async with asyncio.timeout(TIMEOUT_SECONDS):
             engine = fleet.engines[name]
             await engine.ping()
-            return await engine.version(), None
+            return await engine.version(), None, await engine.nodes()
     except Exception as exc:
-        return None, reason_of(exc)
+        return None, reason_of(exc), []
 
 
 async def gather_runs(sessions: SessionFactory, limit: int = 20) -> list[RunRow]:

@@ -5,7 +5,6 @@ next step. Pure — each ``judge_*`` takes what :mod:`botfleet.diagnosis.gather`
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,44 +16,7 @@ from botfleet.constants import (
     RUN_RUNNING,
     RUN_SUCCEEDED,
 )
-
-OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
-TIMEOUT_SECONDS = 5.0
-RUNS_SHOWN = 5
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    verdict: str  # ok | warn | fail | skip
-    detail: str
-    next_step: str = ""
-    lines: tuple[str, ...] = ()  # extra rows worth printing (the last runs, the lock holder)
-
-    @property
-    def needs_attention(self) -> bool:
-        return self.verdict in (WARN, FAIL)
-
-
-@dataclass(frozen=True)
-class RunRow:
-    id: str
-    trigger: str
-    actor: str
-    dry_run: bool
-    status: str
-    started_at: datetime
-    finished_at: datetime | None
-    owner: str | None
-    errors: list[str] = field(default_factory=list)
-    counts: str = ""
-
-
-@dataclass(frozen=True)
-class LockHolder:
-    pid: int
-    who: str  # application name, client address, or the process's command line
-    since: datetime | None = None
+from botfleet.diagnosis.checks import FAIL, OK, RUNS_SHOWN, SKIP, WARN, Check, LockHolder, RunRow
 
 
 def judge_database(error: str | None, url: str) -> Check:
@@ -83,7 +45,14 @@ def judge_migration(current: str | None, head: str | None) -> Check:
     )
 
 
-def judge_engine(name: str, version: str | None, error: str | None) -> Check:
+def judge_engine(
+    name: str,
+    version: str | None,
+    error: str | None,
+    nodes: Sequence[Mapping[str, Any]] = (),
+) -> Check:
+    if error is None and nodes:
+        return judge_swarm(name, version, nodes)
     if error is None:
         return Check(f"engine {name}", OK, f"Docker {version} answers")
     where = f"-H {name} " if "://" in name else ""
@@ -93,6 +62,30 @@ def judge_engine(name: str, version: str | None, error: str | None) -> Check:
         f"unreachable: {error}",
         f"check the daemon (`docker {where}info`, `systemctl status docker`) and DOCKER_HOSTS; "
         "its container stage is skipped until it answers",
+    )
+
+
+def judge_swarm(name: str, version: str | None, nodes: Sequence[Mapping[str, Any]]) -> Check:
+    """A swarm manager answers; every node should be ready and active."""
+    lines = tuple(
+        f"{n.get('hostname')} {str(n.get('id'))[:12]} {n.get('role')}"
+        f"{' (leader)' if n.get('leader') else ''}: {n.get('state')}, {n.get('availability')}"
+        for n in nodes
+    )
+    unwell = [n for n in nodes if n.get("state") != "ready" or n.get("availability") != "active"]
+    detail = f"swarm manager, Docker {version}: {len(nodes)} nodes"
+    if not unwell:
+        return Check(f"engine {name}", OK, detail + ", all ready and active", lines=lines)
+    names = ", ".join(
+        f"{n.get('hostname')} ({n.get('state')}, {n.get('availability')})" for n in unwell
+    )
+    return Check(
+        f"engine {name}",
+        WARN,
+        f"{detail}; not ready or not active: {names}",
+        "swarm moves bots off a down or drained node by itself; bring the node back "
+        "(`docker node ls`, `docker node update --availability active NODE`) or remove it",
+        lines=lines,
     )
 
 

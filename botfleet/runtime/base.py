@@ -13,14 +13,27 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-from botfleet.constants import LABEL_BOT_ID, LABEL_INSTANCE, LABEL_MANAGED
+from botfleet.constants import LABEL_BOT_ID, LABEL_INSTANCE, LABEL_MANAGED, SWARM_LABEL_PREFIX
+
+
+@dataclass(frozen=True)
+class Resources:
+    """CPU (in cores) and memory (in bytes) a bot may use at most, and what it is guaranteed."""
+
+    cpu_limit: float | None = None
+    memory_limit: int | None = None
+    cpu_reservation: float | None = None
+    memory_reservation: int | None = None
 
 
 @dataclass(frozen=True)
 class ContainerSpec:
-    """What a bot's container is made of; labels must already carry botfleet's three."""
+    """What a bot's workload is made of; labels must already carry botfleet's three.
+
+    ``placement`` (swarm constraints such as ``node.labels.zone==eu``) and ``resources`` are
+    honoured by the engines that can (a swarm); the others refuse a spec that asks for them."""
 
     name: str
     image: str
@@ -28,11 +41,16 @@ class ContainerSpec:
     env: Mapping[str, str]
     labels: Mapping[str, str]
     network: str
+    placement: Sequence[str] = ()
+    resources: Resources | None = None
 
 
 @dataclass(frozen=True)
 class ContainerInfo:
-    """A container as an engine reports it, at one moment."""
+    """A bot's workload as an engine reports it, at one moment: a container, or on a swarm a
+    service, whose ``state`` and times are its current task's (``task_state`` then says which
+    state the swarm gives that task, ``detail`` why, ``node`` where, ``version`` the service's
+    ``Version.Index``)."""
 
     id: str
     name: str
@@ -44,10 +62,19 @@ class ContainerInfo:
     finished_at: datetime | None = None
     exit_code: int | None = None
     size_bytes: int | None = None
+    node: str | None = None
+    task_state: str | None = None
+    detail: str | None = None
+    version: int | None = None
 
     @property
     def bot_id(self) -> str | None:
         return self.labels.get(LABEL_BOT_ID)
+
+    @property
+    def swarm_task(self) -> bool:
+        """A container a swarm service runs: the service is what may go, never the task alone."""
+        return any(key.startswith(SWARM_LABEL_PREFIX) for key in self.labels)
 
     def belongs_to(self, instance: str) -> bool:
         """True only if the container carries botfleet's labels for this instance (rule 2)."""
@@ -66,21 +93,41 @@ class EventStream(Protocol):
     def close(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class Revival:
+    """A bot's workload running again: ``fresh_env`` says whether the spec's environment (its
+    new token) is the one in effect, or the workload kept the one it had."""
+
+    info: ContainerInfo
+    fresh_env: bool
+
+
 @runtime_checkable
 class ContainerEngine(Protocol):
-    """One container engine. ``name`` is what a bot records in its ``engine`` column."""
+    """One container engine. ``name`` is what a bot records in its ``engine`` column;
+    ``workload_kind`` is the report kind its workloads are cleaned up under (``containers`` for
+    a plain engine, ``services`` for a swarm)."""
 
     name: str
+    workload_kind: str
 
     async def ping(self) -> None:
         """Raise :class:`~botfleet.errors.EngineUnavailable` if the engine does not answer."""
 
     async def version(self) -> str: ...
 
+    async def nodes(self) -> list[dict[str, Any]]:
+        """The nodes of the cluster the engine manages (id, hostname, role, state,
+        availability, leader); none for a plain engine."""
+
     async def run(self, spec: ContainerSpec) -> ContainerInfo:
         """Create and start a container; on failure leave no container behind."""
 
     async def start(self, container_id: str) -> None: ...
+
+    async def revive(self, container_id: str, spec: ContainerSpec) -> Revival | None:
+        """Run a stopped workload again (a restore), with ``spec``'s environment where the
+        engine can apply it; None if the workload no longer exists."""
 
     async def stop(self, container_id: str, timeout: float = 10) -> None:
         """Stop (not remove) a container; a missing or already stopped one is fine."""

@@ -23,25 +23,23 @@ import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.transport import UnixHTTPAdapter
 
-from botfleet.constants import LABEL_INSTANCE, LABEL_MANAGED
+from botfleet.constants import KIND_CONTAINERS, LABEL_INSTANCE, LABEL_MANAGED
 from botfleet.errors import (
     ContainerConflict,
     ContainerFailed,
     EngineUnavailable,
     ImageNotAvailable,
+    InvalidInput,
 )
-from botfleet.runtime.base import ContainerInfo, ContainerSpec, EventStream
+from botfleet.runtime.base import ContainerInfo, ContainerSpec, EventStream, Revival
 from botfleet.runtime.docker_http import CONNECTION_ERRORS, EngineAnswer, EngineHttp, container_path
+from botfleet.runtime.images import PULL_NEVER, ensure_image
 
 T = TypeVar("T")
 LOCAL_ENGINE = "local"
 _NEVER = "0001-01-01T00:00:00Z"
 # A container summary's Status reads "Exited (137) 5 seconds ago"; inspect is not needed for it.
 _EXITED_RE = re.compile(r"^Exited \((-?\d+)\)")
-
-
-class ImageMissing(ImageNotAvailable):
-    """The image is not on the engine; botfleet never pulls (bot images are loaded ahead)."""
 
 
 def parse_docker_time(value: str | None) -> datetime | None:
@@ -62,6 +60,8 @@ def parse_docker_time(value: str | None) -> datetime | None:
 class DockerEngine:
     """A :class:`~botfleet.runtime.base.ContainerEngine` on one Docker daemon."""
 
+    workload_kind = KIND_CONTAINERS
+
     def __init__(
         self,
         url: str = "",
@@ -69,9 +69,11 @@ class DockerEngine:
         timeout: float = 30.0,
         name: str | None = None,
         plain_http: bool = True,
+        pull: str = PULL_NEVER,
     ) -> None:
         self.url = url
         self.name = name or url or LOCAL_ENGINE
+        self.pull = pull
         self._timeout = timeout
         self._plain_http = plain_http
         self._client: docker.DockerClient | None = None
@@ -122,8 +124,17 @@ class DockerEngine:
         info = await self._call(lambda c: c.version())
         return str(info.get("Version", "unknown"))
 
+    async def nodes(self) -> list[dict[str, Any]]:
+        return []  # a plain engine is no cluster
+
     async def run(self, spec: ContainerSpec) -> ContainerInfo:
+        if spec.placement:
+            raise InvalidInput("placement", "swarm constraints need BOT_RUNTIME=swarm")
+        if spec.resources is not None:
+            raise InvalidInput("resources", "limits and reservations need BOT_RUNTIME=swarm")
+
         def create_and_start(client: docker.DockerClient) -> ContainerInfo:
+            ensure_image(client, spec.image, self.pull, self.name)
             try:
                 container = client.containers.create(
                     spec.image,
@@ -138,7 +149,7 @@ class DockerEngine:
                     detach=True,
                 )
             except ImageNotFound as exc:
-                raise ImageMissing(spec.image, self.name) from exc
+                raise ImageNotAvailable(spec.image, self.name) from exc
             except APIError as exc:
                 raise ContainerFailed(self.name, _explain(exc)) from exc
             try:
@@ -153,6 +164,24 @@ class DockerEngine:
             return _to_info(self.name, client.api.inspect_container(str(container.id)))
 
         return await self._call(create_and_start)
+
+    async def revive(self, container_id: str, spec: ContainerSpec) -> Revival | None:
+        """Start the stopped container again, as it was: its environment (and the token in it)
+        and its image are the ones it was made with; ``spec`` does not apply."""
+
+        def start_again(client: docker.DockerClient) -> Revival | None:
+            if self._inspect(client, container_id, False) is None:
+                return None
+            try:
+                client.api.start(container_id)
+            except NotFound:
+                return None
+            except APIError as exc:
+                raise ContainerFailed(self.name, _explain(exc)) from exc
+            info = self._inspect(client, container_id, False)
+            return None if info is None else Revival(info, fresh_env=False)
+
+        return await self._call(start_again)
 
     async def start(self, container_id: str) -> None:
         def start(client: docker.DockerClient) -> None:

@@ -1,4 +1,6 @@
-"""Several engines at once (``DOCKER_HOSTS``): lookup by name and placement of new bots."""
+"""The engines botfleet drives: several plain Docker Engines (``DOCKER_HOSTS``), among which it
+places new bots itself, or one swarm (``BOT_RUNTIME=swarm``, ``DOCKER_HOSTS`` its managers),
+which places them on its own."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from botfleet.config import Settings
 from botfleet.errors import EngineUnavailable, NoEngineAvailable
 from botfleet.runtime.base import ContainerEngine
 from botfleet.runtime.docker import DockerEngine
+from botfleet.runtime.swarm import SwarmEngine
 
 
 class Fleet:
@@ -19,7 +22,15 @@ class Fleet:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Fleet:
-        return cls([DockerEngine(url) for url in settings.docker_host_list])
+        hosts, pull = settings.docker_host_list, settings.bot_image_pull
+        if settings.bot_runtime == "swarm":
+            restart = settings.bot_restart_policy
+            return cls([SwarmEngine(hosts, restart=restart, pull=pull)])
+        return cls([DockerEngine(url, pull=pull) for url in hosts])
+
+    def of_kind(self, kind: str) -> dict[str, ContainerEngine]:
+        """The engines whose workloads are cleaned up as ``kind`` (containers or services)."""
+        return {n: e for n, e in self.engines.items() if e.workload_kind == kind}
 
     @property
     def names(self) -> list[str]:
@@ -45,7 +56,8 @@ class Fleet:
         return up, [err for err in answers if err is not None]
 
     async def place(self, live_bots: Mapping[str, int]) -> ContainerEngine:
-        """The reachable engine with the fewest live bots (ties: the order of DOCKER_HOSTS)."""
+        """The reachable engine with the fewest live bots (ties: the order of DOCKER_HOSTS). A
+        swarm is one engine: it takes every bot and places each on a node of its choosing."""
         up, reasons = await self.reachable()
         if not up:
             raise NoEngineAvailable(self.names, reasons)

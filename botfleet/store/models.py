@@ -92,6 +92,12 @@ class Bot(Base):
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     container_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     engine: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # On a swarm: the node of the current task, and why that task is pending or failed.
+    node: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    status_detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Swarm constraints and CPU/memory limits and reservations, as created (swarm runtime).
+    placement: Mapped[list[str] | None] = mapped_column(JSONType, nullable=True)
+    resources: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     token_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -69,7 +69,13 @@ def parse_status(status: str | None) -> str | None:
 async def create_bot(body: BotCreate, bots: BotsDep, _admin: AdminDep) -> BotCreated:
     """Start a bot's container and answer with the bot and, this once, its token."""
     new = NewBot(
-        name=body.name, image=body.image, command=body.command, env=body.env, labels=body.labels
+        name=body.name,
+        image=body.image,
+        command=body.command,
+        env=body.env,
+        labels=body.labels,
+        placement=tuple(body.placement),
+        resources=body.resources.to_resources() if body.resources else None,
     )
     bot, token = await bots.create(new, now=utcnow())
     return BotCreated.model_validate({**BotOut.model_validate(bot).model_dump(), "token": token})

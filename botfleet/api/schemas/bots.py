@@ -15,6 +15,12 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from botfleet.api.schemas.placement import (
+    PLACEMENT_MAX_ITEMS,
+    Constraint,
+    ResourcesIn,
+    check_constraints,
+)
 from botfleet.constants import MAX_RESULTS_PER_POST, RESERVED_ENV, RESERVED_LABELS
 
 NAME_MAX = 100
@@ -100,6 +106,19 @@ class BotCreate(BaseModel):
     )
     env: dict[str, str] = Field(default_factory=dict, max_length=ENV_MAX_ITEMS)
     labels: dict[str, str] = Field(default_factory=dict, max_length=LABELS_MAX_ITEMS)
+    placement: list[Constraint] = Field(
+        default_factory=list,
+        max_length=PLACEMENT_MAX_ITEMS,
+        description="swarm constraints, e.g. node.labels.zone==eu (BOT_RUNTIME=swarm)",
+    )
+    resources: ResourcesIn | None = Field(
+        None, description="CPU and memory limits and reservations (BOT_RUNTIME=swarm)"
+    )
+
+    @field_validator("placement")
+    @classmethod
+    def _placement(cls, value: list[str]) -> list[str]:
+        return check_constraints(value)
 
     @field_validator("name")
     @classmethod
@@ -179,6 +198,12 @@ class BotOut(BaseModel):
     exit_code: int | None
     container_id: str | None
     engine: str | None
+    node: str | None = Field(None, description="where its current task runs (a swarm)")
+    status_detail: str | None = Field(
+        None, description="why it is pending or failed, as the swarm says"
+    )
+    placement: list[str] | None = None
+    resources: dict[str, Any] | None = None
     created_at: datetime
     updated_at: datetime
     deleted_at: datetime | None
@@ -190,7 +215,9 @@ class BotCreated(BotOut):
 
 class BotRestored(BotOut):
     token: str | None = Field(
-        None, description="A new token, only if the old container was gone and a fresh one runs."
+        None,
+        description="A new token, if the bot runs with one: a fresh container (the old one was "
+        "gone) or a swarm service.",
     )
 
 

@@ -1,0 +1,295 @@
+"""A Docker Swarm as one engine (``BOT_RUNTIME=swarm``): a bot is a service of one replica, and
+swarm — not botfleet — places, restarts and reschedules it.
+
+``DOCKER_HOSTS`` names the swarm's managers; every call goes to the first that answers, and a
+manager that does not (or is no longer a manager) is passed over for the next. What botfleet
+asks and reads back is :mod:`botfleet.runtime.swarm_specs`. Deleting a bot scales its service to
+zero (nothing is removed); restoring it scales it back with a new token; only the cleanup removes
+a service, after looking at it again (safety rule 6).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import docker
+import requests
+from docker.errors import APIError, DockerException, NotFound
+
+from botfleet.constants import KIND_SERVICES, LABEL_INSTANCE, LABEL_MANAGED
+from botfleet.errors import ContainerFailed, EngineUnavailable, InvalidInput
+from botfleet.runtime import swarm_specs
+from botfleet.runtime.base import ContainerInfo, ContainerSpec, EventStream, Revival
+from botfleet.runtime.images import PULL_ALWAYS, classify
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+SWARM_ENGINE = "swarm"
+_UPDATE_ATTEMPTS = 5
+
+
+class SwarmEngine:
+    """A :class:`~botfleet.runtime.base.ContainerEngine` whose workloads are services."""
+
+    workload_kind = KIND_SERVICES
+
+    def __init__(
+        self,
+        managers: Sequence[str],
+        *,
+        name: str = SWARM_ENGINE,
+        restart: str = "on-failure:3",
+        pull: str = "if-not-present",
+        timeout: float = 30.0,
+    ) -> None:
+        self.managers = list(managers) or [""]
+        self.name = name
+        self.restart = restart
+        self.pull = pull
+        self._timeout = timeout
+        self._clients: dict[str, docker.DockerClient] = {}
+        self._current = 0
+        self._lock = threading.Lock()
+        self._threads = ThreadPoolExecutor(32, thread_name_prefix="swarm-engine")
+
+    # --- a manager that answers ----------------------------------------------------------------
+    def _client(self, url: str) -> docker.DockerClient:
+        with self._lock:
+            client = self._clients.get(url)
+            if client is None:
+                timeout = int(self._timeout)
+                client = (
+                    docker.DockerClient(base_url=url, timeout=timeout)
+                    if url
+                    else docker.from_env(timeout=timeout)
+                )
+                self._clients[url] = client
+            return client
+
+    def _on_manager(self, fn: Callable[[docker.DockerClient], T]) -> T:
+        """``fn`` on the current manager, or on the next one that answers as a manager."""
+        reasons = []
+        count = len(self.managers)
+        for step in range(count):
+            index = (self._current + step) % count
+            url = self.managers[index]
+            try:
+                result = fn(self._client(url))
+            except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+                reasons.append(f"{url or 'local'}: {type(exc).__name__}")
+                continue
+            except APIError as exc:
+                if exc.status_code == 503 and "manager" in str(exc.explanation or "").lower():
+                    reasons.append(f"{url or 'local'}: not a swarm manager")
+                    continue
+                raise
+            except _NotManager:
+                reasons.append(f"{url or 'local'}: not a swarm manager")
+                continue
+            except DockerException as exc:
+                reasons.append(f"{url or 'local'}: {str(exc)[:120]}")
+                continue
+            if index != self._current:
+                log.warning("swarm: manager %s answers; moving to it", url or "local")
+                self._current = index
+            return result
+        raise EngineUnavailable(self.name, "no manager answered (" + "; ".join(reasons) + ")")
+
+    async def _call(self, fn: Callable[[docker.DockerClient], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._threads, self._on_manager, fn)
+
+    # --- the Protocol ----------------------------------------------------------------------------
+    async def ping(self) -> None:
+        await self._call(_manager_info)
+
+    async def version(self) -> str:
+        info = await self._call(lambda c: c.version())
+        return str(info.get("Version", "unknown"))
+
+    async def nodes(self) -> list[dict[str, Any]]:
+        """The swarm's nodes: id, hostname, role, state, availability (``botfleet doctor``)."""
+        return swarm_specs.node_summaries(await self._call(lambda c: _api(c).nodes()))
+
+    async def run(self, spec: ContainerSpec) -> ContainerInfo:
+        def create(client: docker.DockerClient) -> ContainerInfo:
+            image = self._resolved(client, spec.image)
+            body = swarm_specs.service_spec(spec, restart=self.restart, image=image)
+            try:
+                created = _api(client).create_service(
+                    body["TaskTemplate"],
+                    name=body["Name"],
+                    labels=body["Labels"],
+                    mode=body["Mode"],
+                )
+            except APIError as exc:
+                raise _refusal(self.name, exc) from exc
+            info = self._workload(client, str(created["ID"]))
+            if info is None:
+                raise ContainerFailed(self.name, f"service {spec.name} vanished once created")
+            return info
+
+        return await self._call(create)
+
+    async def start(self, container_id: str) -> None:
+        await self._call(lambda c: self._scale(c, container_id, 1))
+
+    async def stop(self, container_id: str, timeout: float = 10) -> None:
+        """Scale to zero: swarm stops the task (SIGTERM, then its grace period); kept."""
+        await self._call(lambda c: self._scale(c, container_id, 0))
+
+    async def revive(self, container_id: str, spec: ContainerSpec) -> Revival | None:
+        def revive(client: docker.DockerClient) -> Revival | None:
+            if not self._update(
+                client, container_id, lambda s: swarm_specs.with_env(s, spec.env, 1)
+            ):
+                return None
+            info = self._workload(client, container_id)
+            return None if info is None else Revival(info, fresh_env=True)
+
+        return await self._call(revive)
+
+    async def inspect(self, container_id: str, *, size: bool = False) -> ContainerInfo | None:
+        return await self._call(lambda c: self._workload(c, container_id))
+
+    async def list_managed(self, instance: str) -> list[ContainerInfo]:
+        labels = [f"{LABEL_MANAGED}=true", f"{LABEL_INSTANCE}={instance}"]
+
+        def list_(client: docker.DockerClient) -> list[ContainerInfo]:
+            services = _api(client).services(filters={"label": labels})
+            # The /tasks label filter matches the services' labels: one call for every task.
+            by_service: dict[str, list[Mapping[str, Any]]] = {}
+            for task in _api(client).tasks(filters={"label": labels}):
+                by_service.setdefault(str(task.get("ServiceID")), []).append(task)
+            nodes = swarm_specs.node_names(_api(client).nodes())
+            return [
+                swarm_specs.workload(self.name, s, by_service.get(str(s["ID"]), []), nodes)
+                for s in services
+            ]
+
+        found = await self._call(list_)
+        return [w for w in found if w.belongs_to(instance)]  # never trust the filter alone
+
+    async def remove(self, container_id: str) -> None:
+        await self._call(lambda c: _remove_service(c, container_id))
+
+    async def remove_verified(
+        self, container_id: str, check: Callable[[ContainerInfo | None], str | None]
+    ) -> ContainerInfo | str:
+        def verified(client: docker.DockerClient) -> ContainerInfo | str:
+            info = self._workload(client, container_id)
+            reason = check(info)
+            if reason is not None or info is None:
+                return reason or "already gone"
+            _remove_service(client, container_id)
+            return info
+
+        return await self._call(verified)
+
+    def open_events(self, instance: str) -> EventStream:
+        """Service and node events of the swarm, and this manager's own container events."""
+        filters = {"type": ["service", "node", "container"]}
+        stream: EventStream = self._on_manager(lambda c: c.events(decode=True, filters=filters))
+        return stream
+
+    async def close(self) -> None:
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await asyncio.to_thread(client.close)
+        self._threads.shutdown(wait=False)
+
+    # --- blocking helpers (in the engine's threads) -------------------------------------------
+    def _workload(self, client: docker.DockerClient, service_id: str) -> ContainerInfo | None:
+        try:
+            service = _api(client).inspect_service(service_id)
+        except NotFound:
+            return None
+        tasks = _api(client).tasks(filters={"service": str(service["ID"])})
+        nodes = swarm_specs.node_names(_api(client).nodes())
+        return swarm_specs.workload(self.name, service, tasks, nodes)
+
+    def _scale(self, client: docker.DockerClient, service_id: str, replicas: int) -> None:
+        self._update(client, service_id, lambda s: swarm_specs.with_replicas(s, replicas))
+
+    def _update(
+        self,
+        client: docker.DockerClient,
+        service_id: str,
+        change: Callable[[Mapping[str, Any]], dict[str, Any]],
+    ) -> bool:
+        """Apply ``change`` to the service's spec at its current version; False if it is gone."""
+        for _ in range(_UPDATE_ATTEMPTS):
+            try:
+                service = _api(client).inspect_service(service_id)
+            except NotFound:
+                return False
+            spec = change(service)
+            try:
+                _api(client).update_service(
+                    service_id,
+                    version=int(service["Version"]["Index"]),
+                    task_template=spec["TaskTemplate"],
+                    name=spec["Name"],
+                    labels=spec.get("Labels"),
+                    mode=spec["Mode"],
+                )
+                return True
+            except NotFound:
+                return False
+            except APIError as exc:
+                if "out of sequence" in str(exc.explanation or exc):
+                    continue  # updated by someone else meanwhile: read it again
+                raise ContainerFailed(self.name, str(exc.explanation or exc)[:300]) from exc
+        raise ContainerFailed(self.name, f"service {service_id} kept changing under the update")
+
+    def _resolved(self, client: docker.DockerClient, image: str) -> str:
+        """With BOT_IMAGE_PULL=always, the image pinned to its digest as the registry has it
+        now, so every node runs the same; otherwise as given (nodes pull what they lack)."""
+        if self.pull != PULL_ALWAYS or "@" in image:
+            return image
+        try:
+            digest = _api(client).inspect_distribution(image)["Descriptor"]["digest"]
+        except APIError as exc:
+            raise classify(image, self.name, str(exc.explanation or exc)) from exc
+        return f"{image}@{digest}"
+
+
+class _NotManager(Exception):
+    """The engine answers, but is not (or no longer) a manager of an active swarm."""
+
+
+def _manager_info(client: docker.DockerClient) -> None:
+    """Raise :class:`_NotManager` unless this engine is an active swarm manager."""
+    swarm = (client.info() or {}).get("Swarm") or {}
+    if swarm.get("LocalNodeState") != "active" or not swarm.get("ControlAvailable"):
+        raise _NotManager()
+
+
+def _remove_service(client: docker.DockerClient, service_id: str) -> None:
+    with contextlib.suppress(NotFound):
+        _api(client).remove_service(service_id)
+
+
+def _api(client: docker.DockerClient) -> Any:
+    # docker-py's service and task calls carry no types (a version-check decorator drops them).
+    return client.api
+
+
+def _refusal(engine: str, exc: APIError) -> Exception:
+    """What swarm refused, named by the field of the request that asked for it."""
+    message = str(exc.explanation or exc)[:300]
+    lowered = message.lower()
+    if exc.status_code == 400 and ("constraint" in lowered or "placement" in lowered):
+        return InvalidInput("placement", message)
+    if exc.status_code == 400 and any(w in lowered for w in ("resources", "nanocpus", "memory")):
+        return InvalidInput("resources", message)
+    if exc.status_code == 400 and "image" in lowered:
+        return InvalidInput("image", message)
+    return ContainerFailed(engine, message)
