@@ -15,6 +15,7 @@ command -v dockerd >/dev/null || want+=(docker.io)
 command -v promtool >/dev/null || want+=(prometheus)
 command -v chromium >/dev/null || want+=(chromium)
 command -v curl >/dev/null || want+=(curl)
+command -v docker-registry >/dev/null || want+=(docker-registry)
 if [ ${#want[@]} -gt 0 ]; then
   log "installing ${want[*]}"
   $SUDO apt-get update -q >/dev/null
@@ -73,4 +74,28 @@ if ! docker info >/dev/null 2>&1; then
   done
 fi
 docker info >/dev/null 2>&1 || { log "dockerd did not become ready; see /var/log/botfleet-dockerd.log"; exit 1; }
-log "PostgreSQL and Docker are ready"
+
+# --- A local image registry on 127.0.0.1:5000 (swarm nodes pull bot images from it) ---------
+# Loopback registries need no TLS; nothing here ever talks to a public registry.
+registry_up() { curl -fs -o /dev/null --max-time 2 http://127.0.0.1:5000/v2/; }
+if ! registry_up; then
+  log "starting the local registry on 127.0.0.1:5000"
+  reg=/var/lib/botfleet-registry
+  mkdir -p "$reg/data"
+  cat >"$reg/config.yml" <<YAML
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $reg/data
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:5000
+YAML
+  nohup docker-registry serve "$reg/config.yml" >/var/log/botfleet-registry.log 2>&1 </dev/null &
+  for _ in $(seq 1 60); do registry_up && break; sleep 0.25; done
+fi
+registry_up || { log "the registry did not answer; see /var/log/botfleet-registry.log"; exit 1; }
+log "PostgreSQL, Docker and the registry are ready"

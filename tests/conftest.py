@@ -203,6 +203,34 @@ def sample_image(docker_client: Any) -> str:
     return SAMPLE_IMAGE
 
 
+@pytest.fixture(scope="session")
+def registry_image(sample_image: str) -> str:
+    """The sample bot image in the local registry (127.0.0.1:5000), where swarm nodes pull it."""
+    from tests.support.swarm import push, registry_answers
+
+    if not registry_answers():
+        missing_service("the local registry at 127.0.0.1:5000")
+    return push(sample_image, "botfleet/sample-bot:latest")
+
+
+@pytest.fixture(scope="session")
+def swarm(docker_client: Any, registry_image: str) -> Iterator[Any]:
+    """A two-node swarm of the session's own (tests/support/swarm.py), removed at the end."""
+    from tests.engines import EngineStartError
+    from tests.support.swarm import Swarm
+
+    if os.geteuid() != 0 or shutil.which("dockerd") is None:
+        missing_service("a swarm of two dockerd (needs root and dockerd on PATH)")
+    made = Swarm()
+    try:
+        made.start()
+    except (EngineStartError, RuntimeError) as exc:
+        made.remove()
+        missing_service(f"a swarm of two dockerd ({exc})")
+    yield made
+    made.remove()
+
+
 @pytest.fixture
 def cleanup_containers(docker_client: Any, instance: str) -> Iterator[None]:
     """Remove every container this test's instance created, whatever the test did."""

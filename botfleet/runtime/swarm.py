@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -129,7 +130,7 @@ class SwarmEngine:
                     mode=body["Mode"],
                 )
             except APIError as exc:
-                raise _refusal(self.name, exc) from exc
+                raise _refusal(self.name, exc, spec) from exc
             info = self._workload(client, str(created["ID"]))
             if info is None:
                 raise ContainerFailed(self.name, f"service {spec.name} vanished once created")
@@ -282,14 +283,17 @@ def _api(client: docker.DockerClient) -> Any:
     return client.api
 
 
-def _refusal(engine: str, exc: APIError) -> Exception:
+def _refusal(engine: str, exc: APIError, spec: ContainerSpec) -> Exception:
     """What swarm refused, named by the field of the request that asked for it."""
+    # Swarm answers these with 400 or with 500 ("rpc error: code = Unknown desc = …"), in its
+    # own words: a constraint's parts, or the words of resources, say which field it was.
     message = str(exc.explanation or exc)[:300]
     lowered = message.lower()
-    if exc.status_code == 400 and ("constraint" in lowered or "placement" in lowered):
+    parts = {p.strip() for c in spec.placement for p in re.split("==|!=", c, maxsplit=1)}
+    if "constraint" in lowered or any(p and p in message for p in parts):
         return InvalidInput("placement", message)
-    if exc.status_code == 400 and any(w in lowered for w in ("resources", "nanocpus", "memory")):
+    if any(word in lowered for word in ("resources", "nanocpus", "memory")):
         return InvalidInput("resources", message)
-    if exc.status_code == 400 and "image" in lowered:
+    if "image" in lowered or "reference format" in lowered:
         return InvalidInput("image", message)
     return ContainerFailed(engine, message)

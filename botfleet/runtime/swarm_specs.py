@@ -5,7 +5,8 @@ A bot is a replicated service of one replica. Its workload, as the rest of botfl
 :class:`~botfleet.runtime.base.ContainerInfo`), is the service, with the state of its current task
 (the newest one): that task's swarm state, exit code, error and node say how the bot is doing. For
 the cleanup a service is running while any task that swarm wants running has not reached a final
-state, and it stopped when its last task did.
+state (wanted running or not: a task being stopped runs until it has stopped), and it stopped
+when its last task did.
 """
 
 from __future__ import annotations
@@ -108,7 +109,8 @@ def workload(
     spec = service.get("Spec") or {}
     ordered = sorted(tasks, key=_task_order)
     current = ordered[-1] if ordered else None
-    live = [t for t in ordered if t.get("DesiredState") == "running" and not _final(t)]
+    # A task swarm is stopping still runs until it has stopped: only a final state is final.
+    live = [t for t in ordered if not _final(t)]
     finished = [_time(t) for t in ordered if _final(t)]
     if live:
         state = "running"

@@ -15,8 +15,8 @@ PLACEMENT_MAX_ITEMS = 16
 CONSTRAINT_MAX = 256
 # docker service create --constraint: <attribute> == or != <value>.
 CONSTRAINT_RE = re.compile(r"^\s*(node|engine)\.[A-Za-z0-9_.-]+\s*(==|!=)\s*\S+\s*$")
-_MEMORY_RE = re.compile(r"^\s*(\d+)\s*([kmgKMG]?)[bB]?\s*$")
-_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+_MEMORY_RE = re.compile(r"^\s*(\d+)\s*([kmgtKMGT]?)[bB]?\s*$")
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 MEMORY_MIN = 6 * 1024**2  # what docker accepts at the least
 MEMORY_MAX = 1024**4
 CPU_MAX = 1024.0

@@ -1,0 +1,140 @@
+"""A real two-node Docker Swarm of the test session's own, and the local registry its nodes pull
+from.
+
+Two ``dockerd`` of their own (:class:`tests.engines.ExtraEngine`) form the swarm on loopback: the
+manager listens on 127.0.0.1:2377, the worker joins from 127.0.0.1:2378 (verified on this
+machine kind). Services run with host networking, so no overlay network is needed. The nodes pull
+bot images from the registry on 127.0.0.1:5000 (Debian's ``docker-registry``, started by
+``scripts/ensure-services.sh``): a loopback registry needs no TLS.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from tests.engines import ExtraEngine
+from tests.support.wait import wait_until
+
+REGISTRY = "127.0.0.1:5000"
+MANAGER_ADDR = "127.0.0.1:2377"
+WORKER_ADDR = "127.0.0.1:2378"
+# How often nodes report to the manager: a node is down after a few missed beats.
+HEARTBEAT = "2s"
+
+
+def registry_answers() -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{REGISTRY}/v2/", timeout=3) as answer:
+            return bool(answer.status == 200)
+    except OSError:
+        return False
+
+
+def push(image: str, name: str) -> str:
+    """``image`` of the main engine, pushed to the local registry as ``name``; its reference."""
+    target = f"{REGISTRY}/{name}"
+    for command in (["docker", "tag", image, target], ["docker", "push", "-q", target]):
+        subprocess.run(command, check=True, capture_output=True, timeout=120)
+    return target
+
+
+def docker(url: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        ["docker", "-H", url, *args], capture_output=True, text=True, timeout=120
+    )
+    if check and done.returncode != 0:
+        raise RuntimeError(f"docker {' '.join(args)}: {done.stderr.strip()[-400:]}")
+    return done
+
+
+@dataclass
+class Swarm:
+    """The session's swarm: ``manager.url`` goes into ``DOCKER_HOSTS``."""
+
+    manager: ExtraEngine = field(default_factory=ExtraEngine)
+    worker: ExtraEngine = field(default_factory=ExtraEngine)
+
+    def start(self) -> None:
+        self.manager.start()
+        self.worker.start()
+        docker(
+            self.manager.url,
+            "swarm",
+            "init",
+            "--advertise-addr",
+            MANAGER_ADDR,
+            "--listen-addr",
+            MANAGER_ADDR,
+            "--dispatcher-heartbeat",
+            HEARTBEAT,
+        )
+        token = docker(self.manager.url, "swarm", "join-token", "-q", "worker").stdout.strip()
+        docker(
+            self.worker.url,
+            "swarm",
+            "join",
+            "--token",
+            token,
+            "--listen-addr",
+            WORKER_ADDR,
+            "--advertise-addr",
+            WORKER_ADDR,
+            MANAGER_ADDR,
+        )
+        self.wait_ready()
+
+    def nodes(self) -> list[dict[str, Any]]:
+        rows = docker(
+            self.manager.url, "node", "ls", "--format", "{{.ID}} {{.Status}} {{.Availability}}"
+        ).stdout.split("\n")
+        return [
+            dict(zip(("id", "status", "availability"), row.split(), strict=True))
+            for row in rows
+            if row.strip()
+        ]
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        def ready() -> bool:
+            nodes = self.nodes()
+            return len(nodes) == 2 and all(n["status"] == "Ready" for n in nodes)
+
+        wait_until(ready, timeout=timeout, message="both swarm nodes to be ready", interval=0.2)
+
+    def node_of(self, url: str) -> str:
+        return docker(url, "info", "--format", "{{.Swarm.NodeID}}").stdout.strip()
+
+    def services(self) -> list[str]:
+        return [s for s in docker(self.manager.url, "service", "ls", "-q").stdout.split() if s]
+
+    def remove_services(self, label: str) -> None:
+        ids = docker(self.manager.url, "service", "ls", "-q", "--filter", f"label={label}")
+        if ids.stdout.split():
+            docker(self.manager.url, "service", "rm", *ids.stdout.split(), check=False)
+
+    def revive_worker(self) -> None:
+        """Start a worker whose daemon was killed: it stops the containers it left running
+        (no live-restore) and rejoins the swarm by itself."""
+        self.worker.start()
+        self.wait_ready(timeout=120)
+
+    def remove(self) -> None:
+        for engine in (self.worker, self.manager):
+            with contextlib.suppress(Exception):
+                if engine.running:
+                    docker(engine.url, "swarm", "leave", "--force", check=False)
+            engine.remove()
+
+
+@contextlib.contextmanager
+def running_swarm() -> Iterator[Swarm]:
+    swarm = Swarm()
+    try:
+        swarm.start()
+        yield swarm
+    finally:
+        swarm.remove()
