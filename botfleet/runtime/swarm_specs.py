@@ -37,11 +37,9 @@ def service_spec(spec: ContainerSpec, *, restart: str, image: str | None = None)
     }
     if spec.command:
         container["Args"] = list(spec.command)
-    task: dict[str, Any] = {
-        "ContainerSpec": container,
-        "RestartPolicy": restart_policy(restart),
-        "Networks": [{"Target": spec.network}],
-    }
+    task: dict[str, Any] = {"ContainerSpec": container, "RestartPolicy": restart_policy(restart)}
+    if spec.network != "none":  # swarm has no "none" network: a task attached to none has none
+        task["Networks"] = [{"Target": spec.network}]
     if spec.placement:
         task["Placement"] = {"Constraints": list(spec.placement)}
     if spec.resources is not None:
