@@ -220,7 +220,9 @@ async def test_a_swarm_tasks_container_is_never_removed_by_the_container_stage(
     finally:
         await fleet.close()
     assert report["resources"]["containers"]["found"] == 0, report["resources"]["containers"]
-    tasks = docker(
-        swarm.manager.url, "service", "ps", gone, "-q", "--no-trunc", "--format", "{{.ID}}"
-    ).stdout.split()
-    assert tasks and gone in engine_ids(swarm)
+    task_containers = [
+        docker(url, "ps", "-aq", "--filter", f"label=com.docker.swarm.service.id={gone}").stdout
+        for url in (swarm.manager.url, swarm.worker.url)
+    ]
+    assert "".join(task_containers).split(), "the stopped task's container is kept"
+    assert gone in engine_ids(swarm)

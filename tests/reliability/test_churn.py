@@ -29,6 +29,8 @@ from tests.reliability._serve import AUTH
 from tests.support.containers import container_state, containers_of
 from tests.support.figures import record_figure, scale
 from tests.support.store import Store, overlapping
+from tests.support.swarm import Swarm
+from tests.support.wait import wait_until_async
 
 SECONDS = scale(8, 90)
 CLIENTS = scale(3, 6)
@@ -177,5 +179,93 @@ async def test_churn_loses_nothing_live(
         bots_purged=purged,
         live_bots_at_end=len(expected),
         live_lost=0,
+        acknowledged_results_lost=lost_results,
+    )
+
+
+async def test_churn_on_a_swarm_loses_nothing_live(
+    pg_factory: Callable[..., Settings], swarm: Swarm, registry_image: str, instance: str
+) -> None:
+    """The same churn with BOT_RUNTIME=swarm: bots are services, deletes scale them to zero,
+    restores scale them back, and the sweeps purge rows and remove the orphaned services."""
+    settings = pg_factory(
+        bot_runtime="swarm",
+        docker_hosts=swarm.manager.url,
+        bot_network="none",
+        container_cleanup_grace_minutes=0,
+        auth_failure_limit=1_000_000,
+    )
+    sweeper = settings.model_copy(update={"bot_retention_days": 0})
+    store = Store(sweeper)
+    fleet = Fleet.from_settings(sweeper)
+    service = CleanupService(settings=sweeper, db=store.engine, fleet=fleet)
+    ledger = Ledger()
+    reports: list[dict[str, Any]] = []
+    app, ctx = await started_app(settings)
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50006))
+    try:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://t", headers=AUTH, timeout=60
+        ) as http:
+            deadline = time.monotonic() + SECONDS
+            clients = asyncio.gather(
+                *(client(n, http, registry_image, ledger, deadline) for n in range(CLIENTS))
+            )
+
+            async def sweep() -> None:
+                while not clients.done():
+                    reports.append(
+                        await service.run(trigger="cli", actor="cli:churn", dry_run=False)
+                    )
+
+            await asyncio.gather(clients, sweep())
+
+            # Settled: every deleted bot's task shut down, then one last sweep takes them all.
+            async def settled() -> bool:
+                workloads = await fleet.engines["swarm"].list_managed(instance)
+                return all(w.state != "running" or w.task_state == "running" for w in workloads)
+
+            await wait_until_async(settled, timeout=120, message="the swarm to settle")
+            reports.append(await service.run(trigger="cli", actor="cli:churn", dry_run=False))
+    finally:
+        await ctx.__aexit__(None, None, None)
+        await store.close()
+    db = Store(settings, checker=True)
+    try:
+        live = await db.live_bots()
+        expected = {b.id for b in ledger.bots.values() if b.state == "live"}
+        assert set(live) == expected, "live bots lost or resurrected"
+        lost_results = 0
+        for bot_id in expected:
+            stored = sorted(d["seq"] for d in await db.result_data(bot_id))
+            lost_results += len(set(ledger.bots[bot_id].acked) - set(stored))
+            assert stored == ledger.bots[bot_id].acked, f"results of live bot {bot_id}"
+        assert await db.bot_ids(live=False) == set()
+        assert await db.orphaned_results() == 0
+        workloads = {w.id: w for w in await fleet.engines["swarm"].list_managed(instance)}
+        assert set(workloads) == {str(c) for c, _ in live.values()}, "a service lost or left"
+        assert not await db.double_deletions()
+        assert not overlapping(await db.runs())
+        purged = len(await db.deleted_ids("bots"))
+        services_removed = len(await db.deleted_ids("services"))
+    finally:
+        await db.close()
+        await fleet.close()
+        swarm.remove_services(f"botfleet.instance={instance}")
+    statuses = Counter(r["status"] for r in reports)
+    assert statuses["failed"] == 0, [r["errors"] for r in reports if r["status"] == "failed"]
+    record_figure(
+        "churn_swarm",
+        seconds=SECONDS,
+        clients=CLIENTS,
+        api_operations=sum(ledger.outcomes.values()),
+        outcomes=dict(ledger.outcomes),
+        cleanup_runs=len(reports),
+        run_statuses=dict(statuses),
+        bots_purged=purged,
+        services_removed=services_removed,
+        live_bots_at_end=len(expected),
+        live_lost=0,
+        services_lost=0,
         acknowledged_results_lost=lost_results,
     )
