@@ -226,3 +226,32 @@ async def test_a_swarm_tasks_container_is_never_removed_by_the_container_stage(
     ]
     assert "".join(task_containers).split(), "the stopped task's container is kept"
     assert gone in engine_ids(swarm)
+
+
+async def test_an_unreachable_swarm_opens_its_breaker_and_is_skipped(
+    settings_factory: Callable[..., Settings], store: Store
+) -> None:
+    from botfleet.cleanup.scheduler import Scheduler
+
+    settings = settings_factory(
+        bot_runtime="swarm",
+        docker_hosts="unix:///nonexistent/d.sock",
+        cleanup_breaker_threshold=2,
+        cleanup_enabled=True,
+    )
+    dead = SwarmEngine(["unix:///nonexistent/d.sock"], timeout=2)
+    scheduler = Scheduler(
+        settings=settings, service=service_for(settings, store, dead), engines=["swarm"]
+    )
+    try:
+        for _ in range(2):
+            tick = await scheduler.tick()
+            assert tick.report is not None and tick.report["status"] == "partial"
+        assert scheduler.breakers.get("engine:swarm").state == "open"
+        skipped = await scheduler.tick()
+    finally:
+        await dead.close()
+    assert skipped.report is not None
+    assert skipped.report["resources"]["services"]["skipped"] == [
+        {"id": "engine:swarm", "reason": "breaker open", "engine": "swarm"}
+    ]

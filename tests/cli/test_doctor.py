@@ -39,6 +39,8 @@ from botfleet.store.models import CleanupRun
 from botfleet.store.session import create_engine, create_session_factory
 from tests.conftest import TEST_TOKEN
 from tests.servers import free_port, live_server
+from tests.support.swarm import Swarm
+from tests.support.swarm import docker as swarm_docker
 
 NOW = datetime(2030, 1, 10, 12, 0, tzinfo=UTC)
 
@@ -310,3 +312,34 @@ def test_who_holds_the_cleanup_lock(settings: Settings, keep_logging: None) -> N
     assert "WARN  cleanup lock  held, but no run is recorded as running" in result.output
     holder = f"held by pid {os.getpid()}" if settings.is_sqlite else "(botfleet-cleanup-lock from"
     assert holder in result.output, result.output
+
+
+def test_a_swarm_manager_and_its_nodes(
+    settings: Settings, swarm: Swarm, keep_logging: None
+) -> None:
+    """With BOT_RUNTIME=swarm the engine check asks the manager for its nodes: all ready and
+    active is fine; a drained node is reported (and swarm moves its bots by itself)."""
+    result = doctor(settings, "--offline", BOT_RUNTIME="swarm", DOCKER_HOSTS=swarm.manager.url)
+    assert "OK    engine swarm" in result.output, result.output
+    assert "2 nodes, all ready and active" in result.output
+    worker = swarm.node_of(swarm.worker.url)
+    swarm_docker(swarm.manager.url, "node", "update", "--availability", "drain", worker)
+    try:
+        drained = doctor(settings, "--offline", BOT_RUNTIME="swarm", DOCKER_HOSTS=swarm.manager.url)
+    finally:
+        swarm_docker(swarm.manager.url, "node", "update", "--availability", "active", worker)
+    assert drained.exit_code == 1, drained.output
+    assert "WARN  engine swarm" in drained.output and "drain" in drained.output
+
+
+def test_an_engine_that_is_no_swarm_manager_fails_the_check(
+    settings: Settings, docker_client: Any, keep_logging: None
+) -> None:
+    result = doctor(
+        settings,
+        "--offline",
+        BOT_RUNTIME="swarm",
+        DOCKER_HOSTS="unix:///var/run/docker.sock",
+    )
+    assert result.exit_code == 1
+    assert "FAIL  engine swarm" in result.output and "not a swarm manager" in result.output
