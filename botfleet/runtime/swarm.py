@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +23,7 @@ import requests
 from docker.errors import APIError, DockerException, NotFound
 
 from botfleet.constants import KIND_SERVICES, LABEL_INSTANCE, LABEL_MANAGED
-from botfleet.errors import ContainerFailed, EngineUnavailable, InvalidInput
+from botfleet.errors import ContainerFailed, EngineUnavailable
 from botfleet.runtime import swarm_specs
 from botfleet.runtime.base import ContainerInfo, ContainerSpec, EventStream, Revival
 from botfleet.runtime.images import PULL_ALWAYS, classify
@@ -56,6 +55,7 @@ class SwarmEngine:
         self._timeout = timeout
         self._clients: dict[str, docker.DockerClient] = {}
         self._current = 0
+        self._nodes: dict[str, str] = {}
         self._lock = threading.Lock()
         self._threads = ThreadPoolExecutor(32, thread_name_prefix="swarm-engine")
 
@@ -130,7 +130,7 @@ class SwarmEngine:
                     mode=body["Mode"],
                 )
             except APIError as exc:
-                raise _refusal(self.name, exc, spec) from exc
+                raise swarm_specs.refusal(self.name, str(exc.explanation or exc), spec) from exc
             info = self._workload(client, str(created["ID"]))
             if info is None:
                 raise ContainerFailed(self.name, f"service {spec.name} vanished once created")
@@ -168,7 +168,7 @@ class SwarmEngine:
             by_service: dict[str, list[Mapping[str, Any]]] = {}
             for task in _api(client).tasks(filters={"label": labels}):
                 by_service.setdefault(str(task.get("ServiceID")), []).append(task)
-            nodes = swarm_specs.node_names(_api(client).nodes())
+            nodes = self._node_names(client, by_service)
             return [
                 swarm_specs.workload(self.name, s, by_service.get(str(s["ID"]), []), nodes)
                 for s in services
@@ -213,8 +213,17 @@ class SwarmEngine:
         except NotFound:
             return None
         tasks = _api(client).tasks(filters={"service": str(service["ID"])})
-        nodes = swarm_specs.node_names(_api(client).nodes())
+        nodes = self._node_names(client, {"": tasks})
         return swarm_specs.workload(self.name, service, tasks, nodes)
+
+    def _node_names(
+        self, client: docker.DockerClient, tasks: Mapping[str, Sequence[Mapping[str, Any]]]
+    ) -> dict[str, str]:
+        """Node id -> name, asked again only when a task runs on a node not seen yet."""
+        wanted = {str(t.get("NodeID")) for ts in tasks.values() for t in ts if t.get("NodeID")}
+        if not wanted <= self._nodes.keys():
+            self._nodes = swarm_specs.node_names(_api(client).nodes())
+        return self._nodes
 
     def _scale(self, client: docker.DockerClient, service_id: str, replicas: int) -> None:
         self._update(client, service_id, lambda s: swarm_specs.with_replicas(s, replicas))
@@ -281,19 +290,3 @@ def _remove_service(client: docker.DockerClient, service_id: str) -> None:
 def _api(client: docker.DockerClient) -> Any:
     # docker-py's service and task calls carry no types (a version-check decorator drops them).
     return client.api
-
-
-def _refusal(engine: str, exc: APIError, spec: ContainerSpec) -> Exception:
-    """What swarm refused, named by the field of the request that asked for it."""
-    # Swarm answers these with 400 or with 500 ("rpc error: code = Unknown desc = …"), in its
-    # own words: a constraint's parts, or the words of resources, say which field it was.
-    message = str(exc.explanation or exc)[:300]
-    lowered = message.lower()
-    parts = {p.strip() for c in spec.placement for p in re.split("==|!=", c, maxsplit=1)}
-    if "constraint" in lowered or any(p and p in message for p in parts):
-        return InvalidInput("placement", message)
-    if any(word in lowered for word in ("resources", "nanocpus", "memory")):
-        return InvalidInput("resources", message)
-    if "image" in lowered or "reference format" in lowered:
-        return InvalidInput("image", message)
-    return ContainerFailed(engine, message)

@@ -11,11 +11,13 @@ when its last task did.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from botfleet.constants import BOT_STOP_TIMEOUT_SECONDS
+from botfleet.errors import ContainerFailed, InvalidInput
 from botfleet.runtime.base import ContainerInfo, ContainerSpec
 from botfleet.runtime.docker import parse_docker_time
 
@@ -175,3 +177,19 @@ def _task_order(task: Mapping[str, Any]) -> tuple[datetime, int]:
 
 def _time(task: Mapping[str, Any]) -> datetime | None:
     return parse_docker_time((task.get("Status") or {}).get("Timestamp"))
+
+
+def refusal(engine: str, message: str, spec: ContainerSpec) -> Exception:
+    """What swarm refused, named by the field of the request that asked for it."""
+    # Swarm answers these with 400 or with 500 ("rpc error: code = Unknown desc = …"), in its
+    # own words: a constraint's parts, or the words of resources, say which field it was.
+    message = message[:300]
+    lowered = message.lower()
+    parts = {p.strip() for c in spec.placement for p in re.split("==|!=", c, maxsplit=1)}
+    if "constraint" in lowered or any(p and p in message for p in parts):
+        return InvalidInput("placement", message)
+    if any(word in lowered for word in ("resources", "nanocpus", "memory")):
+        return InvalidInput("resources", message)
+    if "image" in lowered or "reference format" in lowered:
+        return InvalidInput("image", message)
+    return ContainerFailed(engine, message)
