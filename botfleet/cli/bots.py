@@ -77,6 +77,8 @@ def _bot_table(bot: dict[str, Any]) -> Table:
         ("command", shlex.join(bot["command"]) if bot.get("command") else "-"),
         ("labels", _labels(bot.get("labels") or {})),
         ("engine", bot.get("engine") or "-"),
+        ("node", bot.get("node") or "-"),
+        ("detail", bot.get("status_detail") or "-"),
         ("container", bot.get("container_id") or "-"),
         ("created", bot["created_at"]),
         ("deleted", bot.get("deleted_at") or "-"),
@@ -151,7 +153,7 @@ def list_bots(
     table.add_column("id", no_wrap=True)
     table.add_column("name", overflow="fold")
     table.add_column("status", no_wrap=True)
-    table.add_column("engine", overflow="fold")
+    table.add_column("engine/node", overflow="fold")
     table.add_column("container", no_wrap=True)
     table.add_column("labels", overflow="fold")
     table.add_column("created", no_wrap=True)
@@ -163,7 +165,7 @@ def list_bots(
             _short(bot["id"], 8),
             bot["name"],
             bot["status"] + (f" ({code})" if code is not None else ""),
-            bot.get("engine") or "-",
+            bot.get("node") or bot.get("engine") or "-",
             _short(bot.get("container_id")),
             _labels(bot.get("labels") or {}),
             _when(bot["created_at"]),
@@ -205,5 +207,5 @@ def restore(
 ) -> None:
     """Restore a soft-deleted bot within retention and run it again."""
     bot = _call(_client(server), "POST", f"/bots/{bot_id}/restore")
-    note = f"new token: {bot['token']} (a fresh container was made)" if bot.get("token") else ""
+    note = f"new token: {bot['token']} (the old one no longer works)" if bot.get("token") else ""
     _show(bot, as_json, note)
