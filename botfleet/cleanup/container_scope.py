@@ -74,6 +74,9 @@ class ContainerScope(Protocol):
     def departed(self, engines: Collection[str]) -> list[ContainerTarget]:
         """Targets on engines no longer in ``DOCKER_HOSTS``."""
 
+    def version_of(self, workload_id: str) -> int | None:
+        """The version the plan saw of a workload (a service's), if it must still be it."""
+
     async def look(
         self, engine: ContainerEngine, instance: str, concurrency: int
     ) -> tuple[list[ContainerInfo], list[str]]:
@@ -98,6 +101,9 @@ class EveryContainer:
 
     def departed(self, engines: Collection[str]) -> list[ContainerTarget]:
         return []
+
+    def version_of(self, workload_id: str) -> int | None:
+        return None
 
     async def look(
         self, engine: ContainerEngine, instance: str, concurrency: int
@@ -133,6 +139,9 @@ class PlannedContainers:
 
     def departed(self, engines: Collection[str]) -> list[ContainerTarget]:
         return [t for t in self.targets if t.engine not in engines]
+
+    def version_of(self, workload_id: str) -> int | None:
+        return next((t.version for t in self.targets if t.id == workload_id), None)
 
     async def look(
         self, engine: ContainerEngine, instance: str, concurrency: int

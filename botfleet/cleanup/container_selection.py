@@ -91,7 +91,11 @@ async def select_containers(
             now=now,
         )
         out.judged.append((c, decision))
-        if decision.eligible:
+        planned = scope.version_of(c.id)
+        if decision.eligible and planned is not None and c.version != planned:
+            changed = f"version {planned} is now {c.version}"
+            out.selection.skip(c.id, scope.changed_prefix + changed, engine=c.engine)
+        elif decision.eligible:
             age = decision.age.total_seconds() if decision.age is not None else None
             out.targets.append(
                 ContainerTarget(

@@ -255,3 +255,55 @@ async def test_an_unreachable_swarm_opens_its_breaker_and_is_skipped(
     assert skipped.report["resources"]["services"]["skipped"] == [
         {"id": "engine:swarm", "reason": "breaker open", "engine": "swarm"}
     ]
+
+
+async def test_a_service_changed_since_the_plan_is_kept_even_with_no_owner(
+    settings_factory: Callable[..., Settings],
+    store: Store,
+    engine: SwarmEngine,
+    swarm: Swarm,
+    instance: str,
+    registry_image: str,
+) -> None:
+    """Nothing but its version says the service changed (still no row, still nothing running):
+    the plan's version no longer holds, so it stays."""
+    settings = settings_factory(
+        bot_runtime="swarm", docker_hosts=swarm.manager.url, container_cleanup_grace_minutes=1
+    )
+    changed = await service(engine, registry_image, labels(instance, uuid.uuid4()))
+    cleanup = service_for(settings, store, engine, clock=later())
+    dry = await cleanup.run(trigger="cli", actor="cli:t", dry_run=True)
+    assert dry["resources"]["services"]["sample"] == [changed]
+    docker(swarm.manager.url, "service", "update", "-d", "--label-add", "touched=yes", changed)
+    real = await cleanup.run(trigger="cli", actor="cli:t", dry_run=False, plan_id=dry["plan_id"])
+    services = real["resources"]["services"]
+    assert services["deleted"] == 0 and changed in engine_ids(swarm)
+    (skip,) = services["skipped"]
+    assert skip["id"] == changed and "version" in skip["reason"]
+
+
+async def test_a_service_changed_between_selection_and_removal_is_kept(
+    settings_factory: Callable[..., Settings],
+    store: Store,
+    engine: SwarmEngine,
+    swarm: Swarm,
+    instance: str,
+    registry_image: str,
+) -> None:
+    """The narrowest window: after the run selected it, before its removal, the service changes
+    (its version moves on): the look right before removal keeps it."""
+    settings = settings_factory(
+        bot_runtime="swarm", docker_hosts=swarm.manager.url, container_cleanup_grace_minutes=1
+    )
+    changed = await service(engine, registry_image, labels(instance, uuid.uuid4()))
+    cleanup = service_for(settings, store, engine, clock=later())
+
+    async def touch() -> None:
+        docker(swarm.manager.url, "service", "update", "-d", "--label-add", "touched=1", changed)
+
+    real = await cleanup.run(trigger="cli", actor="cli:t", dry_run=False, pause_hook=touch)
+    services = real["resources"]["services"]
+    assert services["found"] == 1 and services["deleted"] == 0, services
+    assert changed in engine_ids(swarm)
+    (skip,) = services["skipped"]
+    assert skip["id"] == changed and "version" in skip["reason"]

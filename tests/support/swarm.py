@@ -44,9 +44,7 @@ def push(image: str, name: str) -> str:
 
 
 def docker(url: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        ["docker", "-H", url, *args], capture_output=True, text=True, timeout=120
-    )
+    done = subprocess.run(["docker", "-H", url, *args], capture_output=True, text=True, timeout=120)
     if check and done.returncode != 0:
         raise RuntimeError(f"docker {' '.join(args)}: {done.stderr.strip()[-400:]}")
     return done
