@@ -29,9 +29,14 @@ def test_a_plan_round_trips_through_json() -> None:
         stages=("bots", "containers"),
         max_result_id=42,
         ceilings={"bots": 3, "containers": 1},
-        containers=PlannedContainers(
-            (ContainerTarget("c1", "local", str(uuid.uuid4()), "no bot row", 600.0),)
-        ),
+        workloads={
+            "containers": PlannedContainers(
+                (ContainerTarget("c1", "local", str(uuid.uuid4()), "no bot row", 600.0),)
+            ),
+            "services": PlannedContainers(
+                (ContainerTarget("s1", "swarm", str(uuid.uuid4()), "bot deleted", 60.0, None, 7),)
+            ),
+        },
     )
     assert Plan.from_json(plan.to_json()) == plan
 

@@ -26,6 +26,8 @@ def clean_env(**env: Any) -> dict[str, str]:
     """The process environment without any botfleet variable of the developer's, plus ``env``."""
     base = {k: v for k, v in os.environ.items() if k not in _SETTINGS_VARS}
     base.update(ADMIN_TOKEN=TEST_TOKEN, LOG_LEVEL="INFO", RECONCILE_INTERVAL_SECONDS="3600")
+    # Only loopback traffic here: a server under test never pulls an image from a registry.
+    base.update(BOT_IMAGE_PULL="never")
     base.update({k.upper(): str(v) for k, v in env.items()})
     return base
 
