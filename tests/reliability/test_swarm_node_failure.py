@@ -50,8 +50,18 @@ class SwarmEvents:
             return
 
     def close(self) -> None:
-        self._stream.close()
-        self.client.close()
+        try:
+            self._stream.close()
+            self.client.close()
+        except Exception:  # a stream of a daemon killed mid-test is already gone
+            pass
+
+    def destroyed_containers(self) -> list[str]:
+        return [
+            str(e.get("Actor", {}).get("ID"))
+            for e in self.events
+            if e.get("Type") == "container" and e.get("Action") == "destroy"
+        ]
 
     def removed_services(self) -> list[str]:
         return [
@@ -73,6 +83,7 @@ async def test_a_dead_node_s_bots_run_again_and_nothing_live_is_removed(
     )
     app, ctx = await started_app(settings)
     events = SwarmEvents(swarm.manager.url).start()
+    worker_events = SwarmEvents(swarm.worker.url).start()  # read live until its daemon dies
     worker_node = swarm.node_of(swarm.worker.url)
     transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50200))
     try:
@@ -124,11 +135,17 @@ async def test_a_dead_node_s_bots_run_again_and_nothing_live_is_removed(
     finally:
         await ctx.__aexit__(None, None, None)
         events.close()
+        worker_events.close()
         swarm.revive_worker()
     assert {b["id"] for b in after} == set(made) and len(live["items"]) == BOTS
     assert all(b["deleted_at"] is None for b in live["items"])  # no bot lost
     services = {b["container_id"] for b in before}
-    assert services.isdisjoint(events.removed_services())  # no cleanup removed a live one
+    # No cleanup removed a live one: the manager's log (services, and its containers) and the
+    # worker's up to its death show no service removed and no container destroyed.
+    assert services.isdisjoint(events.removed_services())
+    assert worker_events.events, "the worker's event stream was not read"
+    for log in (events, worker_events):
+        assert log.removed_services() == [] and log.destroyed_containers() == []
     for run in (report, again.json()):
         assert run["resources"]["services"]["deleted"] == 0, run["resources"]["services"]
         assert run["resources"]["bots"]["deleted"] == 0

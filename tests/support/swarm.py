@@ -2,8 +2,8 @@
 from.
 
 Two ``dockerd`` of their own (:class:`tests.engines.ExtraEngine`) form the swarm on loopback: the
-manager listens on 127.0.0.1:2377, the worker joins from 127.0.0.1:2378 (verified on this
-machine kind). Services run with host networking, so no overlay network is needed. The nodes pull
+manager listens on a free loopback port (2377 by default, as on this machine kind's verified
+set-up; another port here, so that two suites can run at once), the worker joins from another. Services run with host networking, so no overlay network is needed. The nodes pull
 bot images from the registry on 127.0.0.1:5000 (Debian's ``docker-registry``, started by
 ``scripts/ensure-services.sh``): a loopback registry needs no TLS.
 """
@@ -18,11 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tests.engines import ExtraEngine
+from tests.servers import free_port
 from tests.support.wait import wait_until
 
 REGISTRY = "127.0.0.1:5000"
-MANAGER_ADDR = "127.0.0.1:2377"
-WORKER_ADDR = "127.0.0.1:2378"
 # How often nodes report to the manager: a node is down after a few missed beats.
 HEARTBEAT = "2s"
 
@@ -56,6 +55,8 @@ class Swarm:
 
     manager: ExtraEngine = field(default_factory=ExtraEngine)
     worker: ExtraEngine = field(default_factory=ExtraEngine)
+    manager_addr: str = field(default_factory=lambda: f"127.0.0.1:{free_port()}")
+    worker_addr: str = field(default_factory=lambda: f"127.0.0.1:{free_port()}")
 
     def start(self) -> None:
         self.manager.start()
@@ -65,9 +66,9 @@ class Swarm:
             "swarm",
             "init",
             "--advertise-addr",
-            MANAGER_ADDR,
+            self.manager_addr,
             "--listen-addr",
-            MANAGER_ADDR,
+            self.manager_addr,
             "--dispatcher-heartbeat",
             HEARTBEAT,
         )
@@ -79,10 +80,10 @@ class Swarm:
             "--token",
             token,
             "--listen-addr",
-            WORKER_ADDR,
+            self.worker_addr,
             "--advertise-addr",
-            WORKER_ADDR,
-            MANAGER_ADDR,
+            self.worker_addr,
+            self.manager_addr,
         )
         self.wait_ready()
 
