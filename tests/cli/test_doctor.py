@@ -34,6 +34,7 @@ from botfleet.diagnosis.judges import (
     judge_migration,
     judge_mode,
     judge_runs,
+    judge_swarm,
 )
 from botfleet.store.models import CleanupRun
 from botfleet.store.session import create_engine, create_session_factory
@@ -343,3 +344,28 @@ def test_an_engine_that_is_no_swarm_manager_fails_the_check(
     )
     assert result.exit_code == 1
     assert "FAIL  engine swarm" in result.output and "not a swarm manager" in result.output
+
+
+def test_a_down_node_is_a_warning_that_names_it() -> None:
+    """Pure: a node the manager sees as down (its daemon dead) is reported, as a drained one is."""
+    nodes = [
+        {
+            "id": "a" * 25,
+            "hostname": "m1",
+            "role": "manager",
+            "leader": True,
+            "state": "ready",
+            "availability": "active",
+        },
+        {
+            "id": "b" * 25,
+            "hostname": "w1",
+            "role": "worker",
+            "state": "down",
+            "availability": "active",
+        },
+    ]
+    check = judge_swarm("swarm", "20.10", nodes)
+    assert check.verdict == WARN and "w1 (down, active)" in check.detail
+    assert "m1" not in check.detail.split(";")[1]
+    assert judge_swarm("swarm", "20.10", nodes[:1]).verdict == OK

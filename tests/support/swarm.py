@@ -2,10 +2,11 @@
 from.
 
 Two ``dockerd`` of their own (:class:`tests.engines.ExtraEngine`) form the swarm on loopback: the
-manager listens on a free loopback port (2377 by default, as on this machine kind's verified
-set-up; another port here, so that two suites can run at once), the worker joins from another. Services run with host networking, so no overlay network is needed. The nodes pull
-bot images from the registry on 127.0.0.1:5000 (Debian's ``docker-registry``, started by
-``scripts/ensure-services.sh``): a loopback registry needs no TLS.
+manager listens on a free loopback port (2377 in the verified set-up of this machine kind; a free
+one here, so that two suites can run at once), the worker joins from another. Services run with
+host networking, so no overlay network is needed. The nodes pull bot images from the registry on
+127.0.0.1:5000 (Debian's ``docker-registry``, started by ``scripts/ensure-services.sh``): a
+loopback registry needs no TLS.
 """
 
 from __future__ import annotations
