@@ -158,6 +158,10 @@ def pytest(scratch: Path, tests: tuple[str, ...]) -> tuple[int, list[str], float
         text=True,
     )
     failed = sorted(set(re.findall(r"^FAILED (\S+)", done.stdout, re.M)))
+    # Each pytest's whole output stays beside the copy, for a failure to be read afterwards.
+    logs = scratch / "guardcheck-logs"
+    logs.mkdir(exist_ok=True)
+    (logs / f"{len(list(logs.iterdir())):02d}.log").write_text(done.stdout + done.stderr)
     return done.returncode, failed, time.monotonic() - started
 
 
@@ -187,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"baseline (no guard removed): exit {code}, {len(failed)} failed, {took:.0f}s")
     if code != 0:
         print("\n".join(failed))
+        print(f"(the output: {scratch / 'guardcheck-logs' / '00.log'})")
         return 2
     results = []
     for guard in guards:
