@@ -19,6 +19,8 @@ from botfleet.errors import InvalidInput
 
 T = TypeVar("T")
 MAX_OFFSET = 2**31 - 1
+# Ours are far shorter; the bound keeps a forged one from costing a large decode.
+MAX_CURSOR_LENGTH = 512
 
 
 @dataclass(frozen=True)
