@@ -15,7 +15,7 @@ def limit_query(description: str = "Page size.") -> Any:
 
 
 def offset_query() -> Any:
-    return Query(None, ge=0, le=MAX_OFFSET, description="Items to skip; not with a cursor.")
+    return Query(None, ge=0, le=MAX_OFFSET, description="Items to skip (counted from the cursor's position with one).")
 
 
 def cursor_query(name: str = "cursor") -> Any:
@@ -24,7 +24,8 @@ def cursor_query(name: str = "cursor") -> Any:
         alias=name,
         min_length=1,
         max_length=MAX_CURSOR_LENGTH,
-        description="Opaque: the `next_cursor` of the previous page; not with `offset`.",
+        description="Opaque: the `next_cursor` of the previous page (422 if this server did "
+        "not issue it).",
     )
 
 

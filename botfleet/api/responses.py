@@ -26,6 +26,7 @@ RETRY_AFTER = {
 }
 
 DESCRIPTIONS = {
+    400: "The body could not be read as text (not UTF-8).",
     401: "Missing or wrong bearer token.",
     403: "A valid token that may not do this (another bot's token, or the admin token).",
     404: "No such resource (a purged bot, an unknown run or plan).",
@@ -43,6 +44,8 @@ HEADERS = {401: WWW_AUTHENTICATE, 429: RETRY_AFTER}
 
 # Every operation behind a bearer token can answer these two.
 AUTH = (401, 429)
+# Every operation that reads a JSON body can answer these.
+BODY = (400, 413, 422)
 
 
 def errors(*statuses: int, **models: type[Error]) -> dict[int | str, dict[str, Any]]:

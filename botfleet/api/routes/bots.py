@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query
 
 from botfleet.api.deps import AdminDep, ServicesDep
 from botfleet.api.params import PageDep
-from botfleet.api.responses import AUTH, errors
+from botfleet.api.responses import AUTH, BODY, errors
 from botfleet.api.schemas import patterns
 from botfleet.api.schemas.bots import BotCreate, BotCreated, BotList, BotOut, BotRestored, BotStatus
 from botfleet.bot_queries import BotFilter
@@ -65,7 +65,7 @@ def _links(*names: str) -> dict[str, dict[str, object]]:
     status_code=201,
     response_model=BotCreated,
     responses={
-        **errors(*AUTH, 409, 413, 422, 502, 503),
+        **errors(*AUTH, *BODY, 409, 502, 503),
         201: {"links": _links(*BOT_LINKS), "description": "The bot, running, with its token."},
     },
 )

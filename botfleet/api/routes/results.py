@@ -10,7 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from botfleet.api.deps import UNAUTHORIZED_HEADERS, AdminDep, ServicesDep, client_ip
 from botfleet.api.params import PageDep
-from botfleet.api.responses import AUTH, errors
+from botfleet.api.responses import AUTH, BODY, errors
 from botfleet.api.schemas.results import (
     ResultIn,
     ResultList,
@@ -45,7 +45,7 @@ BotScheme = Annotated[HTTPAuthorizationCredentials | None, Security(BOT_SCHEME)]
     "",
     status_code=201,
     response_model=ResultsAccepted,
-    responses=errors(*AUTH, 403, 404, 410, 413, 422),
+    responses=errors(*AUTH, *BODY, 403, 404, 410),
 )
 async def post_results(
     bot_id: uuid.UUID,

@@ -18,8 +18,10 @@ from botfleet.constants import RESERVED_ENV, RESERVED_LABELS
 END = r"(?![\s\S])"
 # Unicode's Cc: C0 controls, DEL and C1 controls.
 _CONTROL = r"\x00-\x1f\x7f-\x9f"
-# What PostgreSQL's text and JSONB cannot hold: NUL and lone surrogates.
-_UNSTORABLE = r"\x00\ud800-\udfff"
+# What PostgreSQL's text and JSONB cannot hold is NUL and lone surrogates; a pattern names NUL
+# only: a lone surrogate is no Unicode character (JSON Schema validators built on Rust cannot
+# even compile a range of them), and the descriptions say they are refused.
+_NUL = r"\x00"
 
 
 def _literal(text: str) -> str:
@@ -36,8 +38,10 @@ def _reserved(names: frozenset[str]) -> str:
 NAME = rf"^[^{_CONTROL}]*[^{_CONTROL}\s][^{_CONTROL}]*{END}"
 
 # https://github.com/distribution/reference/blob/main/reference.go (the grammar docker uses)
-# A first component is a registry only if it has a dot or a port, or is localhost.
-_HOST = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
+# A first component is a registry only if it has a dot or a port, or is localhost. The grammar
+# allows upper case in a registry's name, but the engine refuses any in the name it pulls
+# ("repository name must be lowercase"), so neither does the API.
+_HOST = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
 _DOMAIN = rf"(?:(?:localhost|{_HOST}(?:\.{_HOST})+)(?::[0-9]+)?/|{_HOST}:[0-9]+/)?"
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _TAG = r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
@@ -52,10 +56,10 @@ IMAGE = (
     rf"^(?!{_LONG_LONE_NAME})(?!{_LONG_PATH})(?!{_LONG_HUB_NAME})"
     rf"{_DOMAIN}{_COMPONENT}(?:/{_COMPONENT})*{_TAG}{_DIGEST}{END}"
 )
-COMMAND_ITEM = rf"^[^\x00]*{END}"
+COMMAND_ITEM = rf"^[^{_NUL}]*{END}"
 # POSIX-portable variable names, as docker run --env expects them; botfleet's own are reserved.
 ENV_KEY = rf"^(?!(?:{_reserved(RESERVED_ENV)}){END})[A-Za-z_][A-Za-z0-9_]*{END}"
-ENV_VALUE = rf"^[^{_UNSTORABLE}]*{END}"
+ENV_VALUE = rf"^[^{_NUL}]*{END}"
 # Docker's label-key guideline: lower-case alphanumerics separated by single '.' or '-'.
 LABEL_KEY_SYNTAX = r"[a-z0-9]+(?:[.-][a-z0-9]+)*"
 DOCKER_RESERVED_LABEL_PREFIXES = ("com.docker.", "io.docker.", "org.dockerproject.")
@@ -64,9 +68,9 @@ LABEL_KEY = (
     rf"^(?!(?:{_reserved(RESERVED_LABELS)}){END})(?!{_DOCKER_PREFIXES})"
     rf"{LABEL_KEY_SYNTAX}{END}"
 )
-LABEL_VALUE = rf"^[^{_CONTROL}{_UNSTORABLE}]*{END}"
-# Result data: strings and keys without NUL or lone surrogates.
-STORABLE_TEXT = rf"^[^{_UNSTORABLE}]*{END}"
+LABEL_VALUE = rf"^[^{_CONTROL}]*{END}"
+# Result data: strings and keys without NUL (nor lone surrogates).
+STORABLE_TEXT = rf"^[^{_NUL}]*{END}"
 
 # Query parameters.
 LABEL_SELECTOR = rf"^(?![\s\S]*[\x00-\x1f]){LABEL_KEY_SYNTAX}="
