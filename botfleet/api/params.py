@@ -15,7 +15,12 @@ def limit_query(description: str = "Page size.") -> Any:
 
 
 def offset_query() -> Any:
-    return Query(None, ge=0, le=MAX_OFFSET, description="Items to skip (counted from the cursor's position with one).")
+    return Query(
+        None,
+        ge=0,
+        le=MAX_OFFSET,
+        description="Items to skip (counted from the cursor's position with one).",
+    )
 
 
 def cursor_query(name: str = "cursor") -> Any:

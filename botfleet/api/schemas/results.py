@@ -1,8 +1,9 @@
 """Bodies of the result endpoints: any JSON the store keeps the same on both backends.
 
-The document declares that JSON as ``StorableJson`` (``api/openapi.py``): text without NUL or
-lone surrogates, numbers within the signed 64-bit range. JSON Schema cannot tell ``1e20`` from
-``100000000000000000000``, so the range holds for every number, not only for integers.
+The document declares that JSON by what it must not hold, ``not: Unstorable`` (``api/openapi.py``):
+text with NUL, numbers beyond the signed 64-bit range, at any depth (lone surrogates too, which
+no regex dialect can name). JSON Schema cannot tell ``1e20`` from ``100000000000000000000``, so
+the range holds for every number, not only for integers.
 """
 
 from __future__ import annotations
@@ -27,11 +28,10 @@ from botfleet.constants import MAX_RESULTS_PER_POST
 
 NUMBER_MIN = -(2**63)
 NUMBER_MAX = 2**63 - 1
-STORABLE_JSON = "StorableJson"
-# allOf: pydantic resolves a bare $ref beside a description, and this one is added later.
-Storable = Annotated[
-    Any, WithJsonSchema({"allOf": [{"$ref": f"#/components/schemas/{STORABLE_JSON}"}]})
-]
+UNSTORABLE = "Unstorable"
+# A negation, not a recursive union: generators (openapi-python-client) cannot follow a union
+# that holds itself, and they read ``not`` as any value.
+Storable = Annotated[Any, WithJsonSchema({"not": {"$ref": f"#/components/schemas/{UNSTORABLE}"}})]
 RESULT_EXAMPLE: JsonDict = {
     "id": 42,
     "bot_id": "6f1c1b1e-8a8e-4d0b-9a51-0d8f6c1b7d21",
