@@ -103,6 +103,12 @@ def test_label(key: str, value: str, ok: bool) -> None:
     assert accepted_by_bot_create(labels={key: value}) is ok
 
 
+@pytest.mark.parametrize("field", ["env", "labels"])
+def test_a_lone_surrogate_is_refused_though_no_pattern_names_it(field: str) -> None:
+    # The descriptions say it; Rust-built validators cannot hold a surrogate in a pattern.
+    assert not accepted_by_bot_create(**{field: {"a": "x\udfff"}})
+
+
 def server_accepts(check: Any, value: Any) -> bool:
     try:
         check(value)

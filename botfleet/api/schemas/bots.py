@@ -116,7 +116,7 @@ class BotCreate(BaseModel):
         default_factory=dict,
         max_length=ENV_MAX_ITEMS,
         description="Environment of the container; BOT_ID, BOT_TOKEN and MAIN_SERVER_URL are "
-        "botfleet's own.",
+        "botfleet's own; values without NUL or lone surrogates.",
         json_schema_extra={
             "propertyNames": _string(patterns.ENV_KEY, ENV_KEY_MAX),
             "additionalProperties": _string(patterns.ENV_VALUE, ENV_VALUE_MAX),
@@ -125,7 +125,8 @@ class BotCreate(BaseModel):
     labels: dict[str, str] = Field(
         default_factory=dict,
         max_length=LABELS_MAX_ITEMS,
-        description="The tags retention policies select on (Docker's label syntax).",
+        description="The tags retention policies select on (Docker's label syntax); values "
+        "without control characters or lone surrogates.",
         json_schema_extra={
             "propertyNames": _string(patterns.LABEL_KEY, LABEL_KEY_MAX),
             "additionalProperties": _string(patterns.LABEL_VALUE, LABEL_VALUE_MAX),
@@ -188,7 +189,8 @@ class BotCreate(BaseModel):
                     f"key {key[:80]!r} must be lower-case letters and digits separated by "
                     "single '.' or '-' (Docker's label syntax)"
                 )
-            if len(item) > LABEL_VALUE_MAX or not patterns.matches(patterns.LABEL_VALUE, item):
+            storable = patterns.matches(patterns.LABEL_VALUE, item) and not unstorable(item)
+            if len(item) > LABEL_VALUE_MAX or not storable:
                 raise ValueError(
                     f"value of {key!r} must be at most {LABEL_VALUE_MAX} characters "
                     "without control characters"

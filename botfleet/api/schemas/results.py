@@ -1,9 +1,10 @@
 """Bodies of the result endpoints: any JSON the store keeps the same on both backends.
 
-The document declares that JSON by what it must not hold, ``not: Unstorable`` (``api/openapi.py``):
-text with NUL, numbers beyond the signed 64-bit range, at any depth (lone surrogates too, which
-no regex dialect can name). JSON Schema cannot tell ``1e20`` from ``100000000000000000000``, so
-the range holds for every number, not only for integers.
+The document declares that JSON by what it must not hold, ``not: Unstorable``
+(``api/openapi.py``): text with NUL, numbers beyond the signed 64-bit range, at any depth; and
+lone surrogates, said in words (validators built on Rust cannot hold them in a pattern). JSON
+Schema cannot tell ``1e20`` from ``100000000000000000000``, so the range holds for every number,
+not only for integers.
 """
 
 from __future__ import annotations
