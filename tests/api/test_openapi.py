@@ -202,3 +202,15 @@ def test_the_documented_enums_are_the_constants() -> None:
     assert get_args(BotStatus) == BOT_STATUSES
     assert get_args(RunStatus) == RUN_STATUSES
     assert set(get_args(Trigger)) == {TRIGGER_SCHEDULE, TRIGGER_MANUAL, TRIGGER_CLI}
+
+
+def test_botfleet_openapi_writes_the_committed_document(tmp_path: Any) -> None:
+    """``make openapi`` (``botfleet openapi PATH``) regenerates ``docs/openapi.json`` exactly."""
+    from typer.testing import CliRunner
+
+    from botfleet.cli.main import app
+
+    written = tmp_path / "openapi.json"
+    result = CliRunner().invoke(app, ["openapi", str(written)])
+    assert result.exit_code == 0, result.output
+    assert written.read_text(encoding="utf-8") == COMMITTED.read_text(encoding="utf-8")
