@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint services unit bench bench-small soak clean sample-bot
+.PHONY: install run test lint services unit bench bench-small soak clean sample-bot openapi
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -36,6 +36,10 @@ lint: install
 
 sample-bot:
 	bash examples/sample-bot/build.sh
+
+## The committed OpenAPI document (the test suite checks it is the served one).
+openapi: install
+	$(BIN)/botfleet openapi docs/openapi.json
 
 bench: install services
 	$(BIN)/python -m bench.all

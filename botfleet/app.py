@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from botfleet import __version__
-from botfleet.api import errors, routes
+from botfleet.api import errors, openapi, routes
 from botfleet.api.limits import BodySizeLimit
 from botfleet.api.middleware import HttpMetricsMiddleware
 from botfleet.config import Settings
@@ -61,10 +61,12 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
         version=__version__,
         description="Run fleets of containerised bots and keep them clean.",
         lifespan=lifespan,
+        generate_unique_id_function=openapi.operation_id,
     )
     app.state.services = services
     errors.install(app)
     routes.include_all(app)
+    openapi.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(HttpMetricsMiddleware, metrics=services.metrics.http)
     return app

@@ -58,7 +58,7 @@ async def list_bots(sessions: SessionFactory, flt: BotFilter, page: PageRequest)
                 and_(Bot.created_at == created_at, Bot.id < bot_id),
             )
         )
-    elif page.offset:
+    if page.offset:
         query = query.offset(page.offset)
     async with sessions() as session:
         total = await session.scalar(select(func.count()).select_from(Bot).where(*conditions))

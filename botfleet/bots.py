@@ -59,6 +59,7 @@ class BotService:
     # --- create ------------------------------------------------------------------------------
     async def create(self, new: NewBot, *, now: datetime) -> tuple[Bot, str]:
         """Run a new bot; answer it with its token (shown this once, stored only as a hash)."""
+        self._fleet.check_supported(new.placement, new.resources)
         async with self._sessions() as session:
             await _ensure_name_free(session, new.name)
             counts = await live_counts(session)

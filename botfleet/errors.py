@@ -35,6 +35,7 @@ class InvalidInput(BotfleetError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+        self.message = message
 
 
 class ImageNotAvailable(BotfleetError):

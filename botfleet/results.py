@@ -109,10 +109,10 @@ class ResultService:
             )
             if page.cursor is not None:
                 (last_id,) = decode_cursor(page.cursor, 1)
-                if not isinstance(last_id, int):
+                if not isinstance(last_id, int) or not 0 <= last_id < 2**63:
                     raise InvalidInput("cursor", "is not a cursor this server issued")
                 query = query.where(Result.id < last_id)
-            elif page.offset:
+            if page.offset:
                 query = query.offset(page.offset)
             total = await session.scalar(
                 select(func.count()).select_from(Result).where(Result.bot_id == bot_id)

@@ -106,7 +106,9 @@ class ServerClient:
 
 
 def describe_detail(detail: Any) -> str:
-    """FastAPI's ``detail``: a string, or a list of validation errors made one line."""
+    """``detail`` as one line. The server's is always a string (a 422 also lists its fields in
+    ``errors``); a list of FastAPI validation errors, as older servers answered, is joined the
+    same way (``field: message; …``)."""
     if isinstance(detail, list):
         parts = []
         for error in detail:

@@ -1,4 +1,4 @@
-"""``botfleet``: serve, config, db, bots, cleanup, doctor."""
+"""``botfleet``: serve, config, db, bots, cleanup, doctor, openapi."""
 
 from __future__ import annotations
 
@@ -62,6 +62,32 @@ def show_config() -> None:
     """Print the effective configuration (secrets masked)."""
     settings = settings_or_exit()
     typer.echo(json.dumps(settings.redacted(), indent=2, default=str))
+
+
+@app.command("openapi")
+def openapi_document(
+    path: str = typer.Argument("", help="Write here (docs/openapi.json); omitted: stdout."),
+) -> None:
+    """Print the OpenAPI document the server serves (nothing is started or read)."""
+    import tempfile
+    from pathlib import Path
+
+    from botfleet.api.openapi import render
+    from botfleet.app import create_app
+    from botfleet.config import Settings
+
+    with tempfile.TemporaryDirectory() as tmp:
+        # Placeholders: the document depends on the code alone, never on the configuration.
+        settings = Settings(  # type: ignore[call-arg]
+            _env_file=None,
+            admin_token="document-only-" + "x" * 32,
+            database_url=f"sqlite:///{tmp}/unused.db",
+        )
+        text = render(create_app(settings, migrate=False).openapi())
+    if path:
+        Path(path).write_text(text, encoding="utf-8")
+    else:
+        typer.echo(text, nl=False)
 
 
 @db_app.command("upgrade")

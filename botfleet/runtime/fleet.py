@@ -8,8 +8,9 @@ import asyncio
 from collections.abc import Mapping, Sequence
 
 from botfleet.config import Settings
-from botfleet.errors import EngineUnavailable, NoEngineAvailable
-from botfleet.runtime.base import ContainerEngine
+from botfleet.constants import KIND_SERVICES
+from botfleet.errors import EngineUnavailable, InvalidInput, NoEngineAvailable
+from botfleet.runtime.base import ContainerEngine, Resources
 from botfleet.runtime.docker import DockerEngine
 from botfleet.runtime.swarm import SwarmEngine
 
@@ -31,6 +32,17 @@ class Fleet:
     def of_kind(self, kind: str) -> dict[str, ContainerEngine]:
         """The engines whose workloads are cleaned up as ``kind`` (containers or services)."""
         return {n: e for n, e in self.engines.items() if e.workload_kind == kind}
+
+    def check_supported(self, placement: Sequence[str], resources: Resources | None) -> None:
+        """Placement and resources are a swarm's to honour: on plain engines they are refused
+        before anything else is looked at (a 422 naming the field, not a 409 or a half-made
+        bot)."""
+        if any(e.workload_kind == KIND_SERVICES for e in self.engines.values()):
+            return
+        if placement:
+            raise InvalidInput("placement", "swarm constraints need BOT_RUNTIME=swarm")
+        if resources is not None:
+            raise InvalidInput("resources", "limits and reservations need BOT_RUNTIME=swarm")
 
     @property
     def names(self) -> list[str]:

@@ -86,8 +86,10 @@ async def test_create_validation_names_the_field(
 ) -> None:
     answer = await client.post("/bots", headers=ADMIN, json=body(**overrides))
     assert answer.status_code == 422, answer.text
-    detail = answer.json()["detail"]
-    assert any(field in error["loc"] for error in detail), detail
+    refused = answer.json()
+    # The one error shape: each refused field named in `errors`, and first in `detail`.
+    assert any(e["field"].split(".")[0] == field for e in refused["errors"]), refused
+    assert refused["detail"].startswith(f"{field}"), refused
 
 
 @pytest.mark.parametrize(

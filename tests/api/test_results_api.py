@@ -186,7 +186,12 @@ async def test_results_pagination_by_cursor_and_offset(
     by_offset = (await client.get(url, headers=ADMIN, params={"limit": 5, "offset": 20})).json()
     assert [i["data"] for i in by_offset["items"]] == [4, 3, 2, 1, 0]
     assert by_offset["next_cursor"] is None
-    for params in ({"cursor": "nonsense"}, {"cursor": "WzFd", "offset": 1}, {"limit": 0}):
+    # With both, the offset counts from the cursor's position (page 2 of 5 after the first 10).
+    first = (await client.get(url, headers=ADMIN, params={"limit": 10})).json()
+    params = {"limit": 5, "offset": 5, "cursor": first["next_cursor"]}
+    after = (await client.get(url, headers=ADMIN, params=params)).json()
+    assert [i["data"] for i in after["items"]] == [9, 8, 7, 6, 5]
+    for params in ({"cursor": "nonsense"}, {"cursor": ""}, {"limit": 0}):
         bad = await client.get(url, headers=ADMIN, params=params)
         assert bad.status_code == 422, params
         assert next(iter(params)) in str(bad.json()["detail"])

@@ -39,6 +39,8 @@ class Serve:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / f"serve-{self.port}.log"
+        # Bots it starts (host network) post their results to where it really listens.
+        env = {"MAIN_SERVER_URL": self.url, **env}
         base = clean_env(PORT=self.port, HOST="127.0.0.1", **env)
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(

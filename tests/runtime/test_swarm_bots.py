@@ -210,11 +210,24 @@ async def test_an_unreachable_manager_is_a_503_on_create(
 
 
 async def test_a_plain_engine_refuses_placement_by_name(
-    client: httpx.AsyncClient, admin_headers: dict[str, str], sample_image: str
+    client: httpx.AsyncClient,
+    admin_headers: dict[str, str],
+    sample_image: str,
+    cleanup_containers: None,
 ) -> None:
-    answer = await client.post(
-        "/bots",
-        json={"name": "p", "image": sample_image, "placement": ["node.role==worker"]},
-        headers=admin_headers,
+    """Refused before anything else is looked at: even a name a live bot holds answers 422."""
+    first = await client.post(
+        "/bots", json={"name": "p", "image": sample_image}, headers=admin_headers
     )
-    assert answer.status_code == 422 and "placement" in answer.json()["detail"]
+    assert first.status_code == 201, first.text
+    for extra, field in (
+        ({"placement": ["node.role==worker"]}, "placement"),
+        ({"resources": {"cpu_limit": 0.5}}, "resources"),
+    ):
+        answer = await client.post(
+            "/bots", json={"name": "p", "image": sample_image, **extra}, headers=admin_headers
+        )
+        assert answer.status_code == 422, answer.text
+        assert [e["field"] for e in answer.json()["errors"]] == [field]
+    listed = (await client.get("/bots", headers=admin_headers)).json()
+    assert listed["total"] == 1

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from botfleet.api.schemas import patterns
 from botfleet.constants import LABEL_BOT_ID, LABEL_INSTANCE, LABEL_MANAGED
 from botfleet.errors import EngineUnavailable, InvalidInput
 from botfleet.runtime.base import ContainerEngine, ContainerInfo, ContainerSpec, Resources
@@ -147,6 +148,26 @@ async def test_what_swarm_refuses_names_the_field(
 
     pending = await wait_until_async(told_why, timeout=60, message="swarm to say why it waits")
     assert pending.task_state == "pending" and "insufficient resources" in (pending.detail or "")
+
+
+@pytest.mark.parametrize(
+    "constraint",
+    [
+        "node.labels.zone==eu",
+        " node.role != manager ",
+        "engine.labels.gpu==[ab]+",
+        "node.labels.path==/a/b:c",
+        "node.labels.x==a b",
+        "node.labels.x==a\\b^$|()?*.-_",
+    ],
+)
+async def test_swarm_takes_every_constraint_the_document_allows(
+    engine: SwarmEngine, instance: str, registry_image: str, constraint: str
+) -> None:
+    """The document's pattern (patterns.CONSTRAINT) is no wider than what swarm accepts."""
+    assert patterns.matches(patterns.CONSTRAINT, constraint)
+    info = await engine.run(spec(instance, registry_image, placement=(constraint.strip(),)))
+    assert info.id
 
 
 async def test_a_manager_that_does_not_answer_is_passed_over(swarm: Swarm, instance: str) -> None:

@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy import text
 
 from botfleet.api.deps import ServicesDep
+from botfleet.api.schemas.errors import Unready
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+@router.get("/healthz", response_model=Health)
 async def healthz() -> dict[str, str]:
     """The process is up."""
     return {"status": "ok"}
 
 
-@router.get("/readyz", response_model=None)
+@router.get(
+    "/readyz",
+    response_model=Health,
+    responses={503: {"model": Unready, "description": "The database does not answer."}},
+)
 async def readyz(services: ServicesDep) -> JSONResponse | dict[str, str]:
     """The database answers."""
     try:

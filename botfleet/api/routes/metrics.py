@@ -11,13 +11,32 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from botfleet.api.deps import UNAUTHORIZED_HEADERS, ServicesDep
+from botfleet.api.responses import WWW_AUTHENTICATE, errors
 from botfleet.auth import bearer_token, tokens_equal
 
 router = APIRouter(tags=["metrics"])
+METRICS_SCHEME = "MetricsToken"
 
 
-@router.get("/metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Prometheus text exposition format.",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        },
+        401: {
+            **errors(401)[401],
+            "description": "Only with METRICS_TOKEN set: a missing or wrong token.",
+            "headers": WWW_AUTHENTICATE,
+        },
+    },
+    # Optional security: no token unless the server sets METRICS_TOKEN.
+    openapi_extra={"security": [{}, {METRICS_SCHEME: []}]},
+)
 async def metrics(request: Request, services: ServicesDep) -> Response:
+    """Every botfleet metric; with METRICS_TOKEN set, only for that bearer token."""
     expected = services.settings.metrics_token
     if expected is not None:
         token = bearer_token(request.headers.get("authorization"))

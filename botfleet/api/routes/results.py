@@ -9,8 +9,15 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from botfleet.api.deps import UNAUTHORIZED_HEADERS, AdminDep, ServicesDep, client_ip
-from botfleet.api.routes.bots import PageDep
-from botfleet.api.schemas.bots import ResultIn, ResultList, ResultOut, ResultsAccepted, ResultsIn
+from botfleet.api.params import PageDep
+from botfleet.api.responses import AUTH, BODY, errors
+from botfleet.api.schemas.results import (
+    ResultIn,
+    ResultList,
+    ResultOut,
+    ResultsAccepted,
+    ResultsBody,
+)
 from botfleet.auth import bearer_token
 from botfleet.errors import BotTokenInvalid
 from botfleet.results import ResultService
@@ -34,13 +41,18 @@ BOT_SCHEME = HTTPBearer(auto_error=False, scheme_name="BotToken", description="t
 BotScheme = Annotated[HTTPAuthorizationCredentials | None, Security(BOT_SCHEME)]
 
 
-@router.post("", status_code=201, response_model=ResultsAccepted)
+@router.post(
+    "",
+    status_code=201,
+    response_model=ResultsAccepted,
+    responses=errors(*AUTH, *BODY, 403, 404, 410),
+)
 async def post_results(
     bot_id: uuid.UUID,
     request: Request,
     results: ResultsDep,
     services: ServicesDep,
-    body: Annotated[ResultIn | ResultsIn, Body()],
+    body: Annotated[ResultsBody, Body()],
     _scheme: BotScheme = None,
 ) -> ResultsAccepted:
     """``{"data": …}`` or a list of up to 1000 of them, with the bot's own token."""
@@ -61,7 +73,7 @@ async def post_results(
     return ResultsAccepted(accepted=accepted)
 
 
-@router.get("", response_model=ResultList)
+@router.get("", response_model=ResultList, responses=errors(*AUTH, 404, 422))
 async def list_results(
     bot_id: uuid.UUID, results: ResultsDep, _admin: AdminDep, page: PageDep
 ) -> ResultList:

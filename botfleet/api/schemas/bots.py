@@ -1,27 +1,30 @@
-"""Bodies of the bot and result endpoints: bounded, with errors that name the field.
+"""Bodies of the bot endpoints: bounded, with errors that name the field.
 
 Limits keep one request from storing megabytes in a row or an environment; the whole body is
-capped at 1 MiB anyway (``api/limits.py``).
+capped at 1 MiB anyway (``api/limits.py``). Each constraint is declared in the OpenAPI document
+with the pattern the validator itself checks (``patterns.py``), so the two cannot disagree; the
+validators stay ours for messages that say what is accepted.
 """
 
 from __future__ import annotations
 
-import math
-import re
 import unicodedata
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
+from pydantic.config import JsonDict
 
+from botfleet.api.schemas import patterns
 from botfleet.api.schemas.placement import (
     PLACEMENT_MAX_ITEMS,
     Constraint,
     ResourcesIn,
     check_constraints,
 )
-from botfleet.constants import MAX_RESULTS_PER_POST, RESERVED_ENV, RESERVED_LABELS
+from botfleet.api.schemas.results import unstorable
+from botfleet.constants import RESERVED_ENV
 
 NAME_MAX = 100
 IMAGE_MAX = 255
@@ -34,49 +37,30 @@ LABELS_MAX_ITEMS = 64
 LABEL_KEY_MAX = 128
 LABEL_VALUE_MAX = 256
 
-# https://github.com/distribution/reference/blob/main/reference.go (the grammar docker uses)
-# A first component is a registry only if it has a dot or a port, or is localhost.
-_HOST = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
-_DOMAIN = rf"(?:(?:localhost|{_HOST}(?:\.{_HOST})+)(?::[0-9]+)?/|{_HOST}:[0-9]+/)?"
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_TAG = r"(?::[\w][\w.-]{0,127})?"
-_DIGEST = r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?"
-IMAGE_RE = re.compile(rf"^{_DOMAIN}{_COMPONENT}(?:/{_COMPONENT})*{_TAG}{_DIGEST}$")
-# POSIX-portable variable names, as docker run --env expects them.
-ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-# Docker's label-key guideline: lower-case alphanumerics separated by single '.' or '-'.
-LABEL_KEY_RE = re.compile(r"^[a-z0-9]+(?:[.-][a-z0-9]+)*$")
-DOCKER_RESERVED_LABEL_PREFIXES = ("com.docker.", "io.docker.", "org.dockerproject.")
+BotStatus = Literal["pending", "running", "exited", "failed", "stopped", "deleted"]
+
+BOT_EXAMPLE: JsonDict = {
+    "id": "6f1c1b1e-8a8e-4d0b-9a51-0d8f6c1b7d21",
+    "name": "hello",
+    "image": "botfleet/sample-bot:latest",
+    "command": None,
+    "labels": {"team": "demo"},
+    "status": "running",
+    "exit_code": None,
+    "container_id": "4f9a1c0e2b7d6a5f3e8c9b0a1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d0e",
+    "engine": "local",
+    "created_at": "2026-11-26T09:00:00.000000Z",
+    "updated_at": "2026-11-26T09:00:01.250000Z",
+    "deleted_at": None,
+}
+
+
+def _string(pattern: str, max_length: int) -> JsonDict:
+    return {"type": "string", "maxLength": max_length, "pattern": pattern}
 
 
 def _has_control(text: str) -> bool:
     return any(unicodedata.category(c) == "Cc" for c in text)
-
-
-def _unstorable(text: str) -> bool:
-    """NUL or a lone surrogate: PostgreSQL's text and JSONB cannot hold them (a 500, not a 422)."""
-    return "\x00" in text or any("\ud800" <= c <= "\udfff" for c in text)
-
-
-def check_storable(value: Any) -> None:
-    """Raise ValueError if a JSON value holds what the store cannot keep the same on both
-    backends: NUL or lone surrogates in a string or key, NaN or Infinity (not JSON at all),
-    integers beyond 64 bits."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str) and _unstorable(item):
-            raise ValueError("strings must not contain NUL (\\u0000) or lone surrogates")
-        if isinstance(item, float) and not math.isfinite(item):
-            raise ValueError("numbers must be finite (JSON has no NaN or Infinity)")
-        if isinstance(item, int) and not -(2**63) <= item < 2**63:
-            # SQLite would keep a bigger one as a float, silently rounded.
-            raise ValueError("integers must fit in 64 bits")
-        if isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
 
 
 def engine_repository_name(reference: str) -> str:
@@ -96,16 +80,64 @@ def engine_repository_name(reference: str) -> str:
     return f"{domain}/{rest}"
 
 
-class BotCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+CommandItem = Annotated[
+    str,
+    Field(max_length=COMMAND_ITEM_MAX),
+    WithJsonSchema(_string(patterns.COMMAND_ITEM, COMMAND_ITEM_MAX)),
+]
 
-    name: str = Field(min_length=1, max_length=NAME_MAX)
-    image: str = Field(min_length=1, max_length=IMAGE_MAX)
-    command: list[Annotated[str, Field(max_length=COMMAND_ITEM_MAX)]] | None = Field(
-        None, max_length=COMMAND_MAX_ITEMS
+
+class BotCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "hello",
+                    "image": "botfleet/sample-bot:latest",
+                    "env": {"RESULT_INTERVAL_SECONDS": "2"},
+                    "labels": {"team": "demo"},
+                }
+            ]
+        },
     )
-    env: dict[str, str] = Field(default_factory=dict, max_length=ENV_MAX_ITEMS)
-    labels: dict[str, str] = Field(default_factory=dict, max_length=LABELS_MAX_ITEMS)
+
+    name: str = Field(
+        min_length=1,
+        max_length=NAME_MAX,
+        description="Unique among live bots; no control characters, not blank.",
+        json_schema_extra={"pattern": patterns.NAME},
+    )
+    image: str = Field(
+        min_length=1,
+        max_length=IMAGE_MAX,
+        description="An image reference (`repo/name:tag`, `name@sha256:…`); the engine must "
+        "hold it or be able to pull it.",
+        json_schema_extra={"pattern": patterns.IMAGE},
+    )
+    command: list[CommandItem] | None = Field(
+        None, max_length=COMMAND_MAX_ITEMS, description="Overrides the image's command."
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=ENV_MAX_ITEMS,
+        description="Environment of the container; BOT_ID, BOT_TOKEN and MAIN_SERVER_URL are "
+        "botfleet's own; values without NUL or lone surrogates.",
+        json_schema_extra={
+            "propertyNames": _string(patterns.ENV_KEY, ENV_KEY_MAX),
+            "additionalProperties": _string(patterns.ENV_VALUE, ENV_VALUE_MAX),
+        },
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=LABELS_MAX_ITEMS,
+        description="The tags retention policies select on (Docker's label syntax); values "
+        "without control characters or lone surrogates.",
+        json_schema_extra={
+            "propertyNames": _string(patterns.LABEL_KEY, LABEL_KEY_MAX),
+            "additionalProperties": _string(patterns.LABEL_VALUE, LABEL_VALUE_MAX),
+        },
+    )
     placement: list[Constraint] = Field(
         default_factory=list,
         max_length=PLACEMENT_MAX_ITEMS,
@@ -125,20 +157,20 @@ class BotCreate(BaseModel):
     def _name(cls, value: str) -> str:
         if _has_control(value):
             raise ValueError("must not contain control characters")
-        if not value.strip():
+        if not value.strip() or not patterns.matches(patterns.NAME, value):
             raise ValueError("must not be blank")
         return value
 
     @field_validator("image")
     @classmethod
     def _image(cls, value: str) -> str:
-        if not IMAGE_RE.match(value):
-            raise ValueError(f"{value[:80]!r} is not an image reference such as repo/name:tag")
         if len(engine_repository_name(value)) > IMAGE_MAX:
             raise ValueError(
                 f"the repository name may be at most {IMAGE_MAX} characters in full "
                 "(with docker.io/library/ for short names)"
             )
+        if not patterns.matches(patterns.IMAGE, value):
+            raise ValueError(f"{value[:80]!r} is not an image reference such as repo/name:tag")
         return value
 
     @field_validator("command")
@@ -152,13 +184,13 @@ class BotCreate(BaseModel):
     @classmethod
     def _env(cls, value: dict[str, str]) -> dict[str, str]:
         for key, item in value.items():
-            if len(key) > ENV_KEY_MAX or not ENV_KEY_RE.match(key):
+            if len(key) > ENV_KEY_MAX or not patterns.matches(patterns.ENV_KEY, key):
+                if key in RESERVED_ENV:
+                    raise ValueError(f"key {key!r} is set by botfleet and cannot be overridden")
                 raise ValueError(
                     f"key {key[:80]!r} is not a variable name ([A-Za-z_][A-Za-z0-9_]*)"
                 )
-            if key in RESERVED_ENV:
-                raise ValueError(f"key {key!r} is set by botfleet and cannot be overridden")
-            if len(item) > ENV_VALUE_MAX or _unstorable(item):
+            if len(item) > ENV_VALUE_MAX or unstorable(item):
                 raise ValueError(
                     f"value of {key!r} must be at most {ENV_VALUE_MAX} characters "
                     "without NUL or lone surrogates"
@@ -169,14 +201,15 @@ class BotCreate(BaseModel):
     @classmethod
     def _labels(cls, value: dict[str, str]) -> dict[str, str]:
         for key, item in value.items():
-            if len(key) > LABEL_KEY_MAX or not LABEL_KEY_RE.match(key):
+            if len(key) > LABEL_KEY_MAX or not patterns.matches(patterns.LABEL_KEY, key):
+                if patterns.matches(f"^{patterns.LABEL_KEY_SYNTAX}{patterns.END}", key):
+                    raise ValueError(f"key {key!r} is reserved")
                 raise ValueError(
                     f"key {key[:80]!r} must be lower-case letters and digits separated by "
                     "single '.' or '-' (Docker's label syntax)"
                 )
-            if key in RESERVED_LABELS or key.startswith(DOCKER_RESERVED_LABEL_PREFIXES):
-                raise ValueError(f"key {key!r} is reserved")
-            if len(item) > LABEL_VALUE_MAX or _has_control(item) or _unstorable(item):
+            storable = patterns.matches(patterns.LABEL_VALUE, item) and not unstorable(item)
+            if len(item) > LABEL_VALUE_MAX or not storable:
                 raise ValueError(
                     f"value of {key!r} must be at most {LABEL_VALUE_MAX} characters "
                     "without control characters"
@@ -187,14 +220,14 @@ class BotCreate(BaseModel):
 class BotOut(BaseModel):
     """A bot as the API shows it; its env is never echoed (it may hold secrets)."""
 
-    model_config = ConfigDict(from_attributes=True)
+    model_config = ConfigDict(from_attributes=True, json_schema_extra={"examples": [BOT_EXAMPLE]})
 
     id: uuid.UUID
     name: str
     image: str
     command: list[str] | None
     labels: dict[str, str]
-    status: str
+    status: BotStatus
     exit_code: int | None
     container_id: str | None
     engine: str | None
@@ -206,10 +239,14 @@ class BotOut(BaseModel):
     resources: dict[str, Any] | None = None
     created_at: datetime
     updated_at: datetime
-    deleted_at: datetime | None
+    deleted_at: datetime | None = Field(description="Set by a soft delete; null while live.")
 
 
 class BotCreated(BotOut):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{**BOT_EXAMPLE, "token": "q3V9…one-time-token"}]}
+    )
+
     token: str = Field(description="The bot's token; shown this once, stored only as a hash.")
 
 
@@ -223,39 +260,5 @@ class BotRestored(BotOut):
 
 class BotList(BaseModel):
     items: list[BotOut]
-    total: int
-    next_cursor: str | None
-
-
-class ResultIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    data: Any
-
-    @field_validator("data")
-    @classmethod
-    def _data(cls, value: Any) -> Any:
-        check_storable(value)
-        return value
-
-
-ResultsIn = Annotated[list[ResultIn], Field(min_length=1, max_length=MAX_RESULTS_PER_POST)]
-
-
-class ResultOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    id: int
-    bot_id: uuid.UUID
-    created_at: datetime
-    data: Any
-
-
-class ResultList(BaseModel):
-    items: list[ResultOut]
-    total: int
-    next_cursor: str | None
-
-
-class ResultsAccepted(BaseModel):
-    accepted: int
+    total: int = Field(ge=0, description="Bots that match, on every page.")
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null: last.")

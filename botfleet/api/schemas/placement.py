@@ -4,64 +4,87 @@ CPU/memory limits and reservations, checked here for their form; what swarm itse
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
+from botfleet.api.schemas import patterns
 from botfleet.runtime.base import Resources
 
 PLACEMENT_MAX_ITEMS = 16
 CONSTRAINT_MAX = 256
-# docker service create --constraint: <attribute> == or != <value>.
-CONSTRAINT_RE = re.compile(r"^\s*(node|engine)\.[A-Za-z0-9_.-]+\s*(==|!=)\s*\S+\s*$")
-_MEMORY_RE = re.compile(r"^\s*(\d+)\s*([kmgtKMGT]?)[bB]?\s*$")
-_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+_UNITS = {"m": 1024**2, "g": 1024**3, "t": 1024**4}
 MEMORY_MIN = 6 * 1024**2  # what docker accepts at the least
 MEMORY_MAX = 1024**4
+CPU_MIN = 0.001  # swarm's floor: a thousandth of a core
 CPU_MAX = 1024.0
+MEMORY_HELP = "bytes (an integer), or a size from 6M to 1T such as 256M or 1G"
 
-Constraint = Annotated[str, Field(min_length=1, max_length=CONSTRAINT_MAX)]
+Constraint = Annotated[
+    str,
+    Field(min_length=1, max_length=CONSTRAINT_MAX),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": CONSTRAINT_MAX,
+            "pattern": patterns.CONSTRAINT,
+            "examples": ["node.labels.zone==eu"],
+        }
+    ),
+]
 
 
 def check_constraints(value: list[str]) -> list[str]:
     for item in value:
-        if not CONSTRAINT_RE.match(item):
+        if not patterns.matches(patterns.CONSTRAINT, item):
             raise ValueError(
                 f"{item[:80]!r} is not a constraint such as node.labels.zone==eu "
-                "(node.* or engine.* attribute, == or !=, a value)"
+                "(node.* or engine.* attribute, == or !=, a value without spaces)"
             )
     return [item.strip() for item in value]
 
 
 def memory_bytes(value: Any) -> int:
-    """``512M``, ``1G``, ``1048576``: bytes, at least 6 MiB (docker's floor)."""
+    """``512M``, ``1G``, ``1048576``: bytes, from 6 MiB (docker's floor) to 1 TiB."""
     if isinstance(value, bool):
-        raise ValueError("accepts bytes or a size such as 256M or 1G")
+        raise ValueError(f"accepts {MEMORY_HELP}")
     if isinstance(value, int):
-        size = value
-    else:
-        match = _MEMORY_RE.match(str(value))
-        if match is None:
-            raise ValueError("accepts bytes or a size such as 256M or 1G")
-        size = int(match[1]) * _UNITS[match[2].lower()]
-    if not MEMORY_MIN <= size <= MEMORY_MAX:
-        raise ValueError(f"must be from {MEMORY_MIN} bytes (6M) to 1T")
-    return size
+        if not MEMORY_MIN <= value <= MEMORY_MAX:
+            raise ValueError(f"must be from {MEMORY_MIN} bytes (6M) to {MEMORY_MAX} (1T)")
+        return value
+    text = str(value)
+    if not patterns.matches(patterns.MEMORY_SIZE, text):
+        raise ValueError(f"accepts {MEMORY_HELP}")
+    digits = text.rstrip("bB")
+    return int(digits[:-1]) * _UNITS[digits[-1].lower()]
 
 
-Cpus = Annotated[float, Field(gt=0, le=CPU_MAX, description="cores, e.g. 0.5")]
+Cpus = Annotated[float, Field(ge=CPU_MIN, le=CPU_MAX, description="cores, e.g. 0.5")]
+Memory = Annotated[
+    int | str,
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": MEMORY_MIN, "maximum": MEMORY_MAX},
+                {"type": "string", "pattern": patterns.MEMORY_SIZE},
+            ],
+            "description": MEMORY_HELP,
+        }
+    ),
+]
 
 
 class ResourcesIn(BaseModel):
-    """CPU in cores, memory in bytes or as ``256M``/``1G``; a reservation is at most its limit."""
+    """CPU in cores, memory in bytes or as ``256M``/``1G``; a reservation is at most its limit
+    (the engine refuses a memory reservation above the limit; the API says so first)."""
 
     model_config = ConfigDict(extra="forbid")
 
     cpu_limit: Cpus | None = None
-    memory_limit: int | str | None = None
+    memory_limit: Memory | None = None
     cpu_reservation: Cpus | None = None
-    memory_reservation: int | str | None = None
+    memory_reservation: Memory | None = None
 
     @field_validator("memory_limit", "memory_reservation")
     @classmethod
