@@ -26,9 +26,19 @@ from bench.report import write_result
 # The figures compared, per benchmark (each a key of its result file).
 FIGURES = {
     "purge": ("ratio_rows_per_s", "writer_p99_ms", "longest_txn_ms", "peak_rss_mb"),
-    "containers": ("ratio_containers_per_s",),
+    # The ratio to prune in the same run, and botfleet's own rate (alternating rounds share the
+    # machine's state, so the two trees' rates compare directly too).
+    "containers": ("ratio_containers_per_s", "botfleet.containers_per_s"),
     "plan": ("plan_seconds", "ratio_plan_vs_counts"),
 }
+
+
+def _figure(result: dict[str, Any], key: str) -> Any:
+    """``result[key]``, where a dotted key reads into nested objects."""
+    value: Any = result
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
 
 
 def run_one(tree: Path, name: str) -> dict[str, Any]:
@@ -36,7 +46,7 @@ def run_one(tree: Path, name: str) -> dict[str, Any]:
     started = time.monotonic()
     subprocess.run([sys.executable, "-m", f"bench.{name}"], cwd=tree, env=env, check=True)
     result = json.loads((tree / "bench/results" / f"{name}.json").read_text())
-    figures = {key: result.get(key) for key in FIGURES.get(name, ())}
+    figures = {key: _figure(result, key) for key in FIGURES.get(name, ())}
     figures["wall_seconds"] = round(time.monotonic() - started, 1)
     figures["load_1min"] = round(os.getloadavg()[0], 2)
     return figures
