@@ -17,6 +17,7 @@ from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from botfleet.config_types import (
+    ArchiveDir,
     BotNetwork,
     DatabaseUrl,
     ImagePull,
@@ -75,6 +76,9 @@ class Settings(BaseSettings):
     cleanup_container_concurrency: int = Field(8, ge=1, le=64)
     # PostgreSQL: walks of the bots table side by side in a purge (each its own connection).
     cleanup_db_concurrency: int = Field(2, ge=1, le=8)
+    # Each purge batch written here (compressed JSON Lines, fsynced) before it commits.
+    cleanup_archive_dir: ArchiveDir = None
+    cleanup_archive_retention_days: float = Field(30.0, gt=0)
 
     # --- scheduling and resilience ------------------------------------------------------------
     cleanup_window: Window = None

@@ -134,6 +134,7 @@ BREAKER_CLOSED: Final = "closed"
 BREAKER_OPEN: Final = "open"
 BREAKER_HALF_OPEN: Final = "half_open"
 DEPENDENCY_DATABASE: Final = "database"
+DEPENDENCY_ARCHIVE: Final = "archive"  # CLEANUP_ARCHIVE_DIR: no archive, no delete
 REASON_STARTUP: Final = "startup"
 REASON_INTERVAL: Final = "interval"
 REASON_RETRY: Final = "retry"

@@ -15,6 +15,7 @@ from typing import Protocol
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from botfleet.archive.writer import archive_for
 from botfleet.auth_failures import AuthFailureLimiter
 from botfleet.cleanup.scheduler import Scheduler
 from botfleet.cleanup.service import CleanupService
@@ -65,6 +66,7 @@ def build_services(settings: Settings) -> Services:
         fleet=fleet,
         observers=[metrics.observe],
         governor=governor_for(settings),
+        archive=archive_for(settings),
     )
     # Always built (its status explains "off"); started only with CLEANUP_ENABLED.
     scheduler = Scheduler(settings=settings, service=cleanup, engines=fleet.names)

@@ -39,7 +39,7 @@ from botfleet.cleanup.timing import (
     next_run,
 )
 from botfleet.config import Settings
-from botfleet.constants import DEPENDENCY_DATABASE, TRIGGER_SCHEDULE
+from botfleet.constants import DEPENDENCY_ARCHIVE, DEPENDENCY_DATABASE, TRIGGER_SCHEDULE
 from botfleet.errors import CleanupInProgress
 from botfleet.store.models import utcnow
 
@@ -90,8 +90,10 @@ class Scheduler:
         self._rng = rng or random.Random()
         self._stop_timeout = stop_timeout
         cooldown = timedelta(seconds=settings.cleanup_breaker_cooldown_seconds)
+        self._archives = settings.cleanup_archive_dir is not None
+        archive = [DEPENDENCY_ARCHIVE] if self._archives else []
         self.breakers = Breakers.for_dependencies(
-            [DEPENDENCY_DATABASE, *(engine_dependency(e) for e in self._engines)],
+            [DEPENDENCY_DATABASE, *archive, *(engine_dependency(e) for e in self._engines)],
             threshold=settings.cleanup_breaker_threshold,
             cooldown=cooldown,
         )
@@ -188,6 +190,12 @@ class Scheduler:
             reason = f"database circuit breaker open: {database.last_error}"
             log.warning("scheduled cleanup skipped: %s", reason)
             return self._record(Tick(TICK_SKIPPED, now, reason=reason))
+        archive = self.breakers.get(DEPENDENCY_ARCHIVE) if self._archives else None
+        if archive is not None and not self.settings.cleanup_dry_run and not archive.allows(now):
+            # No archive, no delete: until the cool-down lets a probe through.
+            reason = f"archive circuit breaker open: {archive.last_error}"
+            log.warning("scheduled cleanup skipped: %s", reason)
+            return self._record(Tick(TICK_SKIPPED, now, reason=reason))
         engines = self._engines if self.settings.container_cleanup_enabled else []
         skip = self.breakers.blocked_engines(engines, now)
         if skip:
@@ -224,8 +232,11 @@ class Scheduler:
             self._in_run = False
             limit.cancel()
         used = [e for e in engines if e not in skip]
+        archive_used = self._archives and not report.get("dry_run")
         changed = apply_observation(
-            self.breakers, observe_report(report, engines_used=used), self._clock()
+            self.breakers,
+            observe_report(report, engines_used=used, archive_used=archive_used),
+            self._clock(),
         )
         for name in changed:
             log.warning(

@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from botfleet.archive.writer import Archive
 from botfleet.cleanup.context import Progress, RunContext, RunLimits, RunRequest
 from botfleet.cleanup.failures import error_entry
 from botfleet.cleanup.lock import CleanupLock, lock_for
@@ -66,7 +67,10 @@ class CleanupService:
         governor: Governor | None = None,
         clock: Callable[[], datetime] = utcnow,
         policy: Policy | None = None,
+        archive: Archive | None = None,
     ) -> None:
+        """``archive``: CLEANUP_ARCHIVE_DIR's :class:`~botfleet.archive.writer.Archive`, or
+        None to purge without one."""
         self.settings = settings
         self.observers = list(observers)
         self.policy = policy or Policy.from_settings(settings)
@@ -80,6 +84,7 @@ class CleanupService:
             governor=governor or FixedBatch(settings.cleanup_batch_size),
             stop=asyncio.Event(),
             limits=RunLimits.from_settings(settings),
+            archive=archive,
         )
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
         self.current_run_id: str | None = None
@@ -222,6 +227,9 @@ class CleanupService:
         finally:
             await asyncio.shield(run.close())
         report = self._report(request, run, fatal=fatal)
+        archived = await asyncio.to_thread(run.seal_archive, report["status"])
+        if archived is not None:
+            report["archive"] = archived
         if not await self._finish(run_id, report, run.made):
             report["stored"] = False
         self.current_run_id = None
