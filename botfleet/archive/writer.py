@@ -169,7 +169,11 @@ class RunArchive:
                 leftover.unlink()
 
     def seal(self, *, status: str, finished: datetime) -> None:
-        """The run's manifest: its committed files, rows and bytes (``archive show`` reads it)."""
+        """The run's manifest: its committed files, rows and bytes (``archive show`` reads it).
+        A run that archived nothing leaves no directory (scheduled runs are many)."""
+        if not self.files and not any(self.directory.iterdir()):
+            self.directory.rmdir()
+            return
         write_json_atomic(self.directory / MANIFEST, manifest(self, status, finished))
 
     def summary(self) -> dict[str, Any]:
