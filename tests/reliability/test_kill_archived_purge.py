@@ -147,8 +147,12 @@ async def test_kill_9_during_an_archived_purge(
             try:
                 if between:
                     process = psutil.Process(serve.proc.pid)
+
+                    def stopped(process: psutil.Process = process) -> bool:
+                        return bool(process.status() == psutil.STATUS_STOPPED)
+
                     wait_until(
-                        lambda: process.status() == psutil.STATUS_STOPPED,
+                        stopped,
                         timeout=90,
                         message="the server to stop between a file and its commit",
                         interval=0.05,
@@ -181,7 +185,8 @@ async def test_kill_9_during_an_archived_purge(
             kills.append({"between": between, "purged": gone, "stray_files": stray})
 
         # Restart without the scheduler: a manual run finishes the job and tidies the archive.
-        serve = Serve(tmp_path, **{**env, "CLEANUP_ENABLED": "false", "CLEANUP_BATCH_SIZE": "500"})
+        final = {**env, "CLEANUP_ENABLED": "false", "CLEANUP_BATCH_SIZE": "500"}
+        serve = Serve(tmp_path, command=None, **final)
         try:
             await asyncio.to_thread(serve.ready)
             async with httpx.AsyncClient(base_url=serve.url, headers=AUTH, timeout=300) as http:
