@@ -28,6 +28,9 @@ BAD_VALUES = [
     ("CLEANUP_TIMEZONE", "Mars/Olympus"),
     ("BOTFLEET_INSTANCE", "Has Spaces"),
     ("BOT_NETWORK", "bridge"),
+    ("CLEANUP_ARCHIVE_DIR", "/etc/hostname"),  # a file, not a directory
+    ("CLEANUP_ARCHIVE_RETENTION_DAYS", "0"),
+    ("CLEANUP_ARCHIVE_RETENTION_DAYS", "forever"),
 ]
 
 
@@ -119,3 +122,10 @@ def test_config_command_prints_masked_configuration() -> None:
     assert proc.returncode == 0, proc.stderr
     assert '"BOT_RETENTION_DAYS": 9' in proc.stdout
     assert "a-very-secret-token-value" not in proc.stdout + proc.stderr
+
+
+def test_archive_dir_may_be_missing_or_unset(tmp_path: object) -> None:
+    """Made by the first run that purges; an empty value means no archive."""
+    assert load_settings(cleanup_archive_dir=f"{tmp_path}/new/archive").cleanup_archive_dir
+    assert load_settings(cleanup_archive_dir="").cleanup_archive_dir is None
+    assert load_settings().cleanup_archive_retention_days == 30

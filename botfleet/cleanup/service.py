@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from botfleet.archive.writer import Archive
+from botfleet.archive.writer import Archive, archive_for
 from botfleet.cleanup.context import Progress, RunContext, RunLimits, RunRequest
 from botfleet.cleanup.failures import error_entry
 from botfleet.cleanup.lock import CleanupLock, lock_for
@@ -69,8 +69,9 @@ class CleanupService:
         policy: Policy | None = None,
         archive: Archive | None = None,
     ) -> None:
-        """``archive``: CLEANUP_ARCHIVE_DIR's :class:`~botfleet.archive.writer.Archive`, or
-        None to purge without one."""
+        """``archive``: where purge batches are archived first; without one, the settings'
+        CLEANUP_ARCHIVE_DIR (if set) — so no caller (the CLI, ``schedule --once``) can purge
+        without the archive the operator configured."""
         self.settings = settings
         self.observers = list(observers)
         self.policy = policy or Policy.from_settings(settings)
@@ -84,7 +85,7 @@ class CleanupService:
             governor=governor or FixedBatch(settings.cleanup_batch_size),
             stop=asyncio.Event(),
             limits=RunLimits.from_settings(settings),
-            archive=archive,
+            archive=archive or archive_for(settings),
         )
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
         self.current_run_id: str | None = None

@@ -14,7 +14,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from botfleet.archive.reader import ArchivedRunNotFound, run_view, runs_view
 from botfleet.archive.restore import BotNotArchived, RestoreRefused, restore_run
@@ -58,7 +58,8 @@ def list_runs(as_json: bool = JSON) -> None:
     if as_json:
         _print_json(runs)
         return
-    table = Table("run", "status", "finished", "files", "bots", "results", "size")
+    table = Table("status", "finished", "files", "bots", "results", "size")
+    table.columns.insert(0, Column("run", no_wrap=True, min_width=36))
     for run in runs:
         rows = run.get("rows", {})
         table.add_row(
@@ -89,7 +90,7 @@ def show(run_id: str = typer.Argument(..., help="The run's id."), as_json: bool 
         f"run {view['run_id']} {view.get('status')}: {rows.get('bots', 0)} bots, "
         f"{rows.get('results', 0)} results, {_size(int(view.get('bytes', 0)))} in {view['dir']}"
     )
-    table = Table("file", "bots", "results", "size")
+    table = Table(Column("file", no_wrap=True, min_width=24), "bots", "results", "size")
     for f in view["files"]:
         table.add_row(
             f["name"],
