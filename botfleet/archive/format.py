@@ -95,7 +95,10 @@ def header(
 def row_line(table: str, row: Mapping[str, Any], **extra: Any) -> str:
     """One deleted row as a line (SQLite's road; PostgreSQL's statement builds the same)."""
     return json.dumps(
-        {"table": table, **extra, "row": dict(row)}, separators=(",", ":"), default=str
+        {"table": table, **extra, "row": dict(row)},
+        separators=(",", ":"),
+        default=str,
+        ensure_ascii=False,
     )
 
 
