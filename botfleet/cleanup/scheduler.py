@@ -39,7 +39,13 @@ from botfleet.cleanup.timing import (
     next_run,
 )
 from botfleet.config import Settings
-from botfleet.constants import DEPENDENCY_ARCHIVE, DEPENDENCY_DATABASE, TRIGGER_SCHEDULE
+from botfleet.constants import (
+    BREAKER_CLOSED,
+    BREAKER_OPEN,
+    DEPENDENCY_ARCHIVE,
+    DEPENDENCY_DATABASE,
+    TRIGGER_SCHEDULE,
+)
 from botfleet.errors import CleanupInProgress
 from botfleet.store.models import utcnow
 
@@ -67,6 +73,8 @@ class CleanupRunner(Protocol):
     ) -> dict[str, Any]: ...
 
     def request_stop(self) -> None: ...
+
+    async def breakers_changed(self, changes: Sequence[tuple[str, str, str | None]]) -> None: ...
 
 
 class Scheduler:
@@ -245,6 +253,13 @@ class Scheduler:
                 self.breakers.get(name).state,
                 extra={"last_error": self.breakers.get(name).last_error},
             )
+        await self._service.breakers_changed(
+            [
+                (name, self.breakers.get(name).state, self.breakers.get(name).last_error)
+                for name in changed
+                if self.breakers.get(name).state in (BREAKER_OPEN, BREAKER_CLOSED)
+            ]
+        )
         outcome = outcome_of(report, hit_time_limit=hit_limit)
         tick = Tick(TICK_RAN, now, report=report, outcome=outcome)
         if outcome.failed:
