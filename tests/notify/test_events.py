@@ -12,8 +12,8 @@ import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from botfleet.notify import events
-from botfleet.notify.signing import headers, secret_key
 from botfleet.notify.sender import backoff
+from botfleet.notify.signing import headers, secret_key
 
 SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
 NOW = datetime(2026, 12, 6, 4, 0, tzinfo=UTC)
@@ -35,7 +35,9 @@ REPORT = {
 
 def test_a_run_finished_event_is_a_structured_cloud_event() -> None:
     event = events.run_finished(
-        REPORT, source="http://h:3001/instances/i", link="http://h:3001/admin/cleanup/runs/x",
+        REPORT,
+        source="http://h:3001/instances/i",
+        link="http://h:3001/admin/cleanup/runs/x",
         time=NOW,
     )
     doc = json.loads(event.body)

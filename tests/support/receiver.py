@@ -20,6 +20,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
     status: int
+    mode: str = "ok"
 
 
 @dataclass
@@ -30,6 +31,7 @@ class Receiver:
     mode: str = "ok"
     delay: float = 5.0
     received: list[Received] = field(default_factory=list)
+    in_flight: int = 0
     _server: uvicorn.Server | None = None
     _thread: threading.Thread | None = None
 
@@ -46,10 +48,12 @@ class Receiver:
                 break
         mode = self.mode
         if mode == "slow":
+            self.in_flight += 1
             await asyncio.sleep(self.delay)
+            self.in_flight -= 1
         status = 500 if mode == "error" else 200
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
-        self.received.append(Received(headers, body, status))
+        self.received.append(Received(headers, body, status, mode))
         await send({"type": "http.response.start", "status": status, "headers": []})
         await send({"type": "http.response.body", "body": b"ok" if status == 200 else b"no"})
 
@@ -69,6 +73,10 @@ class Receiver:
             self._server.should_exit = True
             self._thread.join(10)
         self._server = self._thread = None
+
+    def mode_seen(self) -> bool:
+        """A request is being answered slowly right now."""
+        return self.in_flight > 0
 
     def delivered(self) -> list[Received]:
         """Requests answered 2xx."""
