@@ -51,7 +51,7 @@ class BatchBody:
     lines without the final newline — PostgreSQL hands them over aggregated), rows per table,
     and what explains the batch (its reason, for a batch of results)."""
 
-    blocks: Sequence[str]
+    blocks: Sequence[str | bytes]  # PostgreSQL hands UTF-8 bytes over: no decoding here
     counts: Mapping[str, int]
     context: Mapping[str, Any] = field(default_factory=dict)
 

@@ -147,7 +147,7 @@ class RunArchive:
                 out.write(b"\n")
                 for block in body.blocks:
                     if block:
-                        out.write(block.encode())
+                        out.write(block.encode() if isinstance(block, str) else block)
                         out.write(b"\n")
             raw.flush()
             os.fsync(raw.fileno())

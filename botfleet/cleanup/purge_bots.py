@@ -216,12 +216,13 @@ class BotPurge:
         named = f"'{AUDIT_KEY}', CAST(:archive AS text), " if archive else ""
         lines = (
             f""",
-       (SELECT string_agg(json_build_object('table', '{TABLE_BOTS}', 'reason', {why.sql},
-                                            'results', coalesce(p.n, 0),
-                                            'row', row_to_json(g))::text, E'\\n')
+       (SELECT convert_to(string_agg(
+                   json_build_object('table', '{TABLE_BOTS}', 'reason', {why.sql},
+                                     'results', coalesce(p.n, 0), 'row', row_to_json(g))::text,
+                   E'\\n'), 'UTF8')
         FROM gone g LEFT JOIN per_bot p ON p.bot_id = g.id) AS bots_lines,
-       (SELECT string_agg(json_build_object('table', '{TABLE_RESULTS}',
-                                            'row', row_to_json(x))::text, E'\\n')
+       (SELECT convert_to(string_agg(json_build_object('table', '{TABLE_RESULTS}',
+                                            'row', row_to_json(x))::text, E'\\n'), 'UTF8')
         FROM res x) AS results_lines"""
             if archive
             else ""

@@ -163,8 +163,8 @@ class ResultPurge:
         named = f"'{AUDIT_KEY}', CAST(:archive AS text), " if archive else ""
         lines = (
             f""",
-       (SELECT string_agg(json_build_object('table', '{TABLE_RESULTS}',
-                                            'row', row_to_json(g))::text, E'\\n')
+       (SELECT convert_to(string_agg(json_build_object('table', '{TABLE_RESULTS}',
+                                            'row', row_to_json(g))::text, E'\\n'), 'UTF8')
         FROM gone g) AS lines"""
             if archive
             else ""
