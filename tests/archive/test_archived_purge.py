@@ -198,3 +198,29 @@ async def test_an_archive_that_cannot_be_written_stops_the_purge_and_opens_its_b
     assert scheduler.breakers.get(DEPENDENCY_ARCHIVE).state == BREAKER_OPEN
     skipped = await scheduler.tick()
     assert skipped.report is None and "archive circuit breaker open" in (skipped.reason or "")
+
+
+async def test_results_past_retention_of_a_live_bot_are_archived_and_restored(
+    settings: Settings, store: Store, tmp_path: Path
+) -> None:
+    """The results stage (RESULT_RETENTION_DAYS) archives too; its results come back to their
+    live bot."""
+    root = tmp_path / "archive"
+    live = await store.bot(results=0)
+    async with store.sessions() as session, session.begin():
+        session.add_all(
+            Result(bot_id=live, created_at=NOW - days(age), data={"age": age})
+            for age in (1, 2, 20, 30, 40)
+        )
+    old = sorted(await result_ids_of(store, [live]))[2:]
+    before = await columns_of(store, Result, old)
+    settings = settings.model_copy(update={"result_retention_days": 10})
+    service = make_service(settings, store, Clock(NOW), archive=Archive(root))
+    report = await service.run(trigger="cli", actor="cli:t", dry_run=False, only=["results"])
+    assert report["resources"]["results"]["deleted"] == 3, report["errors"]
+    assert [f["name"] for f in report["archive"]["files"]] == ["results-00-000001.jsonl.gz"]
+    _, results = archived_ids(root)
+    assert sorted(results) == old
+    answer = await restore_run(Archive(root), store.sessions, report["run_id"], now=NOW)
+    assert answer == answer | {"bots": 0, "results": 3}
+    assert await columns_of(store, Result, old) == before
