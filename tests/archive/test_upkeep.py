@@ -132,3 +132,18 @@ async def test_the_cleanup_removes_archived_runs_past_retention(
     assert not (root / old["run_id"]).exists() and (root / kept["run_id"]).is_dir()
     assert foreign.is_dir(), "only run directories are the archive's to remove"
     assert not (root / later["run_id"]).exists(), "a run that purged nothing leaves no trace"
+
+
+def test_a_batch_written_again_replaces_its_own_file_byte_for_byte(tmp_path: Path) -> None:
+    import uuid
+
+    from botfleet.archive.format import BatchBody
+
+    archive = Archive(tmp_path / "archive")
+    run = archive.open_run(uuid.uuid4(), "cli:t", Clock(NOW))
+    body = BatchBody(['{"table":"bots","row":{"id":"x"}}', b'{"table":"results","row":{}}'], {})
+    first = run.write("bots", batch_name("bots", 0, 1), body)
+    data = (run.directory / first.name).read_bytes()
+    again = run.write("bots", batch_name("bots", 0, 1), body)
+    assert again == first and (run.directory / first.name).read_bytes() == data
+    assert sorted(p.name for p in run.directory.iterdir()) == [first.name]
