@@ -132,9 +132,11 @@ async def test_a_receiver_down_failing_slow_then_back_gets_every_event_once(
         assert deleted(report)["bots"] == 20
         durations["noisy"].append(took)
         receiver.mode = "ok"
-        await wait_until_async(
-            lambda: _all_delivered(store), timeout=60, message="every event delivered"
-        )
+
+        async def settled() -> bool:  # delivered, and the sender's next pass measured it
+            return await _all_delivered(store) and metrics.pending._value.get() == 0
+
+        await wait_until_async(settled, timeout=60, message="every event delivered")
     finally:
         await sender.stop()
         receiver.stop()
