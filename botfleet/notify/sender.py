@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -82,7 +83,10 @@ class Sender:
         max_age: timedelta = timedelta(days=1),
         timeout: float = TIMEOUT_SECONDS,
         transport: httpx.AsyncBaseTransport | None = None,
+        lock_retry: float = 15.0,
     ) -> None:
+        """``lock_retry``: seconds between a non-sending replica's tries for the lock (each try
+        is a new connection on PostgreSQL)."""
         self._sessions = sessions
         self._notifier = notifier
         self._lock = lock
@@ -95,6 +99,8 @@ class Sender:
         self._timeout = timeout
         self._transport = transport
         self._holding = False
+        self._lock_retry = lock_retry
+        self._next_try = 0.0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._rng = random.Random()
@@ -139,8 +145,9 @@ class Sender:
         entries were delivered."""
         if self._holding and not await self._lock.still_held():
             self._holding = False
-        if not self._holding:
+        if not self._holding and time.monotonic() >= self._next_try:
             self._holding = await self._lock.acquire()
+            self._next_try = time.monotonic() + self._lock_retry
         delivered = 0
         if self._holding:
             due = await self._due()

@@ -58,6 +58,7 @@ def sender_for(settings: Settings, store: Store, notifier: Notifier) -> tuple[Se
         base_delay=0.1,
         max_delay=0.5,
         timeout=15,
+        lock_retry=0,
     )
     return sender, metrics
 
