@@ -86,6 +86,30 @@ def _yaml_file(value: Path | None) -> Path | None:
     return value
 
 
+def _archive_dir(value: Path | None) -> Path | None:
+    # Whether it can be written is the run's question (it may be remounted read-only later):
+    # a run that cannot write it deletes nothing, and the archive breaker opens.
+    if value is None:
+        return None
+    if not str(value).strip():
+        raise ValueError("accepts the path of a directory (made if missing), or unset")
+    if value.exists() and not value.is_dir():
+        raise ValueError("accepts the path of a directory; this is a file")
+    return value
+
+
+def _webhook_urls(value: str) -> str:
+    # Receivers of events: absolute http(s) URLs, comma-separated; empty turns notifications off.
+    for url in (u.strip() for u in value.split(",")):
+        if not url:
+            continue
+        scheme, sep, rest = url.partition("://")
+        host = rest.split("/", 1)[0]
+        if scheme.lower() not in ("http", "https") or not sep or not host or " " in url:
+            raise ValueError(f"accepts comma-separated http:// or https:// URLs; got {url!r}")
+    return value
+
+
 def _one_of(*choices: str) -> Any:
     def check(value: Any) -> Any:
         text = str(value).strip().lower()
@@ -114,6 +138,10 @@ BotNetwork = Annotated[str, AfterValidator(_network)]
 Window = Annotated[str | None, AfterValidator(_window)]
 TimeZone = Annotated[str, AfterValidator(_timezone)]
 YamlFile = Annotated[Path | None, AfterValidator(_yaml_file)]
+WebhookUrls = Annotated[str, AfterValidator(_webhook_urls)]
+ArchiveDir = Annotated[
+    Path | None, BeforeValidator(lambda v: v or None), AfterValidator(_archive_dir)
+]
 Runtime = Annotated[Literal["docker", "swarm"], BeforeValidator(_one_of("docker", "swarm"))]
 ImagePull = Annotated[
     Literal["if-not-present", "always", "never"],

@@ -100,6 +100,10 @@ EXAMPLE_ADMIN_TOKENS: Final = frozenset({"admin-secret-token", "changeme", "chan
 # Advisory-lock keys (PostgreSQL bigint); arbitrary but fixed.
 MIGRATION_LOCK_KEY: Final = 0x626F74666C656574  # "botfleet"
 CLEANUP_LOCK_KEY: Final = 0x626F74636C65616E  # "botclean"
+NOTIFY_LOCK_KEY: Final = 0x626F746E6F746966  # "botnotif": one notification sender
+M_NOTIFY_DELIVERIES: Final = "botfleet_notify_deliveries_total"
+M_NOTIFY_OUTBOX_DEPTH: Final = "botfleet_notify_outbox_pending"
+M_NOTIFY_OLDEST: Final = "botfleet_notify_outbox_oldest_pending_age_seconds"
 
 # Prometheus metric names, as exported (deploy/prometheus alerts and deploy/grafana query them).
 M_CLEANUP_RUNS: Final = "botfleet_cleanup_runs_total"
@@ -134,6 +138,7 @@ BREAKER_CLOSED: Final = "closed"
 BREAKER_OPEN: Final = "open"
 BREAKER_HALF_OPEN: Final = "half_open"
 DEPENDENCY_DATABASE: Final = "database"
+DEPENDENCY_ARCHIVE: Final = "archive"  # CLEANUP_ARCHIVE_DIR: no archive, no delete
 REASON_STARTUP: Final = "startup"
 REASON_INTERVAL: Final = "interval"
 REASON_RETRY: Final = "retry"

@@ -8,13 +8,17 @@ A dry run is the same road with the deletions left out, decided in :meth:`Run.ex
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import text
 
+from botfleet.archive.upkeep import Tidied, tidy
+from botfleet.archive.writer import ArchiveUnavailable, RunArchive
 from botfleet.cleanup.batches import BatchLoop, Tally
 from botfleet.cleanup.bot_lookup import bot_records
 from botfleet.cleanup.container_removal import remove_containers
@@ -41,6 +45,7 @@ from botfleet.cleanup.report import (
 from botfleet.cleanup.run_records import store_plan
 from botfleet.cleanup.stage_selection import StageSelector
 from botfleet.constants import (
+    DEPENDENCY_ARCHIVE,
     DEPENDENCY_DATABASE,
     KIND_BOT_RESULTS,
     KIND_BOTS,
@@ -53,6 +58,9 @@ from botfleet.constants import (
     WORKLOAD_KINDS,
 )
 from botfleet.errors import LockLost
+
+# The stages whose batches are archived (CLEANUP_ARCHIVE_DIR): the database's.
+ARCHIVED_KINDS = frozenset({KIND_BOTS, KIND_RESULTS, KIND_ORPHANED_RESULTS})
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +111,8 @@ class Run:
             request.progress,
         )
         self.made: Plan | None = None  # the plan as this run's selection made it
+        self.archive: RunArchive | None = None  # opened before the first archived purge
+        self.tidied: Tidied | None = None
         self.found = _findings(plan, request.only, ctx)
         self.selector = StageSelector(ctx, plan, self.found, self.run_id, self.skip_engines)
 
@@ -168,6 +178,8 @@ class Run:
             made = await self.select()
             if pause_hook is not None:
                 await pause_hook()
+            if not self.dry_run and not await self._open_archive():
+                return False
             for kind in found.stages:
                 if found.outcomes.get(kind) == FAILED:
                     continue
@@ -191,6 +203,49 @@ class Run:
             self._interrupt(str(exc), dependency=True)
             return True
         return False
+
+    async def _open_archive(self) -> bool:
+        """With CLEANUP_ARCHIVE_DIR, open this run's archive before anything is deleted, then
+        tidy what earlier runs left. False, with every database stage failed, when it cannot
+        be written: no archive, no delete (design.md, safety rule 8)."""
+        archive = self.ctx.archive
+        if archive is None or not ARCHIVED_KINDS & set(self.found.stages):
+            return True
+        try:
+            opened = await asyncio.to_thread(
+                archive.open_run, self.run_id, self.stage.actor, self.ctx.clock
+            )
+        except ArchiveUnavailable as exc:
+            for kind in self.found.stages:
+                if kind in ARCHIVED_KINDS:
+                    self.found.outcomes[kind] = FAILED
+            self.found.errors.append(
+                {"stage": "archive", "message": str(exc), "dependency": DEPENDENCY_ARCHIVE}
+            )
+            return False
+        self.archive = opened
+        self.stage = replace(self.stage, archive=opened)
+        try:
+            self.tidied = await tidy(
+                archive, self.ctx.sessions, current=str(self.run_id), now=self.ctx.clock()
+            )
+        except Exception as exc:  # tidying is for later runs too: never a reason to stop
+            log.warning("cleanup run %s: tidying the archive failed: %s", self.run_id, exc)
+            self.found.errors.append({"stage": "archive", "message": f"tidying failed: {exc}"})
+        return True
+
+    def seal_archive(self, status: str) -> dict[str, Any] | None:
+        """The run's manifest written; what the report says of the archive (None: none)."""
+        if self.archive is None:
+            return None
+        try:
+            self.archive.seal(status=status, finished=self.ctx.clock())
+        except OSError as exc:  # the files are durable; only the summary is missing
+            log.warning("cleanup run %s: sealing the archive failed: %s", self.run_id, exc)
+        summary = self.archive.summary()
+        if self.tidied is not None:
+            summary |= self.tidied.as_json()
+        return summary
 
     def _interrupt(self, message: str, *, dependency: bool = False) -> None:
         first = True
