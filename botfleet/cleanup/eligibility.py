@@ -34,11 +34,14 @@ class BotRecord:
     id: str
     deleted_at: datetime | None
     labels: Mapping[str, Any] = field(default_factory=dict)
+    outcome: str | None = None  # its status when it was soft-deleted (retention by outcome)
 
     @classmethod
     def of_row(cls, row: Any) -> BotRecord:
-        """From a row with ``id``, ``deleted_at`` and ``labels`` (any query of those columns)."""
-        return cls(str(row.id), row.deleted_at, labels_of(row.labels))
+        """From a row with ``id``, ``deleted_at``, ``labels`` and, if the query read it,
+        ``status_at_deletion``."""
+        outcome = getattr(row, "status_at_deletion", None)
+        return cls(str(row.id), row.deleted_at, labels_of(row.labels), outcome)
 
     @property
     def live(self) -> bool:
@@ -73,7 +76,7 @@ def bot_purge_decision(bot: BotRecord, policy: Policy, now: datetime) -> Decisio
     age = now - bot.deleted_at
     if is_held(bot.labels):
         return Decision(False, f"legal hold ({LABEL_HOLD}=true)", age=age)
-    retention = policy.bot_retention(bot.labels)
+    retention = policy.bot_retention(bot.labels, bot.outcome)
     if bot.deleted_at > now:
         return Decision(False, "deleted_at is in the future (clock skew?)", age=age)
     cutoff = retention.cutoff(now)
