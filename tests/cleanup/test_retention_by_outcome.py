@@ -1,4 +1,4 @@
-"""Retention by outcome, as a table: every rule form × how the bot ended × legal hold × a day
+"""Retention by outcome, as a table: every rule form by how the bot ended by legal hold by a day
 before, at and after its cutoff — the pure decision, the SQL selection and a real purge agree
 with the retention the table states, on both backends."""
 
