@@ -68,7 +68,7 @@ def bot_terms(dialect: Dialect, policy: Policy) -> str:
     if not policy.rules:
         quota, floor, prio = ["NULL"], ["0"], ["0"]
     return (
-        f"SELECT b.id, {' '.join(quota)} AS quota, {' '.join(floor)} AS floor,"
+        f"SELECT b.id, CAST({' '.join(quota)} AS INTEGER) AS quota, {' '.join(floor)} AS floor,"
         f" {' '.join(prio)} AS prio FROM bots b"
         f" WHERE b.deleted_at IS NULL AND NOT ({dialect.held('b')})"
     )
