@@ -1,4 +1,4 @@
-"""``botfleet``: serve, config, db, bots, cleanup, doctor, openapi."""
+"""``botfleet``: serve, config, db, bots, cleanup, policy, doctor, openapi."""
 
 from __future__ import annotations
 
@@ -20,10 +20,11 @@ log = logging.getLogger("botfleet")
 
 
 def _register_subcommands() -> None:
-    from botfleet.cli import bots, cleanup, doctor
+    from botfleet.cli import bots, cleanup, doctor, policy
 
     app.add_typer(bots.app, name="bots")
     app.add_typer(cleanup.app, name="cleanup")
+    app.add_typer(policy.app, name="policy")
     app.command("doctor")(doctor.doctor)
 
 
