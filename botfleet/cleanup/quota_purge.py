@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import BigInteger, String, Uuid, bindparam, insert
@@ -39,10 +40,10 @@ class QuotaPurge:
         self, tally: Tally, limit: int, max_id: int, boundary: BudgetBoundary | None
     ) -> None:
         stage = self.loop.stage
-        dialect, policy = stage.run.dialect, stage.policy
+        dialect, policy, now = stage.run.dialect, stage.policy, stage.now
 
         async def step(runner: Runner, size: int, cursor: Any) -> Batch:
-            return await self._batch(runner, dialect, policy, size, cursor, max_id, boundary)
+            return await self._batch(runner, dialect, policy, now, size, cursor, max_id, boundary)
 
         await self.loop.run(KIND_RESULTS_OVER_QUOTA, tally, limit, step)
 
@@ -51,6 +52,7 @@ class QuotaPurge:
         runner: Runner,
         dialect: Dialect,
         policy: Policy,
+        now: datetime,
         size: int,
         cursor: Any,
         max_id: int,
@@ -67,14 +69,14 @@ class QuotaPurge:
         why = f"CASE WHEN {OVER_QUOTA} THEN :rq ELSE :rb END"
         if dialect.postgres:
             binds.append(bindparam("after", str(cursor or uuid.UUID(int=0)), String()))
-            source = ranked(dialect, policy, " AND r.bot_id >= CAST(:after AS uuid)")
-            return await self._batch_pg(runner, source, cond.sql, why, binds)
+            pg = ranked(dialect, policy, now, " AND r.bot_id >= CAST(:after AS uuid)")
+            return await self._batch_pg(runner, pg.sql, cond.sql, why, [*binds, *pg.binds])
         binds.append(bindparam("after", cursor or uuid.UUID(int=0), Uuid()))
-        source = ranked(dialect, policy, " AND r.bot_id >= :after")
+        source = ranked(dialect, policy, now, " AND r.bot_id >= :after")
         victims = bound_text(
-            f"SELECT s.id, s.bot_id, {why} AS why FROM ({source}) s WHERE {cond.sql}"
+            f"SELECT s.id, s.bot_id, {why} AS why FROM ({source.sql}) s WHERE {cond.sql}"
             " ORDER BY s.bot_id LIMIT :batch",
-            binds,
+            [*binds, *source.binds],
         ).columns(bot_id=Uuid())
         rows = (await runner.execute(victims)).all()
         if not rows:

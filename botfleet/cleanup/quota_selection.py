@@ -1,6 +1,7 @@
 """What ``results_over_quota`` selects: results beyond their bot's ``max_results_per_bot``, and
 — while the results table is over ``CLEANUP_RESULTS_BUDGET`` — the oldest results across bots,
-lowest ``priority`` first, never one of a bot's newest ``min_results_per_bot``.
+lowest ``priority`` first, never one of a bot's newest ``min_results_per_bot`` (nor its newest
+result at all).
 
 Both are one predicate over the live, unheld bots' results ranked newest first per bot
 (``row_number()`` over ``ix_results_bot_recent``). The budget's part is fixed by a
@@ -18,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import BigInteger, Integer, bindparam
 
+from botfleet.cleanup.idle_bots import idle_condition
 from botfleet.cleanup.plan import SAMPLE_SIZE, Selection
 from botfleet.cleanup.policy import Policy
 from botfleet.cleanup.predicates import Dialect, Fragment
@@ -27,7 +29,9 @@ from botfleet.constants import KIND_RESULTS_OVER_QUOTA
 from botfleet.store.models import UTCDateTime
 
 OVER_QUOTA = "(s.quota IS NOT NULL AND s.n > s.quota)"
-CANDIDATE = f"(s.n > s.floor AND NOT {OVER_QUOTA})"
+# The budget never takes a bot's newest result (n = 1), whatever its floor: "idle" keeps meaning
+# "posted nothing for N days" (cleanup/idle_bots.py reads the newest result there is).
+CANDIDATE = f"(s.n > s.floor AND s.n > 1 AND NOT {OVER_QUOTA})"
 BOUNDARY_KEY = "(s.prio, s.created_at, s.id)"
 
 
@@ -51,9 +55,11 @@ class BudgetBoundary:
         )
 
 
-def bot_terms(dialect: Dialect, policy: Policy) -> str:
+def bot_terms(dialect: Dialect, policy: Policy, now: datetime) -> Fragment:
     """Each live, unheld bot with its quota (NULL: none), floor and priority, by its first
-    matching rule. The figures are validated whole numbers, written into the SQL."""
+    matching rule. The figures are validated whole numbers, written into the SQL. A bot the
+    plan soft-deletes as idle or failing is left out: its results go with it, later, by the
+    ordinary retention (and the idle stage, which runs first, makes it not live)."""
     quota, floor, prio = ["CASE"], ["CASE"], ["CASE"]
     for rule in policy.rules:
         cond = dialect.label_match("b", dict(rule.match), f"qm{rule.number}")
@@ -67,10 +73,12 @@ def bot_terms(dialect: Dialect, policy: Policy) -> str:
     prio.append("ELSE 0 END")
     if not policy.rules:
         quota, floor, prio = ["NULL"], ["0"], ["0"]
-    return (
+    idle = idle_condition(dialect, policy, now)
+    return Fragment(
         f"SELECT b.id, CAST({' '.join(quota)} AS INTEGER) AS quota, {' '.join(floor)} AS floor,"
         f" {' '.join(prio)} AS prio FROM bots b"
-        f" WHERE b.deleted_at IS NULL AND NOT ({dialect.held('b')})"
+        f" WHERE b.deleted_at IS NULL AND NOT ({dialect.held('b')}) AND NOT ({idle.sql})",
+        idle.binds,
     )
 
 
@@ -84,16 +92,18 @@ def _inline(cond: Fragment) -> str:
     return sql
 
 
-def ranked(dialect: Dialect, policy: Policy, extra: str = "") -> str:
+def ranked(dialect: Dialect, policy: Policy, now: datetime, extra: str = "") -> Fragment:
     """``s``: results up to the plan's id bound, ranked newest first within their bot, with
     the bot's terms. Results posted after the plan are not ranked: they only push older ones
     further over, so deleting by these ranks never takes one of a bot's newest N."""
-    return (
+    terms = bot_terms(dialect, policy, now)
+    return Fragment(
         "SELECT v.id, v.bot_id, v.created_at, v.n, q.quota, q.floor, q.prio FROM"
         " (SELECT r.id, r.bot_id, r.created_at, row_number() OVER"
         " (PARTITION BY r.bot_id ORDER BY r.created_at DESC, r.id DESC) AS n"
         f" FROM results r WHERE r.id <= :max_id{extra}) v"
-        f" JOIN ({bot_terms(dialect, policy)}) q ON q.id = v.bot_id"
+        f" JOIN ({terms.sql}) q ON q.id = v.bot_id",
+        terms.binds,
     )
 
 
@@ -123,6 +133,7 @@ async def select_over_quota(
     runner: Runner,
     dialect: Dialect,
     policy: Policy,
+    now: datetime,
     max_id: int,
     *,
     credit: int = 0,
@@ -133,10 +144,11 @@ async def select_over_quota(
     stored plan's boundary, used as it is (a 1-tuple, its member None when the plan's budget
     took nothing)."""
     sel = Selection(KIND_RESULTS_OVER_QUOTA)
-    max_bind = bindparam("max_id", max_id, BigInteger())
-    source = ranked(dialect, policy)
+    ranking = ranked(dialect, policy, now)
+    source = ranking.sql
+    max_bind: list[Any] = [bindparam("max_id", max_id, BigInteger()), *ranking.binds]
     over_quota = await scalar(
-        runner, f"SELECT count(*) FROM ({source}) s WHERE {OVER_QUOTA}", [max_bind]
+        runner, f"SELECT count(*) FROM ({source}) s WHERE {OVER_QUOTA}", max_bind
     )
     out = QuotaSelection(sel, extra={"over_quota": over_quota})
     if policy.results_budget is not None:
@@ -156,7 +168,7 @@ async def select_over_quota(
                 runner,
                 f"SELECT count(*) FROM ({source}) s WHERE {CANDIDATE} AND {BOUNDARY_KEY}"
                 " <= (:bp, :bt, :bi)",
-                [max_bind, *cond.binds],
+                [*max_bind, *cond.binds],
             )
         before = budget.measure(rows, size)
         per_row = size / rows if rows else 0.0
@@ -180,7 +192,7 @@ async def select_over_quota(
     if sel.found:
         stmt = bound_text(
             f"SELECT s.id FROM ({source}) s WHERE {cond.sql} ORDER BY s.id LIMIT :n",
-            [max_bind, *cond.binds, bindparam("n", SAMPLE_SIZE)],
+            [*max_bind, *cond.binds, bindparam("n", SAMPLE_SIZE)],
         )
         sel.sample = [str(i) for i in (await runner.execute(stmt)).scalars()]
     return out
@@ -194,7 +206,7 @@ async def _boundary(runner: Runner, source: str, max_bind: Any, over: int) -> Bu
         stmt = bound_text(
             f"SELECT s.prio, s.created_at, s.id FROM ({source}) s WHERE {CANDIDATE}"
             f" ORDER BY {keys} LIMIT 1 OFFSET :k",
-            [max_bind, bindparam("k", offset)],
+            [*max_bind, bindparam("k", offset)],
         ).columns(created_at=UTCDateTime())
         row = (await runner.execute(stmt)).first()
         if row is not None:

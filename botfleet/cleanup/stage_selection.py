@@ -166,6 +166,7 @@ class StageSelector:
                     session,
                     ctx.dialect,
                     plan.policy,
+                    plan.now,
                     max_id,
                     credit=self._credit(),
                     stored=(

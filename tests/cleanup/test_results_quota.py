@@ -77,7 +77,7 @@ def expected_survivors(
         quota, floor, prio = terms[bot]
         if quota is not None and ranks[rid] > quota:
             gone.add(rid)
-        elif ranks[rid] > floor:
+        elif ranks[rid] > max(floor, 1):  # the budget never takes a bot's newest result
             candidates.append((prio, at, rid))
     if budget is not None:
         over = max(0, len(rows) - len(gone) - budget)
@@ -238,13 +238,14 @@ def test_never_one_of_the_newest_n_never_below_a_floor(
                 assert {rid for _, rid in mine[: g.quota]} == kept
         floor = min(g.floor or 0, g.quota or 99)
         assert {rid for _, rid in mine[:floor]} <= kept  # never below the floor
+        assert not mine or mine[0][1] in kept  # nor without its newest result
     if budget is not None and len(left) > budget:
         # Still over: only because every live bot is down to its floor (or quota).
         for bot_id, (group, _, _, _) in zip(states, bots, strict=True):
             if states[bot_id] == "live":
                 g = by_name[group]
                 count = len([r for r in rows if r[1] == bot_id])
-                floor = min(g.floor or 0, g.quota or 99)
+                floor = max(1, min(g.floor or 0, g.quota or 99))
                 assert len({r[0] for r in rows if r[1] == bot_id} & left) == min(count, floor)
 
 

@@ -37,7 +37,7 @@ from botfleet.store.session import create_engine, create_session_factory
 from tests.conftest import TABLES
 
 CHECKER = "botfleet-checker"
-RESULT_KINDS = ("orphaned_results", "results")
+RESULT_KINDS = ("orphaned_results", "results", "results_over_quota")
 BotId = uuid.UUID | str
 T = TypeVar("T")
 
