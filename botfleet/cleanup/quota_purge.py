@@ -69,10 +69,10 @@ class QuotaPurge:
         why = f"CASE WHEN {OVER_QUOTA} THEN :rq ELSE :rb END"
         if dialect.postgres:
             binds.append(bindparam("after", str(cursor or uuid.UUID(int=0)), String()))
-            pg = ranked(dialect, policy, now, " AND r.bot_id >= CAST(:after AS uuid)")
+            pg = ranked(dialect, policy, now, "CAST(:after AS uuid)")
             return await self._batch_pg(runner, pg.sql, cond.sql, why, [*binds, *pg.binds])
         binds.append(bindparam("after", cursor or uuid.UUID(int=0), Uuid()))
-        source = ranked(dialect, policy, now, " AND r.bot_id >= :after")
+        source = ranked(dialect, policy, now, ":after")
         victims = bound_text(
             f"SELECT s.id, s.bot_id, {why} AS why FROM ({source.sql}) s WHERE {cond.sql}"
             " ORDER BY s.bot_id LIMIT :batch",

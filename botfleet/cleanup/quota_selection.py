@@ -92,16 +92,32 @@ def _inline(cond: Fragment) -> str:
     return sql
 
 
-def ranked(dialect: Dialect, policy: Policy, now: datetime, extra: str = "") -> Fragment:
+def ranked(dialect: Dialect, policy: Policy, now: datetime, after: str | None = None) -> Fragment:
     """``s``: results up to the plan's id bound, ranked newest first within their bot, with
-    the bot's terms. Results posted after the plan are not ranked: they only push older ones
-    further over, so deleting by these ranks never takes one of a bot's newest N."""
+    the bot's terms; from the bot ``after`` names on, if given. Results posted after the plan
+    are not ranked: they only push older ones further over, so deleting by these ranks never
+    takes one of a bot's newest N.
+
+    PostgreSQL ranks bot by bot (a LATERAL walk of ``ix_results_bot_recent`` backwards for each
+    bot, in id order), so a batch reads only the bots it reaches, not the rest of the table
+    (bench/quota.py); SQLite ranks the results of the range in one window."""
     terms = bot_terms(dialect, policy, now)
+    if dialect.postgres:
+        start = "" if after is None else f" AND q.id >= {after}"
+        return Fragment(
+            "SELECT v.id, q.id AS bot_id, v.created_at, v.n, q.quota, q.floor, q.prio FROM"
+            f" ({terms.sql}) q CROSS JOIN LATERAL (SELECT r.id, r.created_at,"
+            " row_number() OVER (ORDER BY r.created_at DESC, r.id DESC) AS n"
+            " FROM results r WHERE r.bot_id = q.id AND r.id <= :max_id) v"
+            f" WHERE true{start}",
+            terms.binds,
+        )
+    start = "" if after is None else f" AND r.bot_id >= {after}"
     return Fragment(
         "SELECT v.id, v.bot_id, v.created_at, v.n, q.quota, q.floor, q.prio FROM"
         " (SELECT r.id, r.bot_id, r.created_at, row_number() OVER"
         " (PARTITION BY r.bot_id ORDER BY r.created_at DESC, r.id DESC) AS n"
-        f" FROM results r WHERE r.id <= :max_id{extra}) v"
+        f" FROM results r WHERE r.id <= :max_id{start}) v"
         f" JOIN ({terms.sql}) q ON q.id = v.bot_id",
         terms.binds,
     )
