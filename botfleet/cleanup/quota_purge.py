@@ -45,7 +45,15 @@ class QuotaPurge:
         async def step(runner: Runner, size: int, cursor: Any) -> Batch:
             return await self._batch(runner, dialect, policy, now, size, cursor, max_id, boundary)
 
-        await self.loop.run(KIND_RESULTS_OVER_QUOTA, tally, limit, step)
+        if not dialect.postgres:
+            await self.loop.run(KIND_RESULTS_OVER_QUOTA, tally, limit, step)
+            return
+        # One statement per batch on a connection of the stage's own, in autocommit: one round
+        # trip a batch instead of a pooled session's five (cleanup/sql.dedicated_connection).
+        async with self.loop.dedicated() as conn:
+            await self.loop.run(
+                KIND_RESULTS_OVER_QUOTA, tally, limit, step, connection=conn, autocommit=True
+            )
 
     async def _batch(
         self,
