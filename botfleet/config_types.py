@@ -17,6 +17,8 @@ _INSTANCE_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 _WINDOW_RE = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
 _RESTART_RE = re.compile(r"^on-failure:(\d{1,3})$")
 MAX_RESTART_ATTEMPTS = 100
+_BUDGET_RE = re.compile(r"^(\d+)\s*([kmgt]?)(i?b)?$")
+_BUDGET_POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
 
 
 def _strict_bool(value: Any) -> bool:
@@ -130,6 +132,26 @@ def _restart_policy(value: str) -> str:
     return text
 
 
+def parse_results_budget(value: str) -> tuple[int, str]:
+    """``50M`` → (50_000_000, "rows"); ``20GB`` → (20 * 1024**3, "bytes"). Rows count in
+    thousands (K, M, G); bytes in powers of 1024, as Prometheus' ``retention.size`` and
+    Docker's sizes do."""
+    match = _BUDGET_RE.match(value.strip().lower())
+    if not match or int(match[1]) <= 0:
+        raise ValueError("accepts rows (e.g. 50M) or bytes (e.g. 20GB), greater than 0")
+    power = _BUDGET_POWERS[match[2]]
+    if match[3]:
+        return int(match[1]) * 1024**power, "bytes"
+    return int(match[1]) * 1000**power, "rows"
+
+
+def _results_budget(value: str | None) -> str | None:
+    if value is None or not str(value).strip():
+        return None
+    parse_results_budget(str(value))
+    return str(value).strip()
+
+
 StrictBool = Annotated[bool, BeforeValidator(_strict_bool)]
 WholeNumber = Annotated[int, BeforeValidator(_whole_number)]
 DatabaseUrl = Annotated[str, AfterValidator(_database_url)]
@@ -148,3 +170,4 @@ ImagePull = Annotated[
     BeforeValidator(_one_of("if-not-present", "always", "never")),
 ]
 RestartPolicy = Annotated[str, AfterValidator(_restart_policy)]
+ResultsBudgetText = Annotated[str | None, AfterValidator(_results_budget)]

@@ -54,6 +54,8 @@ KIND_ORPHANED_RESULTS: Final = "orphaned_results"
 KIND_CONTAINERS: Final = "containers"
 KIND_RESULTS: Final = "results"
 KIND_SERVICES: Final = "services"  # a swarm's services (BOT_RUNTIME=swarm)
+KIND_IDLE_BOTS: Final = "idle_bots"  # live bots a policy soft-deletes (idle or failing)
+KIND_RESULTS_OVER_QUOTA: Final = "results_over_quota"  # beyond a quota or the store's budget
 RESOURCE_KINDS: Final = (
     KIND_BOTS,
     KIND_BOT_RESULTS,
@@ -61,6 +63,8 @@ RESOURCE_KINDS: Final = (
     KIND_CONTAINERS,
     KIND_RESULTS,
     KIND_SERVICES,
+    KIND_IDLE_BOTS,
+    KIND_RESULTS_OVER_QUOTA,
 )
 # The kinds an engine's workloads are cleaned up under.
 WORKLOAD_KINDS: Final = (KIND_CONTAINERS, KIND_SERVICES)

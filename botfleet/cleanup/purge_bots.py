@@ -43,7 +43,15 @@ _FIRST_TS = datetime(1, 1, 1, tzinfo=UTC)
 # status (always "deleted" here), exit code or updated_at either: each field costs every purged
 # bot time in the batch's transaction (BENCHMARKS.md, Purge). Its engine is a column of the
 # batch's record; its id is listed beside the snapshot.
-_SNAPSHOT_COLUMNS = ("name", "image", "labels", "container_id", "created_at", "deleted_at")
+_SNAPSHOT_COLUMNS = (
+    "name",
+    "image",
+    "labels",
+    "container_id",
+    "created_at",
+    "deleted_at",
+    "status_at_deletion",
+)
 _SNAPSHOT_PAIRS = ", ".join(f"'{name}', g.{name}" for name in _SNAPSHOT_COLUMNS)
 # What a batch reads back from the bots it deleted, on either backend: the record's columns and
 # the snapshot's (labels also give the reason; deleted_at, SQLite's keyset).
@@ -332,7 +340,7 @@ SELECT (SELECT count(*) FROM victims) AS selected,
         for row in sorted(gone, key=lambda r: str(r.id)):
             snapshot = {k: jsonable(row._mapping[k]) for k in _SNAPSHOT_COLUMNS}
             one = {"id": str(row.id), **snapshot, "results_deleted": per_bot.get(row.id, 0)}
-            why = bot_reason_for(self.policy, dict(row.labels or {}))
+            why = bot_reason_for(self.policy, dict(row.labels or {}), row.status_at_deletion)
             groups.setdefault((row.engine, why), []).append(one)
         at = self.clock()
         return [

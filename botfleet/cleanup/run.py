@@ -25,10 +25,13 @@ from botfleet.cleanup.container_removal import remove_containers
 from botfleet.cleanup.context import RunContext, RunRequest, StageContext
 from botfleet.cleanup.eligibility import bot_purge_decision
 from botfleet.cleanup.failures import Interrupted, error_entry, is_database_error
+from botfleet.cleanup.idle_bots import IdleBotsStage
 from botfleet.cleanup.lock import CleanupLock
 from botfleet.cleanup.plan import STAGES, Plan
 from botfleet.cleanup.purge_bots import BotPurge
 from botfleet.cleanup.purge_results import ResultPurge
+from botfleet.cleanup.quota_purge import QuotaPurge, measure_after
+from botfleet.cleanup.quota_selection import BudgetBoundary
 from botfleet.cleanup.report import (
     DISABLED,
     DONE,
@@ -50,8 +53,10 @@ from botfleet.constants import (
     KIND_BOT_RESULTS,
     KIND_BOTS,
     KIND_CONTAINERS,
+    KIND_IDLE_BOTS,
     KIND_ORPHANED_RESULTS,
     KIND_RESULTS,
+    KIND_RESULTS_OVER_QUOTA,
     KIND_SERVICES,
     REASON_INTERRUPTED,
     REASON_REFUSED,
@@ -59,8 +64,11 @@ from botfleet.constants import (
 )
 from botfleet.errors import LockLost
 
-# The stages whose batches are archived (CLEANUP_ARCHIVE_DIR): the database's.
-ARCHIVED_KINDS = frozenset({KIND_BOTS, KIND_RESULTS, KIND_ORPHANED_RESULTS})
+# The stages whose batches are archived (CLEANUP_ARCHIVE_DIR): the database's purges (idle_bots
+# only soft-deletes: nothing leaves the store).
+ARCHIVED_KINDS = frozenset(
+    {KIND_BOTS, KIND_RESULTS, KIND_ORPHANED_RESULTS, KIND_RESULTS_OVER_QUOTA}
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +83,9 @@ def _findings(plan: Plan, only: frozenset[str] | None, ctx: RunContext) -> Findi
     swarm = bool(ctx.fleet.of_kind(KIND_SERVICES))
     enabled = {
         KIND_BOTS: True,
+        KIND_IDLE_BOTS: plan.policy.idle_stage_enabled,
         KIND_RESULTS: plan.policy.results_stage_enabled,
+        KIND_RESULTS_OVER_QUOTA: plan.policy.quota_stage_enabled,
         KIND_ORPHANED_RESULTS: True,
         KIND_CONTAINERS: workloads and not swarm,
         KIND_SERVICES: workloads and swarm,
@@ -287,8 +297,16 @@ class Run:
             if kind == KIND_BOTS:
                 await BotPurge(loop).purge_bots(tally, limit)
                 await self._explain_kept_bots(tally)
+            elif kind == KIND_IDLE_BOTS:
+                await IdleBotsStage(loop).soft_delete(tally, limit)
             elif kind == KIND_RESULTS:
                 await ResultPurge(loop).purge_results(tally, limit, max_id)
+            elif kind == KIND_RESULTS_OVER_QUOTA:
+                boundary = BudgetBoundary.from_json(
+                    self.made.budget_boundary if self.made else None
+                )
+                await QuotaPurge(loop).purge(tally, limit, max_id, boundary)
+                await self._measure_budget()
             elif kind == KIND_ORPHANED_RESULTS:
                 await ResultPurge(loop).purge_orphaned_results(
                     tally, limit, max_id, table=self.selector.orphan_table
@@ -307,6 +325,14 @@ class Run:
             took = time.perf_counter() - started
             self.found.durations[kind] = self.found.durations.get(kind, 0.0) + took
         self.found.outcomes.setdefault(kind, DONE)
+
+    async def _measure_budget(self) -> None:
+        """How far over the budget the store is after the quota stage (the report's after)."""
+        budget = self.found.extra.get(KIND_RESULTS_OVER_QUOTA, {}).get("budget")
+        if budget is None or self.plan.policy.results_budget is None:
+            return
+        async with self.ctx.sessions() as session:
+            budget.update(await measure_after(session, self.plan.policy, budget))
 
     async def _remove_workloads(self, kind: str, tally: Tally, limit: int) -> None:
         selected = self.selector.workloads.get(kind)
@@ -345,6 +371,8 @@ class Run:
             kinds=report_kinds(
                 results=self.plan.policy.results_stage_enabled,
                 services=bool(self.ctx.fleet.of_kind(KIND_SERVICES)),
+                idle=self.plan.policy.idle_stage_enabled,
+                quota=self.plan.policy.quota_stage_enabled,
             ),
             ceilings=self.plan.ceilings,
         )

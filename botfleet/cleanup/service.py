@@ -23,6 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from botfleet.archive.writer import Archive, archive_for
 from botfleet.cleanup.context import Progress, RunContext, RunLimits, RunRequest
+from botfleet.cleanup.explain import explain
+from botfleet.cleanup.explain_facts import read_facts
 from botfleet.cleanup.failures import error_entry
 from botfleet.cleanup.lock import CleanupLock, lock_for
 from botfleet.cleanup.notices import purge_warnings, tidy_outbox
@@ -40,6 +42,7 @@ from botfleet.cleanup.run_records import (
     record_run,
     running_run_id,
 )
+from botfleet.cleanup.simulate import simulate
 from botfleet.cleanup.timing import FixedBatch, Governor
 from botfleet.config import Settings
 from botfleet.constants import TRIGGER_CLI, TRIGGER_MANUAL, TRIGGER_SCHEDULE
@@ -350,6 +353,16 @@ class CleanupService:
     async def orphans(self, *, limit: int = 100) -> dict[str, Any]:
         """What is orphaned now, per kind, with what protects the rest (reason and age)."""
         return await orphans_view(self.ctx, self.policy, limit=limit)
+
+    async def explain(self, bot_id: uuid.UUID) -> dict[str, Any]:
+        """Which rule applies to the bot, why, and when each of its resources is due
+        (:class:`~botfleet.errors.BotNotFound` if there is no such row)."""
+        facts = await read_facts(self.ctx.sessions, bot_id)
+        return explain(facts, self.policy, self.clock())
+
+    async def simulate(self, policy: Policy) -> dict[str, Any]:
+        """The plan ``policy`` would make now, for the stages a policy decides; saved nowhere."""
+        return await simulate(self.ctx, policy)
 
     async def runs(self, page: PageRequest, *, status: str | None = None) -> Page[dict[str, Any]]:
         """Run history, newest first."""

@@ -1,4 +1,4 @@
-"""``botfleet``: serve, config, db, bots, cleanup, archive, notify, doctor, openapi."""
+"""``botfleet``: serve, config, db, bots, cleanup, policy, archive, notify, doctor, openapi."""
 
 from __future__ import annotations
 
@@ -20,12 +20,13 @@ log = logging.getLogger("botfleet")
 
 
 def _register_subcommands() -> None:
-    from botfleet.cli import archive, bots, cleanup, doctor, notify
+    from botfleet.cli import archive, bots, cleanup, doctor, notify, policy
 
     app.add_typer(archive.app, name="archive")
     app.add_typer(notify.app, name="notify")
     app.add_typer(bots.app, name="bots")
     app.add_typer(cleanup.app, name="cleanup")
+    app.add_typer(policy.app, name="policy")
     app.command("doctor")(doctor.doctor)
 
 

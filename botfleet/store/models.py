@@ -102,6 +102,12 @@ class Bot(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # How the bot ended: its status when it was soft-deleted (retention by outcome); NULL while
+    # it lives. And since when its status holds (a policy's failing_after_days).
+    status_at_deletion: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    status_changed_at: Mapped[datetime | None] = mapped_column(
+        UTCDateTime, nullable=True, default=utcnow
+    )
 
     __table_args__ = (
         # The cleanup's selection: only soft-deleted rows, ordered by age.
@@ -146,6 +152,12 @@ class Result(Base):
     bot_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     data: Mapped[Any] = mapped_column(JSONType, nullable=True)
+
+    __table_args__ = (
+        # A bot's results in time order (read backwards: newest first): its quota's boundary,
+        # and whether it posted lately.
+        Index("ix_results_bot_recent", "bot_id", "created_at", "id"),
+    )
 
 
 class CleanupRun(Base):
