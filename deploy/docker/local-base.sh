@@ -31,7 +31,7 @@ packages_of() {
 }
 
 make_image() {
-  local name=$1 packages tag recipe have
+  local name=$1 packages tag recipe have old
   packages=$(packages_of "$name")
   tag="botfleet-local/$name:$SUITE"
   recipe=$( { sha256sum "$here/local-base.sh" | cut -c1-64; echo "$packages"; } | sha256sum | cut -c1-16)
@@ -40,6 +40,7 @@ make_image() {
     echo "$tag"
     return
   fi
+  old=$(docker image inspect -f '{{.Id}}' "$tag" 2>/dev/null || true)
   printf 'local-base: building %s from Debian %s (%s)\n' "$tag" "$SUITE" "$packages" >&2
   # Documentation, manual pages and translations are left out: nothing in a container reads them.
   # merged-usr by the hook, not by the usrmerge package (which would bring perl along).
@@ -56,6 +57,8 @@ make_image() {
       --change 'ENV LANG=C.UTF-8' \
       --change 'CMD ["/bin/bash"]' \
       - "$tag" >/dev/null
+  # The image this one replaces, now untagged (kept if a container still uses it).
+  [ -z "$old" ] || docker rmi "$old" >/dev/null 2>&1 || true
   echo "$tag"
 }
 
