@@ -21,7 +21,7 @@ BUILD = ROOT / "deploy/docker/build.sh"
 
 
 def need(command: str) -> str:
-    """A tool the deploy tests drive; scripts/ensure-deploy-tools.sh (make test-deploy) installs it."""
+    """A tool the deploy tests drive (make test-deploy installs it: ensure-deploy-tools.sh)."""
     path = shutil.which(command)
     if path is None:
         missing_service(f"{command} (make test-deploy installs it: scripts/ensure-deploy-tools.sh)")
@@ -42,7 +42,9 @@ def built(what: str) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
-def docker(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def docker(
+    *args: str, check: bool = True, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
     if check and done.returncode != 0:
         raise AssertionError(f"docker {' '.join(args)}: {done.stderr.strip()[-600:]}")

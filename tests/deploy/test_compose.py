@@ -120,7 +120,9 @@ def test_up_brings_the_stack_up_and_down_leaves_nothing(stack: Stack) -> None:
     # docker-compose returns once the server has started, which it does only after the database
     # was healthy and the migration exited 0.
     assert health(stack.container("postgres")) == "healthy"
-    migrate = docker("inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", stack.container("migrate"))
+    migrate = docker(
+        "inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", stack.container("migrate")
+    )
     assert migrate.stdout.split() == ["exited", "0"]
     wait_until(
         lambda: health(stack.container("server")) == "healthy",

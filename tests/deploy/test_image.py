@@ -42,7 +42,8 @@ def run_label() -> Iterator[str]:
 
 def run(image: str, label: str, *args: str, env: dict[str, str]) -> str:
     flags = [f"-e{key}={value}" for key, value in env.items()]
-    return docker("run", "-d", "--network", "host", "--label", label, *flags, image, *args).stdout.strip()
+    started = docker("run", "-d", "--network", "host", "--label", label, *flags, image, *args)
+    return started.stdout.strip()
 
 
 def test_labels_name_version_revision_and_source(image: str) -> None:
@@ -79,7 +80,9 @@ def test_runs_as_non_root_and_becomes_healthy(image: str, run_label: str) -> Non
 
 @pytest.mark.parametrize("token", ["short", "changeme"])
 def test_refuses_a_weak_admin_token_with_one_line_and_exit_2(image: str, token: str) -> None:
-    done = docker("run", "--rm", "--network", "none", "-e", f"ADMIN_TOKEN={token}", image, check=False)
+    done = docker(
+        "run", "--rm", "--network", "none", "-e", f"ADMIN_TOKEN={token}", image, check=False
+    )
     assert done.returncode == 2, done
     assert done.stdout == ""
     assert done.stderr.splitlines() == [
