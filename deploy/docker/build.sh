@@ -14,9 +14,14 @@ here="$root/deploy/docker"
 what=${1:-server}
 base=${BASE_IMAGE:-local}
 
+# The image a new build replaces becomes untagged: remove it at the end (kept if still in use).
+replaced() { docker image inspect -f '{{.Id}}' "$1" 2>/dev/null || true; }
+drop() { [ -z "$1" ] || [ "$1" = "$(replaced "$2")" ] || docker rmi "$1" >/dev/null 2>&1 || true; }
+
 case "$what" in
   server)
     tag=${2:-botfleet:dev}
+    old=$(replaced "$tag")
     rm -rf "$root/.wheels"
     if [ "$base" = local ]; then
       base=$(bash "$here/local-base.sh" python)
@@ -32,6 +37,7 @@ case "$what" in
     rm -rf "$root/.wheels"
     # The build stage's own image, untagged (the legacy builder keeps it): not worth keeping.
     docker image prune -f --filter label=org.botfleet.stage=build >/dev/null
+    drop "$old" "$tag"
     ;;
   postgres | prometheus)
     if [ "$what" = postgres ]; then tag=${2:-botfleet-local/postgres-server:15}; else tag=${2:-botfleet-local/prometheus-server:bookworm}; fi
@@ -39,7 +45,9 @@ case "$what" in
     ctx=$(mktemp -d)
     trap 'rm -rf "$ctx"' EXIT
     cp "$here/$what.Dockerfile" "$here/$what-entrypoint.sh" "$ctx/"
+    old=$(replaced "$tag")
     docker build -q -f "$ctx/$what.Dockerfile" -t "$tag" --build-arg "BASE_IMAGE=$from" "$ctx" >/dev/null
+    drop "$old" "$tag"
     ;;
   *)
     echo "build.sh: unknown image '$what' (server, postgres or prometheus)" >&2

@@ -82,8 +82,10 @@ def stack(manager: ExtraEngine, registry_image: str) -> Iterator[dict[str, Any]]
     env = {
         **os.environ,
         "DOCKER_HOST": manager.url,
-        "BOTFLEET_IMAGE": push(built("server"), f"botfleet-test/server:{tag}"),
-        "POSTGRES_IMAGE": push(built("postgres"), f"botfleet-test/postgres-server:{tag}"),
+        # One tag each, pushed over at every run: the registry keeps no pile of old tags (their
+        # layers stay until `docker-registry garbage-collect`).
+        "BOTFLEET_IMAGE": push(built("server"), "botfleet-test/server:stack"),
+        "POSTGRES_IMAGE": push(built("postgres"), "botfleet-test/postgres-server:stack"),
         "ADMIN_TOKEN": secrets.token_hex(24),
         "METRICS_TOKEN": secrets.token_hex(24),
         "POSTGRES_PASSWORD": secrets.token_hex(12),
@@ -110,6 +112,9 @@ def stack(manager: ExtraEngine, registry_image: str) -> Iterator[dict[str, Any]]
         "registry_image": registry_image,
     }
     subprocess.run(["docker", "stack", "rm", "botfleet"], env=env, capture_output=True, timeout=120)
+    # The main engine's tags of the pushed images (the registry keeps its own copy).
+    for image in (env["BOTFLEET_IMAGE"], env["POSTGRES_IMAGE"]):
+        subprocess.run(["docker", "rmi", image], capture_output=True, timeout=60)
 
 
 def healthz(url: str) -> bool:
