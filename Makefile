@@ -6,7 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint services unit bench bench-small soak clean sample-bot openapi
+.PHONY: install run test lint services unit bench bench-small soak clean sample-bot openapi \
+	deploy-tools image test-deploy
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -27,6 +28,20 @@ test: install services lint
 
 services:
 	bash scripts/ensure-services.sh
+
+## mmdebstrap, docker-compose, systemd-analyze, promtool: what the deploy files need (Debian's).
+deploy-tools:
+	bash scripts/ensure-deploy-tools.sh
+
+## The server image, botfleet:dev. BASE_IMAGE=python:3.11-slim builds on the public slim image;
+## the default builds on the local Debian base (deploy/docker/local-base.sh), wheels from the host.
+image: install deploy-tools
+	bash deploy/docker/build.sh server
+
+## The deploy tests: the images built and started, the compose and swarm stacks up, the systemd
+## unit verified (minutes; BENCHMARKS.md). CI runs it after `make test`.
+test-deploy: install services deploy-tools
+	$(BIN)/pytest -m deploy tests/deploy $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check --no-cache botfleet tests bench scripts
