@@ -144,7 +144,10 @@ async def test_a_service_is_looked_at_and_removed_over_the_plain_route(
     info = await engine.inspect(made.id)
     assert info is not None and info.id == made.id and info.bot_id == made.bot_id
     removed = await engine.remove_verified(made.id, lambda found: None)
-    assert isinstance(removed, ContainerInfo) and removed.version == info.version
+    # Its version may have moved since (swarm writes the service as its task starts).
+    assert isinstance(removed, ContainerInfo) and removed.id == info.id
+    assert removed.version is not None and info.version is not None
+    assert removed.version >= info.version
     assert await engine.inspect(made.id) is None
     assert await engine.remove_verified(made.id, lambda found: None) == "already gone"
 
