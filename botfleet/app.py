@@ -15,12 +15,14 @@ from fastapi import FastAPI
 
 from botfleet import __version__
 from botfleet.api import errors, openapi, routes
+from botfleet.api.ingest_lane import ResultIngestLane
 from botfleet.api.limits import BodySizeLimit
 from botfleet.api.middleware import HttpMetricsMiddleware
 from botfleet.config import Settings
 from botfleet.constants import MAX_BODY_BYTES
 from botfleet.services import Component, build_services
 from botfleet.store.migrate import upgrade
+from botfleet.store.models import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,13 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
     errors.install(app)
     routes.include_all(app)
     openapi.install(app)
+    if services.result_writer is not None:
+        app.add_middleware(
+            ResultIngestLane,
+            writer=services.result_writer,
+            limiter=services.bot_auth_limiter,
+            clock=utcnow,
+        )
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(HttpMetricsMiddleware, metrics=services.metrics.http)
     return app

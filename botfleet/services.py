@@ -23,6 +23,7 @@ from botfleet.config import Settings
 from botfleet.logs import register_settings_secrets, track_cleanup_runs
 from botfleet.metrics import Metrics
 from botfleet.reconcile import Reconciler
+from botfleet.result_writer import ResultWriter
 from botfleet.runtime.fleet import Fleet
 from botfleet.store.session import SessionFactory, create_engine, create_session_factory
 
@@ -49,6 +50,8 @@ class Services:
     # token in a script on a bot host cannot stop that host's bots from posting results.
     auth_limiter: AuthFailureLimiter
     bot_auth_limiter: AuthFailureLimiter
+    # The ingest's fast lane (PostgreSQL only; on SQLite every post takes the full route).
+    result_writer: ResultWriter | None
     components: tuple[Component, ...]  # started in this order, stopped in reverse
 
 
@@ -73,7 +76,10 @@ def build_services(settings: Settings) -> Services:
     track_cleanup_runs(cleanup)
     register_settings_secrets(settings)
     reconciler = Reconciler(sessions=sessions, fleet=fleet, settings=settings)
+    writer = None if settings.is_sqlite else ResultWriter(settings.database_url)
     components: list[Component] = [metrics.refresher, reconciler]
+    if writer is not None:
+        components.append(writer)
     if settings.cleanup_enabled:
         components.append(scheduler)
     return Services(
@@ -87,6 +93,7 @@ def build_services(settings: Settings) -> Services:
         scheduler=scheduler,
         auth_limiter=_limiter(settings),
         bot_auth_limiter=_limiter(settings),
+        result_writer=writer,
         components=tuple(components),
     )
 
