@@ -36,7 +36,7 @@ ORDER BY item.n
 """
 
 
-class StatelessConnection(asyncpg.Connection):
+class StatelessConnection(asyncpg.Connection):  # type: ignore[misc]
     """A connection that only ever runs the one autocommit statement: nothing to reset.
 
     asyncpg's pool sends a reset (unlock advisory locks, close cursors, unlisten, reset
