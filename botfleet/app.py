@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 
@@ -27,13 +28,16 @@ from botfleet.store.models import utcnow
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
-    """Build the ASGI app. ``migrate`` brings the schema up to date on start (under a lock)."""
+def create_app(
+    settings: Settings, *, migrate: bool = True, background_lease: Path | None = None
+) -> FastAPI:
+    """Build the ASGI app. ``migrate`` brings the schema up to date on start (under a lock);
+    ``background_lease``: one of several workers (``background_lease.py``)."""
     if settings.admin_token is None:
         raise ValueError(
             "create_app needs settings with an admin token (Settings.with_admin_token)"
         )
-    services = build_services(settings)
+    services = build_services(settings, background_lease=background_lease)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -10,12 +10,14 @@ ends after its batch before anything it needs goes away.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from botfleet.auth_failures import AuthFailureLimiter
+from botfleet.background_lease import LeaderOnly, Lease
 from botfleet.cleanup.scheduler import Scheduler
 from botfleet.cleanup.service import CleanupService
 from botfleet.cleanup.timing import governor_for
@@ -55,7 +57,10 @@ class Services:
     components: tuple[Component, ...]  # started in this order, stopped in reverse
 
 
-def build_services(settings: Settings) -> Services:
+def build_services(settings: Settings, *, background_lease: Path | None = None) -> Services:
+    """``background_lease``: with several workers, the file whose lock elects the one that runs
+    the reconciler and the scheduler (``background_lease.LeaderOnly``); without it, this
+    process runs them."""
     db = create_engine(settings)
     sessions = create_session_factory(db)
     fleet = Fleet.from_settings(settings)
@@ -77,11 +82,18 @@ def build_services(settings: Settings) -> Services:
     register_settings_secrets(settings)
     reconciler = Reconciler(sessions=sessions, fleet=fleet, settings=settings)
     writer = None if settings.is_sqlite else ResultWriter(settings.database_url)
-    components: list[Component] = [metrics.refresher, reconciler]
+    # Each worker keeps its own metrics snapshot (it answers its own /metrics) and its pool;
+    # the loops that act on the fleet run once per host (one worker) and per replica.
+    components: list[Component] = [metrics.refresher]
     if writer is not None:
         components.append(writer)
+    background: list[Component] = [reconciler]
     if settings.cleanup_enabled:
-        components.append(scheduler)
+        background.append(scheduler)
+    if background_lease is None:
+        components.extend(background)
+    else:
+        components.append(LeaderOnly(Lease(background_lease), background))
     return Services(
         settings=settings,
         db=db,
