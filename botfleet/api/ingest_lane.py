@@ -128,17 +128,18 @@ class ResultIngestLane:
         except TooManyAuthFailures:
             return 0
         try:
-            parsed = json.loads(body)
-        except ValueError:
+            items = storable_items(json.loads(body))
+        except (ValueError, RecursionError):  # not JSON, or nested too deep for Python
             return 0
-        items = storable_items(parsed)
         if items is None:
             return 0
-        if not await self.writer.insert_if_authorised(
-            uuid.UUID(bot), token, items, now=self.clock()
-        ):
+        try:
+            stored = await self.writer.insert_if_authorised(
+                uuid.UUID(bot), token, items, now=self.clock()
+            )
+        except RecursionError:  # encoding it again, before anything was sent
             return 0
-        return len(items)
+        return len(items) if stored else 0
 
 
 async def _read_body(receive: Receive) -> tuple[bytes, bool]:
