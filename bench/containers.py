@@ -4,6 +4,7 @@ engine's own floor, one ``docker rm`` of exactly the orphans' ids.
     python -m bench.containers                  # 300 orphaned stopped + 20 running + 20 unlabelled
     BENCH_SCALE=small python -m bench.containers  # 1/20 of that
     BENCH_ROUNDS=5 python -m bench.containers     # rounds per contender (default 3): medians
+    BENCH_CONTAINER_CONCURRENCY=32 python -m bench.containers  # botfleet's removals in flight
 
 Every contender faces the same population on the real engine: labelled stopped containers that no
 live bot owns (to be removed), labelled running ones and unlabelled stopped ones (to be left alone).
@@ -99,6 +100,8 @@ async def botfleet_stage(instance: str, db_path: str) -> tuple[float, dict[str, 
         botfleet_instance=instance,
         container_cleanup_enabled=True,
         container_cleanup_grace_minutes=0,
+        # An experiment's knob (BENCHMARKS.md): removals in flight; the setting's default is 8.
+        cleanup_container_concurrency=int(os.environ.get("BENCH_CONTAINER_CONCURRENCY", "8")),
     ) as service:
         started = time.perf_counter()
         report = await service.run(
