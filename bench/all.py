@@ -16,7 +16,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 # Modules with a main() that are tools, not benchmarks.
-HELPERS = frozenset({"__init__", "all", "alternate", "report", "seed", "pgtools"})
+HELPERS = frozenset(
+    {"__init__", "all", "alternate", "report", "seed", "pgtools", "lean_ingest"}
+)  # lean_ingest: the server bench.ingest starts, not a benchmark
 
 
 def discover() -> list[str]:

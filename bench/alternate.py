@@ -29,7 +29,7 @@ FIGURES = {
     "purge": ("ratio_rows_per_s", "writer_p99_ms", "longest_txn_ms", "peak_rss_mb"),
     # The ratio to prune in the same run, and botfleet's own rate (alternating rounds share the
     # machine's state, so the two trees' rates compare directly too).
-    "containers": ("ratio_containers_per_s", "botfleet.containers_per_s"),
+    "containers": ("ratio_containers_per_s", "ratio_vs_floor", "botfleet.containers_per_s"),
     "plan": ("plan_seconds", "ratio_plan_vs_counts"),
 }
 

@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     metrics_token: SecretStr | None = None
+    # Worker processes of `botfleet serve` (its --workers wins); the name uvicorn and PaaS use.
+    web_concurrency: int = Field(1, ge=1, le=64)
 
     # --- bots and engines ---------------------------------------------------------------------
     bot_runtime: Runtime = "docker"  # docker: plain engines; swarm: a swarm's managers

@@ -10,6 +10,7 @@ ends after its batch before anything it needs goes away.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry
@@ -17,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from botfleet.archive.writer import archive_for
 from botfleet.auth_failures import AuthFailureLimiter
+from botfleet.background_lease import LeaderOnly, Lease
 from botfleet.cleanup.lock import lock_for
 from botfleet.cleanup.scheduler import Scheduler
 from botfleet.cleanup.service import CleanupService
@@ -28,6 +30,7 @@ from botfleet.metrics import Metrics
 from botfleet.notify.outbox import Notifier, notifier_for
 from botfleet.notify.sender import Sender
 from botfleet.reconcile import Reconciler
+from botfleet.result_writer import ResultWriter
 from botfleet.runtime.fleet import Fleet
 from botfleet.store.models import utcnow
 from botfleet.store.session import SessionFactory, create_engine, create_session_factory
@@ -57,10 +60,15 @@ class Services:
     sender: Sender | None
     auth_limiter: AuthFailureLimiter
     bot_auth_limiter: AuthFailureLimiter
+    # The ingest's fast lane (PostgreSQL only; on SQLite every post takes the full route).
+    result_writer: ResultWriter | None
     components: tuple[Component, ...]  # started in this order, stopped in reverse
 
 
-def build_services(settings: Settings) -> Services:
+def build_services(settings: Settings, *, background_lease: Path | None = None) -> Services:
+    """``background_lease``: with several workers, the file whose lock elects the one that runs
+    the reconciler and the scheduler (``background_lease.LeaderOnly``); without it, this
+    process runs them."""
     db = create_engine(settings)
     sessions = create_session_factory(db)
     fleet = Fleet.from_settings(settings)
@@ -84,10 +92,17 @@ def build_services(settings: Settings) -> Services:
     track_cleanup_runs(cleanup)
     register_settings_secrets(settings)
     reconciler = Reconciler(sessions=sessions, fleet=fleet, settings=settings)
-    components: list[Component] = [metrics.refresher, reconciler]
+    writer = None if settings.is_sqlite else ResultWriter(settings.database_url)
+    # Each worker keeps its own metrics snapshot (it answers its own /metrics) and its pool;
+    # the loops that act on the fleet run once per host (one worker) and per replica.
+    components: list[Component] = [metrics.refresher]
+    if writer is not None:
+        components.append(writer)
+    background: list[Component] = [reconciler]
     sender = None
     if notifier is not None:
-        # Every replica runs one; the one holding the sender's lock delivers.
+        # Every replica runs one (in one of its workers); the one holding the sender's lock
+        # delivers.
         sender = Sender(
             sessions=sessions,
             notifier=notifier,
@@ -96,9 +111,13 @@ def build_services(settings: Settings) -> Services:
             clock=utcnow,
         )
         cleanup.observers.append(lambda _report: sender.wake())
-        components.append(sender)
+        background.append(sender)
     if settings.cleanup_enabled:
-        components.append(scheduler)
+        background.append(scheduler)
+    if background_lease is None:
+        components.extend(background)
+    else:
+        components.append(LeaderOnly(Lease(background_lease), background))
     return Services(
         settings=settings,
         db=db,
@@ -112,6 +131,7 @@ def build_services(settings: Settings) -> Services:
         sender=sender,
         auth_limiter=_limiter(settings),
         bot_auth_limiter=_limiter(settings),
+        result_writer=writer,
         components=tuple(components),
     )
 

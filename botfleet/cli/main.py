@@ -33,8 +33,15 @@ def _register_subcommands() -> None:
 @app.command()
 def serve(
     no_migrate: bool = typer.Option(False, "--no-migrate", help="Do not upgrade the schema."),
+    workers: int | None = typer.Option(
+        None,
+        "--workers",
+        min=1,
+        max=64,
+        help="Worker processes on the one port (default: WEB_CONCURRENCY, 1).",
+    ),
 ) -> None:
-    """Run the main server (REST on HOST:PORT) with its scheduler."""
+    """Run the main server (REST on HOST:PORT) with its scheduler (one, whatever the workers)."""
     import uvicorn
 
     from botfleet.app import create_app
@@ -51,6 +58,12 @@ def serve(
             flush=True,
         )
     announce(settings)
+    count = workers or settings.web_concurrency
+    if count > 1:
+        from botfleet.cli.workers import serve_workers
+
+        serve_workers(settings, count, migrate=not no_migrate)
+        return
     uvicorn.run(
         create_app(settings, migrate=not no_migrate),
         host=settings.host,
