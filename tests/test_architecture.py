@@ -76,3 +76,17 @@ def test_a_cycle_breaks_the_acyclic_contract(copy: Path) -> None:
     assert "no package or module of botfleet imports one that imports it back BROKEN" in (
         result.stdout
     )
+
+
+# A module a reader takes in at one sitting (issue 15). Migrations are history, not design.
+MOST_LINES = 400
+
+
+def test_no_module_is_longer_than_a_reader_takes_in_at_once() -> None:
+    long = {
+        str(path.relative_to(ROOT)): n
+        for path in (ROOT / "botfleet").rglob("*.py")
+        if "migrations" not in path.parts
+        and (n := len(path.read_text(encoding="utf-8").splitlines())) > MOST_LINES
+    }
+    assert long == {}, f"split these by concept (docs/architecture.md): {long}"
