@@ -20,8 +20,10 @@ log = logging.getLogger("botfleet")
 
 
 def _register_subcommands() -> None:
-    from botfleet.cli import bots, cleanup, doctor
+    from botfleet.cli import bot_output, bots, cleanup, doctor
 
+    bots.app.command("logs")(bot_output.logs)
+    bots.app.command("results")(bot_output.results)
     app.add_typer(bots.app, name="bots")
     app.add_typer(cleanup.app, name="cleanup")
     app.command("doctor")(doctor.doctor)
