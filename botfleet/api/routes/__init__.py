@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from botfleet.api.routes import bots, cleanup, dashboard, health, logs, metrics, results
+from botfleet.api.routes import (
+    bots,
+    cleanup,
+    dashboard,
+    exports,
+    health,
+    logs,
+    metrics,
+    results,
+)
 
 
 def include_all(app: FastAPI) -> None:
@@ -13,5 +22,6 @@ def include_all(app: FastAPI) -> None:
     app.include_router(bots.router)
     app.include_router(results.router)
     app.include_router(logs.router)
+    app.include_router(exports.router)
     app.include_router(cleanup.router)
     app.include_router(dashboard.router)

@@ -1,0 +1,147 @@
+"""Results out of the store as NDJSON or CSV, streamed: constant memory whatever the size.
+
+Rows come from a server-side cursor (SQLAlchemy ``stream`` with ``yield_per``: a named cursor
+on PostgreSQL, sqlite3's own stepping on SQLite), a partition at a time, oldest first by id, and
+leave as one chunk of bytes per partition, so nothing holds more than ``PARTITION_ROWS`` rows.
+
+On PostgreSQL the server renders each line itself (``json_build_object`` for NDJSON, the CSV
+fields quoted by hand), so Python only joins text: the per-row cost in Python — type
+conversions, ``json.dumps``, ``isoformat`` — is what kept a generic loop far below
+PostgreSQL's own COPY (BENCHMARKS.md, "Results export"). SQLite gets the same lines from a
+plain loop over typed rows; a test holds the two to the same parsed values.
+
+Columns, in this order: ``id``, ``bot_id``, ``created_at`` (RFC 3339, UTC), ``data`` (the JSON
+value, as JSON text in a CSV field).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, Text, cast, literal_column, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from botfleet.errors import BotNotFound, InvalidInput
+from botfleet.store.models import Bot, Result
+
+NDJSON, CSV = "ndjson", "csv"
+FORMATS = (NDJSON, CSV)
+MEDIA_TYPES = {NDJSON: "application/x-ndjson", CSV: "text/csv; charset=utf-8"}
+COLUMNS = ("id", "bot_id", "created_at", "data")
+# Rows per fetch from the cursor and per chunk sent: ~100-200 bytes a row, so a few hundred KB.
+PARTITION_ROWS = 2000
+
+
+@dataclass(frozen=True)
+class ExportFilter:
+    """Which results: one bot's, or those of bots carrying every label; by creation time
+    (``since`` inclusive, ``until`` exclusive). No label: orphaned results too."""
+
+    bot_id: uuid.UUID | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.since and self.until and self.until <= self.since:
+            raise InvalidInput("until", "must be later than since")
+
+
+def csv_header() -> bytes:
+    return (",".join(COLUMNS) + "\r\n").encode()
+
+
+async def export(db: AsyncEngine, flt: ExportFilter, fmt: str) -> AsyncIterator[bytes]:
+    """The chunks of the export (a CSV starts with its header). The caller checks the bot
+    beforehand (:func:`check_bot`), so that a 404 is still an answer of its own."""
+    if fmt not in FORMATS:
+        raise InvalidInput("format", f"accepts {', '.join(FORMATS)}")
+    if fmt == CSV:
+        yield csv_header()
+    postgres = db.dialect.name == "postgresql"
+    query = _query(flt, fmt if postgres else None)
+    async with db.connect() as conn:
+        if postgres:
+            # The lines carry created_at as the session's zone renders it: make that UTC.
+            await conn.execute(text("SET LOCAL TIME ZONE 'UTC'"))
+        result = await conn.stream(query.execution_options(yield_per=PARTITION_ROWS))
+        async for rows in result.partitions(PARTITION_ROWS):
+            if postgres:
+                yield "".join([row[0] for row in rows]).encode()
+            else:
+                yield _render(rows, fmt)
+
+
+async def check_bot(db: AsyncEngine, bot_id: uuid.UUID) -> None:
+    """:class:`BotNotFound` unless the bot has a row (deleted bots' results are exported)."""
+    async with db.connect() as conn:
+        if await conn.scalar(select(Bot.id).where(Bot.id == bot_id)) is None:
+            raise BotNotFound(bot_id)
+
+
+def _conditions(flt: ExportFilter) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    if flt.bot_id is not None:
+        conditions.append(Result.bot_id == flt.bot_id)
+    if flt.since is not None:
+        conditions.append(Result.created_at >= flt.since)
+    if flt.until is not None:
+        conditions.append(Result.created_at < flt.until)
+    return conditions
+
+
+def _query(flt: ExportFilter, rendered: str | None) -> Select[Any]:
+    """Lines rendered by PostgreSQL (``rendered`` is the format), or typed columns."""
+    if rendered == NDJSON:
+        line = literal_column(
+            "json_build_object('id', results.id, 'bot_id', results.bot_id,"
+            " 'created_at', results.created_at, 'data', results.data)::text || E'\\n'",
+            Text,
+        )
+        columns: Sequence[Any] = [line.label("line")]
+    elif rendered == CSV:
+        # id and uuid need no quoting; the time has none of , " or a newline; data is quoted.
+        line = literal_column(
+            "results.id::text || ',' || results.bot_id::text || ','"
+            " || (to_json(results.created_at) #>> '{}') || ','"
+            " || '\"' || replace(coalesce(results.data::text, 'null'), '\"', '\"\"') || '\"'"
+            " || E'\\r\\n'",
+            Text,
+        )
+        columns = [line.label("line")]
+    else:
+        columns = [Result.id, Result.bot_id, Result.created_at, cast(Result.data, Text)]
+    query = select(*columns).select_from(Result).where(*_conditions(flt))
+    if flt.labels:
+        query = query.join(Bot, Bot.id == Result.bot_id).where(
+            *(Bot.labels[key].as_string() == value for key, value in flt.labels.items())
+        )
+    return query.order_by(Result.id)
+
+
+def _render(rows: Sequence[Any], fmt: str) -> bytes:
+    """Typed rows (SQLite) as NDJSON lines or CSV records."""
+    if fmt == NDJSON:
+        return "".join(
+            f'{{"id":{row[0]},"bot_id":"{row[1]}","created_at":"{row[2].isoformat()}",'
+            f'"data":{_json_text(row[3])}}}\n'
+            for row in rows
+        ).encode()
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerows((row[0], row[1], row[2].isoformat(), _json_text(row[3])) for row in rows)
+    return out.getvalue().encode()
+
+
+def _json_text(value: str | None) -> str:
+    """The stored JSON text as one line (SQLite keeps what ``json.dumps`` wrote: no newline)."""
+    if value is None:
+        return "null"
+    return value if "\n" not in value else json.dumps(json.loads(value))
