@@ -1,4 +1,4 @@
-"""``botfleet``: serve, config, db, bots, cleanup, doctor, openapi."""
+"""``botfleet``: serve, config, db, bots, results, cleanup, doctor, openapi."""
 
 from __future__ import annotations
 
@@ -20,12 +20,13 @@ log = logging.getLogger("botfleet")
 
 
 def _register_subcommands() -> None:
-    from botfleet.cli import bot_output, bots, cleanup, doctor
+    from botfleet.cli import bot_output, bots, cleanup, doctor, results
 
     bots.app.command("logs")(bot_output.logs)
     bots.app.command("results")(bot_output.results)
     app.add_typer(bots.app, name="bots")
     app.add_typer(cleanup.app, name="cleanup")
+    app.add_typer(results.app, name="results")
     app.command("doctor")(doctor.doctor)
 
 
