@@ -4,11 +4,12 @@ Rows come from a server-side cursor (SQLAlchemy ``stream`` with ``yield_per``: a
 on PostgreSQL, sqlite3's own stepping on SQLite), a partition at a time, oldest first by id, and
 leave as one chunk of bytes per partition, so nothing holds more than ``PARTITION_ROWS`` rows.
 
-On PostgreSQL the server renders each line itself (``json_build_object`` for NDJSON, the CSV
-fields quoted by hand), so Python only joins text: the per-row cost in Python — type
-conversions, ``json.dumps``, ``isoformat`` — is what kept a generic loop far below
-PostgreSQL's own COPY (BENCHMARKS.md, "Results export"). SQLite gets the same lines from a
-plain loop over typed rows; a test holds the two to the same parsed values.
+On PostgreSQL the server renders each line itself (string concatenation: cheaper for it than
+``json_build_object``), read through asyncpg's own cursor, so Python only joins text: the
+per-row cost in Python (row objects, type conversions, ``json.dumps``, ``isoformat``) is what
+kept a generic loop far below PostgreSQL's own COPY (BENCHMARKS.md, "Results export"). SQLite
+gets the same lines from a plain loop over typed rows; a test holds the two to the same parsed
+values.
 
 Columns, in this order: ``id``, ``bot_id``, ``created_at`` (RFC 3339, UTC), ``data`` (the JSON
 value, as JSON text in a CSV field).
@@ -16,6 +17,8 @@ value, as JSON text in a CSV field).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import csv
 import io
 import json
@@ -25,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, Text, cast, literal_column, select, text
+from sqlalchemy import ColumnElement, Select, Text, cast, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from botfleet.errors import BotNotFound, InvalidInput
@@ -65,18 +68,78 @@ async def export(db: AsyncEngine, flt: ExportFilter, fmt: str) -> AsyncIterator[
         raise InvalidInput("format", f"accepts {', '.join(FORMATS)}")
     if fmt == CSV:
         yield csv_header()
-    postgres = db.dialect.name == "postgresql"
-    query = _query(flt, fmt if postgres else None)
+    if db.dialect.name == "postgresql":
+        async for chunk in _postgres(db, flt, fmt):
+            yield chunk
+        return
     async with db.connect() as conn:
-        if postgres:
-            # The lines carry created_at as the session's zone renders it: make that UTC.
-            await conn.execute(text("SET LOCAL TIME ZONE 'UTC'"))
-        result = await conn.stream(query.execution_options(yield_per=PARTITION_ROWS))
+        result = await conn.stream(_query(flt).execution_options(yield_per=PARTITION_ROWS))
         async for rows in result.partitions(PARTITION_ROWS):
-            if postgres:
-                yield "".join([row[0] for row in rows]).encode()
-            else:
-                yield _render(rows, fmt)
+            yield _render(rows, fmt)
+
+
+async def _postgres(db: AsyncEngine, flt: ExportFilter, fmt: str) -> AsyncIterator[bytes]:
+    """asyncpg's own cursor under the pooled connection: each fetch is one round trip of
+    ``PARTITION_ROWS`` ready-made lines, and the next one is asked for while this one is sent,
+    so PostgreSQL renders and Python sends at the same time (two cores, not one after the
+    other)."""
+    sql, args = postgres_sql(flt, fmt)
+    async with db.connect() as conn:
+        raw = await conn.get_raw_connection()
+        pg: Any = raw.driver_connection
+        async with pg.transaction(readonly=True):
+            # to_json renders a time in the session's zone: make that UTC.
+            await pg.execute("SET LOCAL TIME ZONE 'UTC'")
+            cursor = await pg.cursor(sql, *args)
+            pending = asyncio.ensure_future(cursor.fetch(PARTITION_ROWS))
+            try:
+                while True:
+                    rows = await pending
+                    if not rows:
+                        return
+                    pending = asyncio.ensure_future(cursor.fetch(PARTITION_ROWS))
+                    yield "".join([row[0] for row in rows]).encode()
+            finally:
+                if not pending.done():
+                    pending.cancel()
+                    with contextlib.suppress(BaseException):
+                        await pending
+
+
+# Each line rendered by PostgreSQL (``r`` is results): JSON text needs no escaping into NDJSON
+# (jsonb's text has no raw newline), and in CSV only its quotes are doubled.
+_PG_LINES = {
+    NDJSON: """'{"id":' || r.id || ',"bot_id":"' || r.bot_id || '","created_at":'"""
+    """ || to_json(r.created_at)::text || ',"data":' || coalesce(r.data::text, 'null')"""
+    """ || E'}\\n'""",
+    CSV: """r.id || ',' || r.bot_id || ',' || (to_json(r.created_at) #>> '{}') || ',"'"""
+    """ || replace(coalesce(r.data::text, 'null'), '"', '""') || E'"\\r\\n'""",
+}
+
+
+def postgres_sql(flt: ExportFilter, fmt: str) -> tuple[str, list[Any]]:
+    """The export's statement for PostgreSQL with its positional arguments ($1, $2, …)."""
+    args: list[Any] = []
+
+    def arg(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    where = []
+    join = ""
+    if flt.bot_id is not None:
+        where.append(f"r.bot_id = {arg(flt.bot_id)}")
+    if flt.since is not None:
+        where.append(f"r.created_at >= {arg(flt.since)}")
+    if flt.until is not None:
+        where.append(f"r.created_at < {arg(flt.until)}")
+    if flt.labels:
+        join = " JOIN bots b ON b.id = r.bot_id"
+        for key, value in flt.labels.items():
+            where.append(f"b.labels ->> {arg(key)} = {arg(value)}")
+    condition = f" WHERE {' AND '.join(where)}" if where else ""
+    sql = f"SELECT {_PG_LINES[fmt]} FROM results r{join}{condition} ORDER BY r.id"
+    return sql, args
 
 
 async def check_bot(db: AsyncEngine, bot_id: uuid.UUID) -> None:
@@ -97,28 +160,11 @@ def _conditions(flt: ExportFilter) -> list[ColumnElement[bool]]:
     return conditions
 
 
-def _query(flt: ExportFilter, rendered: str | None) -> Select[Any]:
-    """Lines rendered by PostgreSQL (``rendered`` is the format), or typed columns."""
-    if rendered == NDJSON:
-        line = literal_column(
-            "json_build_object('id', results.id, 'bot_id', results.bot_id,"
-            " 'created_at', results.created_at, 'data', results.data)::text || E'\\n'",
-            Text,
-        )
-        columns: Sequence[Any] = [line.label("line")]
-    elif rendered == CSV:
-        # id and uuid need no quoting; the time has none of , " or a newline; data is quoted.
-        line = literal_column(
-            "results.id::text || ',' || results.bot_id::text || ','"
-            " || (to_json(results.created_at) #>> '{}') || ','"
-            " || '\"' || replace(coalesce(results.data::text, 'null'), '\"', '\"\"') || '\"'"
-            " || E'\\r\\n'",
-            Text,
-        )
-        columns = [line.label("line")]
-    else:
-        columns = [Result.id, Result.bot_id, Result.created_at, cast(Result.data, Text)]
-    query = select(*columns).select_from(Result).where(*_conditions(flt))
+def _query(flt: ExportFilter) -> Select[int, uuid.UUID, datetime, str]:
+    """Typed columns for the generic (SQLite) path, oldest first."""
+    query = select(
+        Result.id, Result.bot_id, Result.created_at, cast(Result.data, Text)
+    ).where(*_conditions(flt))
     if flt.labels:
         query = query.join(Bot, Bot.id == Result.bot_id).where(
             *(Bot.labels[key].as_string() == value for key, value in flt.labels.items())
