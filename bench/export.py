@@ -141,19 +141,33 @@ def through_api(base: str, fmt: str, path: Path, pid: int) -> tuple[float, int]:
     return seconds, rss.peak
 
 
+def settle(pid: int, timeout: float = 60.0) -> float:
+    """Wait until the server's RSS has stayed put for 3 s (its start-up metrics snapshot reads
+    the whole store and briefly takes tens of MB: not the export's); the RSS then, in MB."""
+    import psutil
+
+    process = psutil.Process(pid)
+    deadline = time.monotonic() + timeout
+    samples = [process.memory_info().rss]
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        samples = [*samples[-5:], process.memory_info().rss]
+        if len(samples) == 6 and max(samples) - min(samples) < 2**20:
+            break
+    return round(samples[-1] / 2**20, 1)
+
+
 def measure(url: str, base: str, pid: int, workdir: Path) -> dict[str, Any]:
     stored = asyncio.run(stored_digest(url))
     rows = stored["count"]
     import psutil
 
-    figures: dict[str, Any] = {
-        "rows": rows,
-        "server_rss_mb_before": round(psutil.Process(pid).memory_info().rss / 2**20, 1),
-    }
+    figures: dict[str, Any] = {"rows": rows, "server_rss_mb_settled": settle(pid)}
     mismatches = []
     for fmt, copy_fmt in (("ndjson", "text"), ("csv", "csv")):
         copy_path, api_path = workdir / f"copy.{copy_fmt}", workdir / f"api.{fmt}"
         copy_s = asyncio.run(copy_baseline(url, copy_fmt, copy_path))
+        before = psutil.Process(pid).memory_info().rss
         api_s, peak = through_api(base, fmt, api_path, pid)
         digest = parsed_digest(api_path, fmt)
         if digest != stored:
@@ -166,13 +180,16 @@ def measure(url: str, base: str, pid: int, workdir: Path) -> dict[str, Any]:
             "api_rows_per_s": round(rows / api_s),
             "api_bytes": api_path.stat().st_size,
             "ratio_to_copy": round(copy_s / api_s, 3),
+            "server_rss_mb_before": round(before / 2**20, 1),
             "server_peak_rss_mb": round(peak / 2**20, 1),
+            "server_rss_growth_mb": round((peak - before) / 2**20, 1),
             "parsed_back": digest == stored,
         }
         f = figures[fmt]
         print(
             f"{fmt:6} COPY {f['copy_rows_per_s']:>9,} rows/s  API {f['api_rows_per_s']:>9,} rows/s"
-            f"  ratio {f['ratio_to_copy']}  peak RSS {f['server_peak_rss_mb']} MB"
+            f"  ratio {f['ratio_to_copy']}  RSS {f['server_rss_mb_before']} -> peak"
+            f" {f['server_peak_rss_mb']} MB"
             f"  parsed back: {f['parsed_back']}"
         )
         copy_path.unlink()

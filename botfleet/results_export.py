@@ -107,12 +107,13 @@ async def _postgres(db: AsyncEngine, flt: ExportFilter, fmt: str) -> AsyncIterat
 
 
 # Each line rendered by PostgreSQL (``r`` is results): JSON text needs no escaping into NDJSON
-# (jsonb's text has no raw newline), and in CSV only its quotes are doubled.
+# (jsonb's text has no raw newline); in CSV its quotes are doubled, and the time is to_json's
+# quoted string, which is a quoted CSV field as it stands.
 _PG_LINES = {
     NDJSON: """'{"id":' || r.id || ',"bot_id":"' || r.bot_id || '","created_at":'"""
     """ || to_json(r.created_at)::text || ',"data":' || coalesce(r.data::text, 'null')"""
     """ || E'}\\n'""",
-    CSV: """r.id || ',' || r.bot_id || ',' || (to_json(r.created_at) #>> '{}') || ',"'"""
+    CSV: """r.id || ',' || r.bot_id || ',' || to_json(r.created_at)::text || ',"'"""
     """ || replace(coalesce(r.data::text, 'null'), '"', '""') || E'"\\r\\n'""",
 }
 
