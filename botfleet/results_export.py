@@ -163,9 +163,9 @@ def _conditions(flt: ExportFilter) -> list[ColumnElement[bool]]:
 
 def _query(flt: ExportFilter) -> Select[int, uuid.UUID, datetime, str]:
     """Typed columns for the generic (SQLite) path, oldest first."""
-    query = select(
-        Result.id, Result.bot_id, Result.created_at, cast(Result.data, Text)
-    ).where(*_conditions(flt))
+    query = select(Result.id, Result.bot_id, Result.created_at, cast(Result.data, Text)).where(
+        *_conditions(flt)
+    )
     if flt.labels:
         query = query.join(Bot, Bot.id == Result.bot_id).where(
             *(Bot.labels[key].as_string() == value for key, value in flt.labels.items())

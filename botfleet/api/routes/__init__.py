@@ -9,6 +9,7 @@ from botfleet.api.routes import (
     cleanup,
     dashboard,
     exports,
+    fleet,
     health,
     logs,
     metrics,
@@ -23,5 +24,6 @@ def include_all(app: FastAPI) -> None:
     app.include_router(results.router)
     app.include_router(logs.router)
     app.include_router(exports.router)
+    app.include_router(fleet.router)
     app.include_router(cleanup.router)
     app.include_router(dashboard.router)
