@@ -58,8 +58,13 @@ class _Rate(ProgressColumn):
         return Text(f"{task.speed or 0:,.0f} rows/s", style="progress.data.speed")
 
 
+def _on_terminal() -> bool:
+    """Whether a person watches stderr (a progress line), or it goes to a file or a pipe."""
+    return sys.stderr.isatty()
+
+
 def _progress() -> Progress | None:
-    if not sys.stderr.isatty():
+    if not _on_terminal():
         return None
     return Progress(
         SpinnerColumn(),

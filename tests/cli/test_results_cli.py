@@ -112,3 +112,17 @@ def test_bots_logs_tail_and_follow(
     assert tail.exit_code == 0 and tail.stdout.rstrip().endswith(" last")
     missing = botfleet(url, "bots", "logs", "00000000-0000-0000-0000-000000000000")
     assert missing.exit_code == 1 and "HTTP 404" in missing.stderr
+
+
+async def test_progress_on_a_terminal_only(
+    server: tuple[str, Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, settings = server
+    await _seed(settings)
+    piped = botfleet(url, "results", "export", "--format", "csv")
+    assert piped.exit_code == 0 and piped.stderr == ""
+    monkeypatch.setattr("botfleet.cli.results._on_terminal", lambda: True)
+    shown = botfleet(url, "results", "export", "--format", "csv")
+    assert shown.exit_code == 0, shown.output
+    assert "10 rows" in shown.stderr and "rows/s" in shown.stderr
+    assert shown.stdout_bytes == piped.stdout_bytes  # the file is the same either way
