@@ -219,4 +219,13 @@ def test_create_from_the_page_then_bot_page_then_delete(
     assert posted.status_code == 410, posted.text
     assert not page.visible("bot-delete") and page.visible("bot-restore")
     page.screenshot(ARTIFACTS / f"bot-deleted-{backend}.png")
+
+    # Restore it from the page, confirmed: live again, its container running again.
+    page.click("bot-restore")
+    page.wait_for("!document.getElementById('bot-confirm').hidden")
+    page.click("bot-confirm-apply")
+    page.wait_for("document.getElementById('bot-state').innerText.startsWith('Restored')")
+    page.wait_for("!document.getElementById('bot-delete').hidden")  # live: delete offered again
+    container.reload()
+    assert container.status == "running"
     assert page.problems() == []

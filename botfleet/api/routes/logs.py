@@ -1,10 +1,13 @@
 """A bot's container logs (admin token): the last lines as JSON, or followed as server-sent
 events.
 
-Why server-sent events for ``follow=true``: a browser's ``EventSource`` reads them as they
-come (the dashboard's bot page follows a log with no library), curl shows them as plain
-lines, and a comment line every few seconds keeps proxies from closing a quiet stream — and
-tells the server when its reader has gone, so the engine's stream is closed with it.
+Why server-sent events for ``follow=true`` rather than chunked NDJSON: the framing says more
+than lines do — ``event: line`` for a log line, ``event: end`` when the container stopped (a
+client tells a finished stream from a cut connection), and a ``:`` comment every few seconds of
+silence, which keeps proxies from closing a quiet stream and lets the server notice a reader
+that left (the engine's stream is closed with it). It is a standard any HTTP client can read
+(``curl -N``, ``fetch`` streams, SSE libraries); ``EventSource`` itself cannot send the bearer
+token, so the dashboard shows a tail instead.
 """
 
 from __future__ import annotations
