@@ -45,16 +45,13 @@ PARTITION_ROWS = 2000
 @dataclass(frozen=True)
 class ExportFilter:
     """Which results: one bot's, or those of bots carrying every label; by creation time
-    (``since`` inclusive, ``until`` exclusive). No label: orphaned results too."""
+    (``since`` inclusive, ``until`` exclusive: ``until`` at or before ``since`` selects
+    nothing, which is an answer, not an error). No label: orphaned results too."""
 
     bot_id: uuid.UUID | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
     since: datetime | None = None
     until: datetime | None = None
-
-    def __post_init__(self) -> None:
-        if self.since and self.until and self.until <= self.since:
-            raise InvalidInput("until", "must be later than since")
 
 
 def csv_header() -> bytes:

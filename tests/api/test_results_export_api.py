@@ -131,7 +131,10 @@ async def test_the_json_page_is_unchanged(
         ("/results/export", {"since": "last tuesday"}, "since"),
         ("/results/export", {"until": "2026-13-01"}, "until"),
         ("/results/export", {"label": "no-equals"}, "label"),
-        ("/results/export", {"since": "2026-02-01T00:00:00Z", "until": "2026-01-01"}, "until"),
+        ("/results/export", {"until": "2026-01-01"}, "until"),  # a date, not a date-time
+        ("/results/export", {"until": "0.5"}, "until"),  # seconds are no RFC 3339
+        ("/results/export", {"since": "1700000000"}, "since"),
+        ("/results/export", {"since": "2026-02-30T00:00:00Z"}, "since"),
         ("/bots/{bot}/results", {"format": "parquet"}, "format"),
         ("/bots/{bot}/results", {"format": "csv", "since": "soon"}, "since"),
     ],
@@ -147,6 +150,21 @@ async def test_bad_input_is_422_naming_the_field(
     answer = await client.get(path.format(bot=seeded["ops"]), params=params, headers=admin_headers)
     assert answer.status_code == 422, answer.text
     assert [e["field"] for e in answer.json()["errors"]] == [field]
+
+
+async def test_an_empty_window_is_an_empty_answer(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], seeded: dict[str, Any]
+) -> None:
+    params = {"since": "2026-02-01T00:00:00Z", "until": "2026-01-01T00:00:00+05:00"}
+    answer = await client.get("/results/export", params=params, headers=admin_headers)
+    assert answer.status_code == 200 and answer.content == b""
+    # RFC 3339's other spellings: lower-case t and z, a space, any number of fraction digits.
+    params = {"since": "2026-03-01 12:00:00.1234567z", "until": "2026-03-01t14:00:00.123456Z"}
+    window = await client.get("/results/export", params=params, headers=admin_headers)
+    assert [r["created_at"][11:19] for r in parse_ndjson(window.content)] == [
+        "12:00:00",
+        "13:00:00",
+    ]
 
 
 async def test_unknown_bot_is_404_before_any_byte(

@@ -7,7 +7,10 @@ Screenshots go to test-artifacts/ (gitignored) for a human to look at.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -18,12 +21,26 @@ import pytest
 
 from botfleet.config import Settings
 from botfleet.store.models import Bot, Result
-from tests.conftest import TEST_TOKEN, in_store
+from tests.conftest import ROOT, TEST_TOKEN, in_store
 from tests.servers import free_port, live_server
 from tests.web.cdp import Page
 from tests.web.test_dashboard_chromium import ARTIFACTS
 
 SEEDED = {"running": 3, "exited": 2, "failed": 1, "deleted": 2}
+SAMPLE_BOT = ROOT / "examples" / "sample-bot"
+
+
+@pytest.fixture(scope="module")
+def talking_image(docker_client: Any) -> Iterator[str]:
+    """The sample bot as this checkout has it (it says what it posted), under a tag named after
+    its content: other suites on the same engine build ``botfleet/sample-bot:latest`` from their
+    own checkouts, and the last build wins that tag."""
+    content = b"".join((SAMPLE_BOT / name).read_bytes() for name in ("Dockerfile", "bot.sh"))
+    tag = f"botfleet/sample-bot:t{hashlib.sha256(content).hexdigest()[:12]}"
+    subprocess.run([str(SAMPLE_BOT / "build.sh"), tag], check=True, capture_output=True)
+    yield tag
+    with contextlib.suppress(Exception):  # still in use by a run of the same checkout: kept
+        docker_client.images.remove(tag)
 
 
 @pytest.fixture
@@ -158,7 +175,7 @@ def test_fleet_page_counts_and_filters(
 def test_create_from_the_page_then_bot_page_then_delete(
     server: tuple[str, Settings],
     page: Page,
-    sample_image: str,
+    talking_image: str,
     docker_client: Any,
     cleanup_containers: None,
 ) -> None:
@@ -167,7 +184,7 @@ def test_create_from_the_page_then_bot_page_then_delete(
     sign_in(page, url, "/fleet")
     page.wait_for("!document.getElementById('fleet-view').hidden")
     page.type_into("create-name", "from-the-page")
-    page.type_into("create-image", sample_image)
+    page.type_into("create-image", talking_image)
     page.type_into("create-env", "RESULT_INTERVAL_SECONDS=1")
     page.type_into("create-labels", "team=web")
     page.click("create-button")

@@ -8,13 +8,13 @@ mid-stream can only cut the body short, which a client sees as a truncated trans
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
 from botfleet.api.deps import AdminDep, ServicesDep
+from botfleet.api.params import parse_time, time_query
 from botfleet.api.responses import AUTH, errors
 from botfleet.api.routes.bots import parse_label_filters
 from botfleet.api.schemas import patterns
@@ -26,13 +26,6 @@ EXPORT_CONTENT: dict[str, Any] = {
     "application/x-ndjson": {"schema": {"type": "string"}},
     "text/csv": {"schema": {"type": "string"}},
 }
-
-
-def utc(value: datetime | None) -> datetime | None:
-    """A time the caller gave without a zone is UTC."""
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
 
 
 def streamed(services: ServicesDep, flt: ExportFilter, fmt: str, name: str) -> StreamingResponse:
@@ -66,9 +59,13 @@ async def export_results(
         "results, orphaned ones too).",
         json_schema_extra={"items": {"type": "string", "pattern": patterns.LABEL_SELECTOR}},
     ),
-    since: datetime | None = Query(None, description="Created at or after (RFC 3339)."),
-    until: datetime | None = Query(None, description="Created before (RFC 3339)."),
+    since: str | None = time_query("Created at or after (RFC 3339; no zone: UTC)."),
+    until: str | None = time_query("Created before (RFC 3339; no zone: UTC)."),
 ) -> StreamingResponse:
     """Stream results out of the store with constant memory, whatever their number."""
-    flt = ExportFilter(labels=parse_label_filters(label), since=utc(since), until=utc(until))
+    flt = ExportFilter(
+        labels=parse_label_filters(label),
+        since=parse_time("since", since),
+        until=parse_time("until", until),
+    )
     return streamed(services, flt, fmt, "results")

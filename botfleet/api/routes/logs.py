@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 
 from botfleet.api.deps import AdminDep, ServicesDep
+from botfleet.api.params import parse_time, time_query
 from botfleet.api.responses import AUTH, errors
 from botfleet.api.schemas.logs import LogLineOut, LogList
 from botfleet.bot_logs import MAX_TAIL, BotLogs, follow
@@ -30,6 +30,16 @@ router = APIRouter(prefix="/bots/{bot_id}/logs", tags=["bots"])
 # Seconds of silence after which a follow sends a comment line.
 HEARTBEAT_SECONDS = 10.0
 EVENT_STREAM = "text/event-stream"
+# One event of the stream, as SSE readers (and Schemathesis) see it: a log line's JSON in
+# ``data`` (LogLineOut) under ``event: line``, or the end under ``event: end``.
+SSE_EVENT = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "enum": ["line", "end"]},
+        "data": {"type": "string", "description": 'JSON: a LogLineOut, or `{"reason"}`.'},
+    },
+    "required": ["data"],
+}
 
 
 async def bot_logs(services: ServicesDep) -> BotLogs:
@@ -48,7 +58,7 @@ BotLogsDep = Annotated[BotLogs, Depends(bot_logs)]
             "description": "The last lines; with `follow=true`, server-sent events instead: "
             "`event: line` with a log line as JSON in `data`, a `:` comment line every "
             f"{HEARTBEAT_SECONDS:g} s of silence, and `event: end` when the container stops.",
-            "content": {EVENT_STREAM: {"schema": {"type": "string"}}},
+            "content": {EVENT_STREAM: {"schema": SSE_EVENT}},
         },
     },
 )
@@ -62,9 +72,7 @@ async def get_logs(
         le=MAX_TAIL,
         description=f"The last N lines (0 to {MAX_TAIL}; more is refused, not capped).",
     ),
-    since: datetime | None = Query(
-        None, description="Only lines from this moment on (RFC 3339; no zone: UTC)."
-    ),
+    since: str | None = time_query("Only lines from this moment on (RFC 3339; no zone: UTC)."),
     follow_: bool = Query(
         False, alias="follow", description="Keep the answer open and stream new lines (SSE)."
     ),
@@ -72,9 +80,7 @@ async def get_logs(
     """The container's stdout and stderr, a line each with the engine's timestamp. 404 when
     the container is gone (removed by the cleanup or by hand), 503 when its engine is
     unreachable."""
-    if since is not None and since.tzinfo is None:
-        since = since.replace(tzinfo=UTC)
-    query = LogQuery(tail=tail, since=since, follow=follow_)
+    query = LogQuery(tail=tail, since=parse_time("since", since), follow=follow_)
     if not follow_:
         lines = await logs.tail(bot_id, query)
         return LogList(items=[LogLineOut.of(line) for line in lines], total=len(lines))

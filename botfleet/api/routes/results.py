@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Security
@@ -11,9 +10,9 @@ from fastapi.responses import StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from botfleet.api.deps import UNAUTHORIZED_HEADERS, AdminDep, ServicesDep, client_ip
-from botfleet.api.params import PageDep
+from botfleet.api.params import PageDep, parse_time, time_query
 from botfleet.api.responses import AUTH, BODY, errors
-from botfleet.api.routes.exports import EXPORT_CONTENT, streamed, utc
+from botfleet.api.routes.exports import EXPORT_CONTENT, streamed
 from botfleet.api.schemas.results import (
     ResultIn,
     ResultList,
@@ -101,12 +100,14 @@ async def list_results(
         description="`json`: a page, newest first; `ndjson` or `csv`: every result (within "
         "`since`/`until`), oldest first, streamed.",
     ),
-    since: datetime | None = Query(None, description="ndjson/csv: created at or after."),
-    until: datetime | None = Query(None, description="ndjson/csv: created before."),
+    since: str | None = time_query("ndjson/csv: created at or after (RFC 3339)."),
+    until: str | None = time_query("ndjson/csv: created before (RFC 3339)."),
 ) -> ResultList | StreamingResponse:
     """Newest first, with ``total``; or the whole export of the bot's results."""
     if fmt != "json":
-        flt = ExportFilter(bot_id=bot_id, since=utc(since), until=utc(until))
+        flt = ExportFilter(
+            bot_id=bot_id, since=parse_time("since", since), until=parse_time("until", until)
+        )
         await check_bot(services.db, bot_id)
         return streamed(services, flt, fmt, f"results-{bot_id}")
     found = await results.list(bot_id, page)
