@@ -5,7 +5,8 @@
 Each round runs every named benchmark on the old tree, then on the new one (each in its own
 process, with ``PYTHONPATH`` pointing at that tree, so its own ``bench/`` and ``botfleet/`` are
 used), and reads the figures it wrote to ``<tree>/bench/results/<name>.json``. Alternating
-spreads the machine's own drift (other work, the disk's caches) over both. Prints a table of
+spreads the machine's own drift (other work, the disk's caches) over both; the order flips every
+other round (old, new; new, old; …) so that going second is no one side's habit. Prints a table of
 every round, the medians and the load average, and writes ``bench/results/alternate.json``.
 """
 
@@ -63,8 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     rounds: list[dict[str, dict[str, dict[str, Any]]]] = []
     for number in range(1, args.rounds + 1):
         this: dict[str, dict[str, dict[str, Any]]] = {}
+        # Every second round runs the new tree first, so whatever a run leaves behind for the
+        # next one (the engine's state, the disk's caches) does not always favour one side.
+        sides = (("old", args.old), ("new", args.new))
+        if number % 2 == 0:
+            sides = sides[::-1]
         for name in names:
-            for side, tree in (("old", args.old), ("new", args.new)):
+            for side, tree in sides:
                 figures = run_one(tree.resolve(), name)
                 this.setdefault(name, {})[side] = figures
                 print(f"round {number} {name} {side}: {figures}", flush=True)

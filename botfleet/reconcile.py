@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -103,6 +104,7 @@ class Reconciler:
     async def _loop(self) -> None:
         while not self._stopping:
             self._wake.clear()
+            started = time.monotonic()
             try:
                 await self.reconcile_once(self._clock())
             except Exception:
@@ -112,6 +114,11 @@ class Reconciler:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._interval):
                     await self._wake.wait()
+            # A burst of events (a hundred bots created) is one pass, not one per event: each
+            # pass lists every workload, and back to back they took the CPU the creates needed.
+            await asyncio.sleep(
+                max(0.0, min(EVENT_PASS_GAP_SECONDS, self._interval) - (time.monotonic() - started))
+            )
 
     async def _watch(self, engine: ContainerEngine) -> None:
         """Nudge the loop on each container event of this instance; reconnect when it ends."""
@@ -240,6 +247,8 @@ class Reconciler:
 
 
 EVENT_RECONNECT_SECONDS = 5.0
+# The least time from the start of one pass to the start of the next when events wake it.
+EVENT_PASS_GAP_SECONDS = 0.5
 _VIEW_COLUMNS = (
     Bot.id,
     Bot.status,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -21,7 +23,7 @@ from botfleet.constants import (
     STATUS_RUNNING,
     STATUS_STOPPED,
 )
-from botfleet.reconcile import Reconciler
+from botfleet.reconcile import EVENT_PASS_GAP_SECONDS, Reconciler
 from botfleet.reconcile_plan import (
     BotView,
     StatusChange,
@@ -283,3 +285,35 @@ async def test_engine_events_update_status_without_waiting_for_the_interval(
 
     await wait_until_async(stopped, timeout=30, message="an event-driven pass")
     assert (await service.get(bot.id)).exit_code == 137
+
+
+async def test_a_burst_of_events_is_a_few_passes_and_the_last_event_still_gets_one(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    """Events nudge the loop; a burst of them (a hundred bots created) must not become a pass
+    per event, each listing every workload — yet an event at the end of it is never missed."""
+    settings = settings_factory(reconcile_interval_seconds=3600)
+    db = create_engine(settings)
+    sessions = create_session_factory(db)
+    reconciler = Reconciler(
+        sessions=sessions, fleet=Fleet([]), settings=settings, watch_events=False
+    )
+    try:
+        await reconciler.start()
+        await wait_until_async(lambda: reconciler.passes >= 1, timeout=30, message="a first pass")
+        burst = 4 * EVENT_PASS_GAP_SECONDS
+        started = time.monotonic()
+        while time.monotonic() - started < burst:
+            reconciler.nudge()
+            await asyncio.sleep(0.01)
+        after_burst = reconciler.passes
+        # At most one pass per gap, plus the one in flight when the burst began.
+        assert after_burst <= 1 + burst / EVENT_PASS_GAP_SECONDS + 1, after_burst
+        await wait_until_async(
+            lambda: reconciler.passes > after_burst,
+            timeout=10,
+            message="a pass for the burst's last events",
+        )
+    finally:
+        await reconciler.stop()
+        await db.dispose()

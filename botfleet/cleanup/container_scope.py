@@ -108,10 +108,13 @@ class EveryContainer:
     async def look(
         self, engine: ContainerEngine, instance: str, concurrency: int
     ) -> tuple[list[ContainerInfo], list[str]]:
-        """A listing lacks ``FinishedAt``: the stopped ones are inspected to learn how long they
-        stopped, with the size of their writable layer (the engine computes it on request):
-        measured once here, so the look right before removal can skip it."""
+        """A plain engine's listing lacks ``FinishedAt``: the stopped ones are inspected to learn
+        how long they stopped, with the size of their writable layer (the engine computes it on
+        request): measured once here, so the look right before removal can skip it. A swarm's
+        listing already holds every service's tasks."""
         listed = await engine.list_managed(instance)
+        if engine.lists_in_full:
+            return listed, []
         gate = asyncio.Semaphore(concurrency)
 
         async def one(c: ContainerInfo) -> ContainerInfo | None:

@@ -108,10 +108,13 @@ class Revival:
 class ContainerEngine(Protocol):
     """One container engine. ``name`` is what a bot records in its ``engine`` column;
     ``workload_kind`` is the report kind its workloads are cleaned up under (``containers`` for
-    a plain engine, ``services`` for a swarm)."""
+    a plain engine, ``services`` for a swarm). ``lists_in_full`` says whether ``list_managed``
+    already carries what a cleanup decides on (when a workload stopped, its size), so that the
+    selection need not inspect each one after listing them."""
 
     name: str
     workload_kind: str
+    lists_in_full: bool
 
     async def ping(self) -> None:
         """Raise :class:`~botfleet.errors.EngineUnavailable` if the engine does not answer."""

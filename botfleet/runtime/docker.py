@@ -64,6 +64,7 @@ class DockerEngine:
     """A :class:`~botfleet.runtime.base.ContainerEngine` on one Docker daemon."""
 
     workload_kind = KIND_CONTAINERS
+    lists_in_full = False  # a listing lacks FinishedAt and sizes: the stopped are inspected
 
     def __init__(
         self,

@@ -69,7 +69,13 @@ class Fleet:
 
     async def place(self, live_bots: Mapping[str, int]) -> ContainerEngine:
         """The reachable engine with the fewest live bots (ties: the order of DOCKER_HOSTS). A
-        swarm is one engine: it takes every bot and places each on a node of its choosing."""
+        swarm is one engine: it takes every bot and places each on a node of its choosing, so
+        it is not pinged first (its create asks the managers in turn and says 503 if none
+        answers; a ping per create cost as much as the create)."""
+        if len(self.engines) == 1:
+            only = next(iter(self.engines.values()))
+            if only.workload_kind == KIND_SERVICES:
+                return only
         up, reasons = await self.reachable()
         if not up:
             raise NoEngineAvailable(self.names, reasons)

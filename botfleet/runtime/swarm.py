@@ -25,8 +25,9 @@ from docker.errors import APIError, DockerException, NotFound
 
 from botfleet.constants import KIND_SERVICES, LABEL_INSTANCE, LABEL_MANAGED
 from botfleet.errors import ContainerFailed, EngineUnavailable, LogsUnreadable, WorkloadGone
-from botfleet.runtime import swarm_specs
+from botfleet.runtime import swarm_http, swarm_specs
 from botfleet.runtime.base import ContainerInfo, ContainerSpec, EventStream, Revival
+from botfleet.runtime.docker_http import EngineHttp
 from botfleet.runtime.images import PULL_ALWAYS, classify
 from botfleet.runtime.log_stream import EngineLogStream, LogQuery, LogStream, open_engine_logs
 
@@ -40,6 +41,7 @@ class SwarmEngine:
     """A :class:`~botfleet.runtime.base.ContainerEngine` whose workloads are services."""
 
     workload_kind = KIND_SERVICES
+    lists_in_full = True  # a listing carries every service's tasks: nothing to inspect after
 
     def __init__(
         self,
@@ -56,6 +58,7 @@ class SwarmEngine:
         self.pull = pull
         self._timeout = timeout
         self._clients: dict[str, docker.DockerClient] = {}
+        self._plain: dict[int, EngineHttp | None] = {}  # by id(client): its plain HTTP route
         self._current = 0
         self._nodes: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -73,6 +76,7 @@ class SwarmEngine:
                     else docker.from_env(timeout=timeout)
                 )
                 self._clients[url] = client
+                self._plain[id(client)] = EngineHttp.for_client(client.api, self._timeout)
             return client
 
     def _on_manager(self, fn: Callable[[docker.DockerClient], T]) -> T:
@@ -180,7 +184,7 @@ class SwarmEngine:
         return [w for w in found if w.belongs_to(instance)]  # never trust the filter alone
 
     async def remove(self, container_id: str) -> None:
-        await self._call(lambda c: _remove_service(c, container_id))
+        await self._call(lambda c: self._remove_service(c, container_id))
 
     async def remove_verified(
         self, container_id: str, check: Callable[[ContainerInfo | None], str | None]
@@ -190,7 +194,7 @@ class SwarmEngine:
             reason = check(info)
             if reason is not None or info is None:
                 return reason or "already gone"
-            _remove_service(client, container_id)
+            self._remove_service(client, container_id)
             return info
 
         return await self._call(verified)
@@ -230,17 +234,28 @@ class SwarmEngine:
     async def close(self) -> None:
         with self._lock:
             clients, self._clients = list(self._clients.values()), {}
+            routes, self._plain = list(self._plain.values()), {}
+        for route in routes:
+            if route is not None:
+                route.close()
         for client in clients:
             await asyncio.to_thread(client.close)
         self._threads.shutdown(wait=False)
 
     # --- blocking helpers (in the engine's threads) -------------------------------------------
     def _workload(self, client: docker.DockerClient, service_id: str) -> ContainerInfo | None:
-        try:
-            service = _api(client).inspect_service(service_id)
-        except NotFound:
-            return None
-        tasks = _api(client).tasks(filters={"service": str(service["ID"])})
+        plain = self._plain.get(id(client))
+        if plain is not None:
+            service = swarm_http.service(plain, service_id)
+            if service is None:
+                return None
+            tasks = swarm_http.tasks(plain, str(service["ID"]))
+        else:
+            try:
+                service = _api(client).inspect_service(service_id)
+            except NotFound:
+                return None
+            tasks = _api(client).tasks(filters={"service": str(service["ID"])})
         nodes = self._node_names(client, {"": tasks})
         return swarm_specs.workload(self.name, service, tasks, nodes)
 
@@ -252,6 +267,14 @@ class SwarmEngine:
         if not wanted <= self._nodes.keys():
             self._nodes = swarm_specs.node_names(_api(client).nodes())
         return self._nodes
+
+    def _remove_service(self, client: docker.DockerClient, service_id: str) -> None:
+        plain = self._plain.get(id(client))
+        if plain is not None:
+            swarm_http.remove(plain, service_id)  # gone already is fine
+            return
+        with contextlib.suppress(NotFound):
+            _api(client).remove_service(service_id)
 
     def _scale(self, client: docker.DockerClient, service_id: str, replicas: int) -> None:
         self._update(client, service_id, lambda s: swarm_specs.with_replicas(s, replicas))
@@ -308,11 +331,6 @@ def _manager_info(client: docker.DockerClient) -> None:
     swarm = (client.info() or {}).get("Swarm") or {}
     if swarm.get("LocalNodeState") != "active" or not swarm.get("ControlAvailable"):
         raise _NotManager()
-
-
-def _remove_service(client: docker.DockerClient, service_id: str) -> None:
-    with contextlib.suppress(NotFound):
-        _api(client).remove_service(service_id)
 
 
 def _api(client: docker.DockerClient) -> Any:

@@ -307,3 +307,35 @@ async def test_a_service_changed_between_selection_and_removal_is_kept(
     assert changed in engine_ids(swarm)
     (skip,) = services["skipped"]
     assert skip["id"] == changed and "version" in skip["reason"]
+
+
+async def test_a_swarm_listing_is_not_inspected_again_before_the_look_right_before_removal(
+    settings_factory: Callable[..., Settings],
+    store: Store,
+    engine: SwarmEngine,
+    swarm: Swarm,
+    instance: str,
+    registry_image: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A swarm's listing holds every service's tasks: one inspect per service would double the
+    engine's calls for nothing. The one look that stays is the one right before removal."""
+    settings = settings_factory(
+        bot_runtime="swarm", docker_hosts=swarm.manager.url, container_cleanup_grace_minutes=1
+    )
+    orphans = {await service(engine, registry_image, labels(instance, uuid.uuid4()))}
+    orphans.add(await service(engine, registry_image, labels(instance, uuid.uuid4())))
+    inspected: list[str] = []
+    real_inspect = engine.inspect
+
+    async def counted(service_id: str, *, size: bool = False) -> Any:
+        inspected.append(service_id)
+        return await real_inspect(service_id, size=size)
+
+    monkeypatch.setattr(engine, "inspect", counted)
+    cleanup = service_for(settings, store, engine, clock=later())
+    report = await cleanup.run(trigger="cli", actor="cli:t", dry_run=False)
+
+    assert report["resources"]["services"]["deleted"] == 2, report["errors"]
+    assert orphans.isdisjoint(engine_ids(swarm))
+    assert inspected == []

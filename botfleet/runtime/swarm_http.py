@@ -1,0 +1,55 @@
+"""The calls a cleanup makes once per service (its spec, its tasks, its removal), over the plain
+HTTP route of :mod:`botfleet.runtime.docker_http`, for the same reason the plain engines use it:
+through docker-py each call costs several times the client CPU (BENCHMARKS.md, "Swarm").
+
+Errors come back as the SDK's, so :class:`~botfleet.runtime.swarm.SwarmEngine` handles one kind:
+a connection that fails raises ``requests.exceptions.ConnectionError`` (the manager is passed
+over), an error answer raises :class:`docker.errors.APIError` with the engine's status.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import requests
+from docker.errors import APIError
+
+from botfleet.runtime.docker_http import CONNECTION_ERRORS, EngineAnswer, EngineHttp
+
+T = TypeVar("T")
+
+
+def _response(status: int, message: str) -> requests.Response:
+    """What ``APIError`` reads its status and text from."""
+    response = requests.Response()
+    response.status_code, response.reason, response.url = status, message, "docker"
+    return response
+
+
+def sdk_errors(call: Callable[[], T]) -> T:
+    try:
+        return call()
+    except EngineAnswer as exc:
+        raise APIError(exc.message, _response(exc.status, exc.message), exc.message) from exc
+    except CONNECTION_ERRORS as exc:
+        raise requests.exceptions.ConnectionError(f"{type(exc).__name__}: {exc}") from exc
+
+
+def service(http: EngineHttp, service_id: str) -> dict[str, Any] | None:
+    """The service as ``GET /services/{id}`` gives it; None if it is gone."""
+    found = sdk_errors(lambda: http.get_json(f"/services/{quote(service_id, safe='')}"))
+    return found if isinstance(found, dict) else None
+
+
+def tasks(http: EngineHttp, service_id: str) -> list[dict[str, Any]]:
+    params = {"filters": json.dumps({"service": [service_id]})}
+    found = sdk_errors(lambda: http.get_json("/tasks", params))
+    return list(found or [])
+
+
+def remove(http: EngineHttp, service_id: str) -> None:
+    """Remove a service; gone already is fine."""
+    sdk_errors(lambda: http.delete(f"/services/{quote(service_id, safe='')}"))
