@@ -208,15 +208,15 @@ async def _db_backlog(
         # The oldest few by deleted_at: per-rule retentions decide which has waited longest.
         rows = await session.execute(
             bound_text(
-                f"SELECT b.deleted_at, b.labels FROM bots b WHERE {p.eligible}"
-                " ORDER BY b.deleted_at LIMIT 50",
+                f"SELECT b.deleted_at, b.labels, b.status_at_deletion FROM bots b"
+                f" WHERE {p.eligible} ORDER BY b.deleted_at LIMIT 50",
                 p.binds,
             ).columns(deleted_at=UTCDateTime(), labels=Bot.__table__.c.labels.type)
         )
         waits = [
             (now - deleted - timedelta(days=days)).total_seconds()
-            for deleted, labels in rows.all()
-            if (days := policy.bot_retention(labels_of(labels)).days) is not None
+            for deleted, labels, outcome in rows.all()
+            if (days := policy.bot_retention(labels_of(labels), outcome).days) is not None
         ]
         oldest[KIND_BOTS] = oldest[KIND_BOT_RESULTS] = max([0.0, *waits])
     if n_results and policy.result_retention_days is not None:

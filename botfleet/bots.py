@@ -79,6 +79,7 @@ class BotService:
             token_hash=hash_token(token),
             created_at=now,
             updated_at=now,
+            status_changed_at=now,
         )
         await self._reserve(bot)
         try:
@@ -113,7 +114,8 @@ class BotService:
             bot.engine = engine
             bot.updated_at = now
             if bot.deleted_at is None:
-                bot.status, bot.exit_code = container_status(info)
+                status, bot.exit_code = container_status(info)
+                set_status(bot, status, now)
                 bot.node, bot.status_detail = info.node, info.detail
             return bot
 
@@ -157,7 +159,9 @@ class BotService:
                 raise BotNotFound(bot_id)
             if bot.deleted_at is None:
                 bot.deleted_at = now
-                bot.status = STATUS_DELETED
+                # How it ended decides its retention (a policy's retention by outcome).
+                bot.status_at_deletion = bot.status
+                set_status(bot, STATUS_DELETED, now)
                 bot.updated_at = now
         if bot.container_id and bot.engine:
             try:
@@ -202,7 +206,8 @@ class BotService:
                     raise BotNotFound(bot_id)  # purged or deleted again while we worked
                 row.engine = engine.name
                 row.container_id = info.id
-                row.status, row.exit_code = container_status(info)
+                status, row.exit_code = container_status(info)
+                set_status(row, status, now)
                 row.node, row.status_detail = info.node, info.detail
                 row.updated_at = now
                 if token is not None:
@@ -222,7 +227,8 @@ class BotService:
                 if row is None or row.deleted_at != bot.deleted_at:
                     raise BotNotFound(bot.id)  # purged, or restored by someone else meanwhile
                 row.deleted_at = None
-                row.status = STATUS_PENDING
+                row.status_at_deletion = None
+                set_status(row, STATUS_PENDING, now)
                 row.updated_at = now
                 await session.flush()
         except IntegrityError:
@@ -236,6 +242,8 @@ class BotService:
                 if row is not None and row.deleted_at is None:
                     row.deleted_at = bot.deleted_at
                     row.status = STATUS_DELETED
+                    row.status_at_deletion = bot.status_at_deletion
+                    row.status_changed_at = bot.status_changed_at
         except Exception:
             log.exception("could not undo the restore of bot %s", bot.id)
 
@@ -265,6 +273,14 @@ class BotService:
                 await engine.remove(container_id)
         except Exception:
             log.exception("could not undo the restart of container %s", container_id)
+
+
+def set_status(bot: Bot, status: str, now: datetime) -> None:
+    """A new status, and since when it holds (a policy's ``failing_after_days`` counts from
+    there); the same status again keeps its time."""
+    if bot.status != status:
+        bot.status = status
+        bot.status_changed_at = now
 
 
 async def _ensure_name_free(session: AsyncSession, name: str) -> None:

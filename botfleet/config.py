@@ -17,14 +17,17 @@ from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from botfleet.config_types import (
+    ArchiveDir,
     BotNetwork,
     DatabaseUrl,
     ImagePull,
     InstanceName,
     RestartPolicy,
+    ResultsBudgetText,
     Runtime,
     StrictBool,
     TimeZone,
+    WebhookUrls,
     WholeNumber,
     Window,
     YamlFile,
@@ -72,9 +75,15 @@ class Settings(BaseSettings):
     cleanup_policy_file: YamlFile = None
     result_retention_days: int | None = Field(None, ge=0)
     cleanup_max_deletions: int | None = Field(None, ge=1)
+    # The results table's budget: rows (50M) or bytes (20GB); over it, the oldest results of
+    # the lowest priority go first (cleanup/rules.py, cleanup/quota_selection.py).
+    cleanup_results_budget: ResultsBudgetText = None
     cleanup_container_concurrency: int = Field(8, ge=1, le=64)
     # PostgreSQL: walks of the bots table side by side in a purge (each its own connection).
     cleanup_db_concurrency: int = Field(2, ge=1, le=8)
+    # Each purge batch written here (compressed JSON Lines, fsynced) before it commits.
+    cleanup_archive_dir: ArchiveDir = None
+    cleanup_archive_retention_days: float = Field(30.0, gt=0)
 
     # --- scheduling and resilience ------------------------------------------------------------
     cleanup_window: Window = None
@@ -87,6 +96,11 @@ class Settings(BaseSettings):
     cleanup_breaker_cooldown_seconds: float = Field(60.0, gt=0)
     cleanup_lock_timeout_ms: int = Field(5000, ge=0)
     cleanup_statement_timeout_ms: int = Field(60000, ge=0)
+
+    # --- notifications (botfleet/notify/, docs/notifications.md) --------------------------------
+    notify_webhook_urls: WebhookUrls = ""
+    notify_webhook_secret: SecretStr | None = None  # whsec_ + base64 (Standard Webhooks)
+    notify_before_purge_hours: float | None = Field(None, gt=0)
 
     # --- security -----------------------------------------------------------------------------
     auth_failure_limit: int = Field(20, ge=1)
@@ -108,7 +122,36 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _webhook_secret(self) -> Settings:
+        """Receivers need a secret to verify what they get; a short one is refused off loopback,
+        as ADMIN_TOKEN is."""
+        secret = self.notify_webhook_secret
+        if secret is None:
+            if self.notify_url_list:
+                raise _field_error(
+                    "notify_webhook_secret", "is required when NOTIFY_WEBHOOK_URLS is set"
+                )
+            return self
+        value = secret.get_secret_value()
+        encoded = value.removeprefix("whsec_")
+        if not re.fullmatch(r"[A-Za-z0-9+/]+={0,2}", encoded):
+            raise _field_error(
+                "notify_webhook_secret", "accepts whsec_ followed by base64 (Standard Webhooks)"
+            )
+        if len(encoded) < 32 and not self.listens_on_loopback:
+            raise _field_error(
+                "notify_webhook_secret",
+                "must have at least 32 base64 characters after whsec_ when HOST is not a "
+                "loopback address",
+            )
+        return self
+
     # --- derived values -----------------------------------------------------------------------
+    @property
+    def notify_url_list(self) -> list[str]:
+        return [u.strip() for u in self.notify_webhook_urls.split(",") if u.strip()]
+
     @property
     def listens_on_loopback(self) -> bool:
         if self.host == "localhost":
@@ -212,7 +255,7 @@ def format_validation_error(exc: ValidationError) -> str:
             name = str(loc[0]).upper() if loc else "configuration"
             message = str(err.get("msg", "")).removeprefix("Value error, ")
             value = err.get("input")
-        secret = name in ("ADMIN_TOKEN", "METRICS_TOKEN")
+        secret = name in ("ADMIN_TOKEN", "METRICS_TOKEN", "NOTIFY_WEBHOOK_SECRET")
         shown = "" if secret or value is None or isinstance(value, dict) else f"={value!r}"
         parts.append(f"invalid {name}{shown}: {message}")
     return "; ".join(parts)

@@ -17,6 +17,8 @@ _INSTANCE_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 _WINDOW_RE = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
 _RESTART_RE = re.compile(r"^on-failure:(\d{1,3})$")
 MAX_RESTART_ATTEMPTS = 100
+_BUDGET_RE = re.compile(r"^(\d+)\s*([kmgt]?)(i?b)?$")
+_BUDGET_POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
 
 
 def _strict_bool(value: Any) -> bool:
@@ -86,6 +88,30 @@ def _yaml_file(value: Path | None) -> Path | None:
     return value
 
 
+def _archive_dir(value: Path | None) -> Path | None:
+    # Whether it can be written is the run's question (it may be remounted read-only later):
+    # a run that cannot write it deletes nothing, and the archive breaker opens.
+    if value is None:
+        return None
+    if not str(value).strip():
+        raise ValueError("accepts the path of a directory (made if missing), or unset")
+    if value.exists() and not value.is_dir():
+        raise ValueError("accepts the path of a directory; this is a file")
+    return value
+
+
+def _webhook_urls(value: str) -> str:
+    # Receivers of events: absolute http(s) URLs, comma-separated; empty turns notifications off.
+    for url in (u.strip() for u in value.split(",")):
+        if not url:
+            continue
+        scheme, sep, rest = url.partition("://")
+        host = rest.split("/", 1)[0]
+        if scheme.lower() not in ("http", "https") or not sep or not host or " " in url:
+            raise ValueError(f"accepts comma-separated http:// or https:// URLs; got {url!r}")
+    return value
+
+
 def _one_of(*choices: str) -> Any:
     def check(value: Any) -> Any:
         text = str(value).strip().lower()
@@ -106,6 +132,26 @@ def _restart_policy(value: str) -> str:
     return text
 
 
+def parse_results_budget(value: str) -> tuple[int, str]:
+    """``50M`` → (50_000_000, "rows"); ``20GB`` → (20 * 1024**3, "bytes"). Rows count in
+    thousands (K, M, G); bytes in powers of 1024, as Prometheus' ``retention.size`` and
+    Docker's sizes do."""
+    match = _BUDGET_RE.match(value.strip().lower())
+    if not match or int(match[1]) <= 0:
+        raise ValueError("accepts rows (e.g. 50M) or bytes (e.g. 20GB), greater than 0")
+    power = _BUDGET_POWERS[match[2]]
+    if match[3]:
+        return int(match[1]) * 1024**power, "bytes"
+    return int(match[1]) * 1000**power, "rows"
+
+
+def _results_budget(value: str | None) -> str | None:
+    if value is None or not str(value).strip():
+        return None
+    parse_results_budget(str(value))
+    return str(value).strip()
+
+
 StrictBool = Annotated[bool, BeforeValidator(_strict_bool)]
 WholeNumber = Annotated[int, BeforeValidator(_whole_number)]
 DatabaseUrl = Annotated[str, AfterValidator(_database_url)]
@@ -114,9 +160,14 @@ BotNetwork = Annotated[str, AfterValidator(_network)]
 Window = Annotated[str | None, AfterValidator(_window)]
 TimeZone = Annotated[str, AfterValidator(_timezone)]
 YamlFile = Annotated[Path | None, AfterValidator(_yaml_file)]
+WebhookUrls = Annotated[str, AfterValidator(_webhook_urls)]
+ArchiveDir = Annotated[
+    Path | None, BeforeValidator(lambda v: v or None), AfterValidator(_archive_dir)
+]
 Runtime = Annotated[Literal["docker", "swarm"], BeforeValidator(_one_of("docker", "swarm"))]
 ImagePull = Annotated[
     Literal["if-not-present", "always", "never"],
     BeforeValidator(_one_of("if-not-present", "always", "never")),
 ]
 RestartPolicy = Annotated[str, AfterValidator(_restart_policy)]
+ResultsBudgetText = Annotated[str | None, AfterValidator(_results_budget)]

@@ -54,6 +54,8 @@ KIND_ORPHANED_RESULTS: Final = "orphaned_results"
 KIND_CONTAINERS: Final = "containers"
 KIND_RESULTS: Final = "results"
 KIND_SERVICES: Final = "services"  # a swarm's services (BOT_RUNTIME=swarm)
+KIND_IDLE_BOTS: Final = "idle_bots"  # live bots a policy soft-deletes (idle or failing)
+KIND_RESULTS_OVER_QUOTA: Final = "results_over_quota"  # beyond a quota or the store's budget
 RESOURCE_KINDS: Final = (
     KIND_BOTS,
     KIND_BOT_RESULTS,
@@ -61,6 +63,8 @@ RESOURCE_KINDS: Final = (
     KIND_CONTAINERS,
     KIND_RESULTS,
     KIND_SERVICES,
+    KIND_IDLE_BOTS,
+    KIND_RESULTS_OVER_QUOTA,
 )
 # The kinds an engine's workloads are cleaned up under.
 WORKLOAD_KINDS: Final = (KIND_CONTAINERS, KIND_SERVICES)
@@ -100,6 +104,10 @@ EXAMPLE_ADMIN_TOKENS: Final = frozenset({"admin-secret-token", "changeme", "chan
 # Advisory-lock keys (PostgreSQL bigint); arbitrary but fixed.
 MIGRATION_LOCK_KEY: Final = 0x626F74666C656574  # "botfleet"
 CLEANUP_LOCK_KEY: Final = 0x626F74636C65616E  # "botclean"
+NOTIFY_LOCK_KEY: Final = 0x626F746E6F746966  # "botnotif": one notification sender
+M_NOTIFY_DELIVERIES: Final = "botfleet_notify_deliveries_total"
+M_NOTIFY_OUTBOX_DEPTH: Final = "botfleet_notify_outbox_pending"
+M_NOTIFY_OLDEST: Final = "botfleet_notify_outbox_oldest_pending_age_seconds"
 
 # Prometheus metric names, as exported (deploy/prometheus alerts and deploy/grafana query them).
 M_CLEANUP_RUNS: Final = "botfleet_cleanup_runs_total"
@@ -134,6 +142,7 @@ BREAKER_CLOSED: Final = "closed"
 BREAKER_OPEN: Final = "open"
 BREAKER_HALF_OPEN: Final = "half_open"
 DEPENDENCY_DATABASE: Final = "database"
+DEPENDENCY_ARCHIVE: Final = "archive"  # CLEANUP_ARCHIVE_DIR: no archive, no delete
 REASON_STARTUP: Final = "startup"
 REASON_INTERVAL: Final = "interval"
 REASON_RETRY: Final = "retry"

@@ -45,7 +45,7 @@ def register_secret(value: str) -> None:
 
 def register_settings_secrets(settings: Settings) -> None:
     """Scrub the configured secrets from every line this process logs."""
-    for secret in (settings.admin_token, settings.metrics_token):
+    for secret in (settings.admin_token, settings.metrics_token, settings.notify_webhook_secret):
         if secret is not None:
             register_secret(secret.get_secret_value())
     match = re.search(r"://[^:/@]+:([^@]+)@", settings.database_url)

@@ -214,6 +214,9 @@ class Reconciler:
                         node=change.node,
                         status_detail=change.detail,
                         updated_at=now,
+                        **(
+                            {"status_changed_at": now} if change.status != change.old_status else {}
+                        ),
                     )
                 )
                 applied += int(getattr(result, "rowcount", 0) or 0)

@@ -15,15 +15,21 @@ from typing import Protocol
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from botfleet.archive.writer import archive_for
 from botfleet.auth_failures import AuthFailureLimiter
+from botfleet.cleanup.lock import lock_for
 from botfleet.cleanup.scheduler import Scheduler
 from botfleet.cleanup.service import CleanupService
 from botfleet.cleanup.timing import governor_for
 from botfleet.config import Settings
+from botfleet.constants import NOTIFY_LOCK_KEY
 from botfleet.logs import register_settings_secrets, track_cleanup_runs
 from botfleet.metrics import Metrics
+from botfleet.notify.outbox import Notifier, notifier_for
+from botfleet.notify.sender import Sender
 from botfleet.reconcile import Reconciler
 from botfleet.runtime.fleet import Fleet
+from botfleet.store.models import utcnow
 from botfleet.store.session import SessionFactory, create_engine, create_session_factory
 
 
@@ -47,6 +53,8 @@ class Services:
     scheduler: Scheduler
     # Failed admin-token attempts, and bot-token ones: a budget each, so that a wrong admin
     # token in a script on a bot host cannot stop that host's bots from posting results.
+    notifier: Notifier | None  # NOTIFY_WEBHOOK_URLS, or None
+    sender: Sender | None
     auth_limiter: AuthFailureLimiter
     bot_auth_limiter: AuthFailureLimiter
     components: tuple[Component, ...]  # started in this order, stopped in reverse
@@ -59,12 +67,15 @@ def build_services(settings: Settings) -> Services:
     registry = CollectorRegistry(auto_describe=True)
     metrics = Metrics(registry, settings=settings, sessions=sessions, fleet=fleet)
     # Built here, so a bad CLEANUP_POLICY_FILE stops the app before it serves anything.
+    notifier = notifier_for(settings)
     cleanup = CleanupService(
         settings=settings,
         db=db,
         fleet=fleet,
         observers=[metrics.observe],
         governor=governor_for(settings),
+        archive=archive_for(settings),
+        notifier=notifier,
     )
     # Always built (its status explains "off"); started only with CLEANUP_ENABLED.
     scheduler = Scheduler(settings=settings, service=cleanup, engines=fleet.names)
@@ -74,6 +85,18 @@ def build_services(settings: Settings) -> Services:
     register_settings_secrets(settings)
     reconciler = Reconciler(sessions=sessions, fleet=fleet, settings=settings)
     components: list[Component] = [metrics.refresher, reconciler]
+    sender = None
+    if notifier is not None:
+        # Every replica runs one; the one holding the sender's lock delivers.
+        sender = Sender(
+            sessions=sessions,
+            notifier=notifier,
+            lock=lock_for(settings, key=NOTIFY_LOCK_KEY, name="notify"),
+            observer=metrics.notify,
+            clock=utcnow,
+        )
+        cleanup.observers.append(lambda _report: sender.wake())
+        components.append(sender)
     if settings.cleanup_enabled:
         components.append(scheduler)
     return Services(
@@ -85,6 +108,8 @@ def build_services(settings: Settings) -> Services:
         metrics=metrics,
         cleanup=cleanup,
         scheduler=scheduler,
+        notifier=notifier,
+        sender=sender,
         auth_limiter=_limiter(settings),
         bot_auth_limiter=_limiter(settings),
         components=tuple(components),

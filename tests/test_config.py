@@ -28,6 +28,12 @@ BAD_VALUES = [
     ("CLEANUP_TIMEZONE", "Mars/Olympus"),
     ("BOTFLEET_INSTANCE", "Has Spaces"),
     ("BOT_NETWORK", "bridge"),
+    ("CLEANUP_ARCHIVE_DIR", "/etc/hostname"),  # a file, not a directory
+    ("CLEANUP_ARCHIVE_RETENTION_DAYS", "0"),
+    ("CLEANUP_ARCHIVE_RETENTION_DAYS", "forever"),
+    ("NOTIFY_WEBHOOK_URLS", "ftp://127.0.0.1/hooks"),
+    ("NOTIFY_WEBHOOK_SECRET", "whsec_not base64!"),
+    ("NOTIFY_BEFORE_PURGE_HOURS", "-1"),
 ]
 
 
@@ -119,3 +125,25 @@ def test_config_command_prints_masked_configuration() -> None:
     assert proc.returncode == 0, proc.stderr
     assert '"BOT_RETENTION_DAYS": 9' in proc.stdout
     assert "a-very-secret-token-value" not in proc.stdout + proc.stderr
+
+
+def test_archive_dir_may_be_missing_or_unset(tmp_path: object) -> None:
+    """Made by the first run that purges; an empty value means no archive."""
+    assert load_settings(cleanup_archive_dir=f"{tmp_path}/new/archive").cleanup_archive_dir
+    assert load_settings(cleanup_archive_dir="").cleanup_archive_dir is None
+    assert load_settings().cleanup_archive_retention_days == 30
+
+
+def test_a_short_webhook_secret_is_refused_off_loopback_only() -> None:
+    short = "whsec_" + "A" * 24
+    urls = "https://hooks.example.internal/botfleet"
+    assert load_settings(notify_webhook_urls=urls, notify_webhook_secret=short)
+    with pytest.raises(ConfigError, match="NOTIFY_WEBHOOK_SECRET: must have at least 32"):
+        load_settings(
+            host="0.0.0.0",
+            admin_token="t" * 40,
+            notify_webhook_urls=urls,
+            notify_webhook_secret=short,
+        )
+    with pytest.raises(ConfigError, match="NOTIFY_WEBHOOK_SECRET: is required"):
+        load_settings(notify_webhook_urls=urls)

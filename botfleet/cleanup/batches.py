@@ -5,6 +5,12 @@ selection, a bot restored mid-run, is simply not deleted) and is counted in the 
 :class:`Tally` only once it has committed. Batches walk a keyset or the heap — never an offset —
 so each starts where the last one ended; the run's checkpoint comes before every batch, and the
 batch governor sizes it and may pause between batches to let live traffic through.
+
+With an archive (CLEANUP_ARCHIVE_DIR), every batch runs in a transaction of its own: its
+statement deletes and returns what it deleted, the batch file is written and fsynced
+(:mod:`botfleet.archive.writer`), and only then does the transaction commit (safety rule 8).
+A batch's step is told the name of its file, so that its audit record names it: that record,
+committed with the batch, is what proves the file committed.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from typing import Any
 from sqlalchemy import Uuid, bindparam
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from botfleet.archive.format import ArchivedFile, BatchBody
+from botfleet.archive.writer import RunArchive
 from botfleet.cleanup.context import StageContext
 from botfleet.cleanup.sql import Runner, dedicated_connection
 from botfleet.store.models import UTCDateTime
@@ -64,10 +72,12 @@ class Batch:
     # None: the walk ends when a batch selects fewer rows than asked (keyset walks); a heap walk
     # ends when its window passes the end of the table, however many rows the last one held.
     done: bool | None = None
+    archive: BatchBody | None = None  # what it deleted, when the run archives
 
 
-# One batch: (runner, size, cursor of the previous batch) -> what it did.
-Step = Callable[[Runner, int, Any], Awaitable[Batch]]
+# One batch: (runner, size, cursor of the previous batch, its archive file's name or None)
+# -> what it did.
+Step = Callable[[Runner, int, Any, str | None], Awaitable[Batch]]
 
 
 @dataclass(frozen=True)
@@ -88,6 +98,9 @@ class BatchLoop:
     ) -> None:
         """Batches until the stage's rows are gone or ``limit`` (the plan's count) is reached."""
         governor = self.stage.run.governor
+        archive = self.stage.archive
+        walk = archive.walk(kind) if archive is not None else 0
+        seq = 0
         cursor: Any = None
         while True:
             if tally.deleted + tally.in_flight >= limit:
@@ -107,8 +120,15 @@ class BatchLoop:
             # Reserved until the batch commits: concurrent walks never delete more than planned.
             tally.in_flight += size
             started = time.perf_counter()
+            seq += 1
             try:
-                batch = await self._batch(step, size, cursor, connection, autocommit)
+                if archive is None:
+                    batch = await self._batch(step, size, cursor, connection, autocommit)
+                else:
+                    name = archive.name(kind, walk, seq)
+                    batch = await self._archived_batch(
+                        archive, kind, name, step, size, cursor, connection
+                    )
             except BaseException:
                 tally.in_flight -= size
                 tally.settle()
@@ -137,22 +157,65 @@ class BatchLoop:
     ) -> Batch:
         if connection is not None and autocommit:
             # One statement, one transaction, one round trip (limits set on the session).
-            return await step(connection, size, cursor)
+            return await step(connection, size, cursor, None)
         if connection is not None:
             async with connection.begin():
                 await self.stage.run.bound(connection, async_commit=True)
-                return await step(connection, size, cursor)
+                return await step(connection, size, cursor, None)
         async with self.stage.run.sessions() as session, session.begin():
             await self.stage.run.bound(session, async_commit=True)
-            return await step(session, size, cursor)
+            return await step(session, size, cursor, None)
+
+    async def _archived_batch(
+        self,
+        archive: RunArchive,
+        kind: str,
+        name: str,
+        step: Step,
+        size: int,
+        cursor: Any,
+        connection: AsyncConnection | None,
+    ) -> Batch:
+        """Delete, write the batch file durably, then commit. A failure before the commit rolls
+        the batch back; its file, if written, is left for the audit to judge (a commit whose
+        answer was lost may have happened: :mod:`botfleet.archive.upkeep` keeps a file exactly
+        when the batch's audit record exists)."""
+        written: ArchivedFile | None = None
+        if connection is not None:
+            if connection.in_transaction():  # a read before the walk (HeapWalk.start)
+                await connection.commit()
+            # The stage's own connection has its limits for the session already.
+            async with connection.begin():
+                batch = await step(connection, size, cursor, name)
+                written = await self._write(archive, kind, name, batch)
+        else:
+            async with self.stage.run.sessions() as session, session.begin():
+                await self.stage.run.bound(session, async_commit=True)
+                batch = await step(session, size, cursor, name)
+                written = await self._write(archive, kind, name, batch)
+        if written is not None:
+            archive.committed(written)
+        return batch
+
+    @staticmethod
+    async def _write(
+        archive: RunArchive, kind: str, name: str, batch: Batch
+    ) -> ArchivedFile | None:
+        if batch.archive is None or batch.archive.rows == 0:
+            return None  # nothing deleted: no file, and no audit record names one
+        return await archive.write_async(kind, name, batch.archive)
 
     @contextlib.asynccontextmanager
     async def dedicated(self) -> AsyncIterator[AsyncConnection]:
-        """A connection of the stage's own, in autocommit (:func:`sql.dedicated_connection`)."""
+        """A connection of the stage's own (:func:`sql.dedicated_connection`): in autocommit,
+        unless the run archives (each batch then commits its own transaction after its file)."""
         run = self.stage.run
         limits = run.limits
         async with dedicated_connection(
-            run.db, limits.lock_timeout_ms, limits.statement_timeout_ms
+            run.db,
+            limits.lock_timeout_ms,
+            limits.statement_timeout_ms,
+            autocommit=self.stage.archive is None,
         ) as conn:
             yield conn
 

@@ -74,7 +74,9 @@ async def bot_records(sessions: SessionFactory, bot_ids: Collection[str]) -> dic
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             rows = await session.execute(
-                select(Bot.id, Bot.deleted_at, Bot.labels).where(Bot.id.in_(chunk))
+                select(Bot.id, Bot.deleted_at, Bot.labels, Bot.status_at_deletion).where(
+                    Bot.id.in_(chunk)
+                )
             )
             for row in rows:
                 out[str(row.id)] = BotRecord.of_row(row)
@@ -83,7 +85,9 @@ async def bot_records(sessions: SessionFactory, bot_ids: Collection[str]) -> dic
 
 BUSY_TIMEOUT_SECONDS = 30.0  # as the server's own connections (store/session.py)
 
-_BY_ID = select(Bot.id, Bot.deleted_at, Bot.labels).where(Bot.id == bindparam("bot_id"))
+_BY_ID = select(Bot.id, Bot.deleted_at, Bot.labels, Bot.status_at_deletion).where(
+    Bot.id == bindparam("bot_id")
+)
 
 
 class SqliteBotReader:

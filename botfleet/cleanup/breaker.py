@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from botfleet.constants import BREAKER_CLOSED, BREAKER_HALF_OPEN, BREAKER_OPEN, DEPENDENCY_DATABASE
+from botfleet.constants import (
+    BREAKER_CLOSED,
+    BREAKER_HALF_OPEN,
+    BREAKER_OPEN,
+    DEPENDENCY_ARCHIVE,
+    DEPENDENCY_DATABASE,
+)
 
 ENGINE_PREFIX = "engine:"
 _ITEM_MESSAGE = re.compile(r"^[0-9a-f]{12}: ")
@@ -115,15 +121,22 @@ class Observation:
 
 
 def observe_report(
-    report: dict[str, Any], *, engines_used: Iterable[str], database_used: bool = True
+    report: dict[str, Any],
+    *,
+    engines_used: Iterable[str],
+    database_used: bool = True,
+    archive_used: bool = False,
 ) -> Observation:
     """Read a run report's ``errors`` into per-dependency success or failure.
 
-    Only dependencies the run really used count: a skipped engine says nothing about its health.
+    Only dependencies the run really used count: a skipped engine says nothing about its health,
+    nor a dry run about CLEANUP_ARCHIVE_DIR.
     """
     outcomes: dict[str, str | None] = {}
     if database_used:
         outcomes[DEPENDENCY_DATABASE] = None
+    if archive_used:
+        outcomes[DEPENDENCY_ARCHIVE] = None
     used = set(engines_used)
     for engine in used:
         outcomes[engine_dependency(engine)] = None
@@ -138,6 +151,8 @@ def observe_report(
             outcomes[engine_dependency(str(failed_engine))] = message
         elif error.get("dependency") == DEPENDENCY_DATABASE and database_used:
             outcomes[DEPENDENCY_DATABASE] = message
+        elif error.get("dependency") == DEPENDENCY_ARCHIVE and archive_used:
+            outcomes[DEPENDENCY_ARCHIVE] = message
     return Observation(outcomes)
 
 

@@ -16,6 +16,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from botfleet.archive.writer import Archive, RunArchive
 from botfleet.cleanup.policy import Policy
 from botfleet.cleanup.predicates import Dialect
 from botfleet.cleanup.sql import Runner, set_limits
@@ -66,6 +67,7 @@ class RunContext:
     governor: Governor
     stop: asyncio.Event
     limits: RunLimits
+    archive: Archive | None = None  # CLEANUP_ARCHIVE_DIR: every purge batch archived first
 
     async def bound(self, runner: Runner, *, async_commit: bool = False) -> None:
         """PostgreSQL: CLEANUP_LOCK_TIMEOUT_MS and CLEANUP_STATEMENT_TIMEOUT_MS for the
@@ -103,6 +105,7 @@ class StageContext:
     now: datetime
     checkpoint: Checkpoint
     progress: Progress | None = None
+    archive: RunArchive | None = None  # this run's archive directory, opened before any purge
 
     def report_progress(self, stage: str, done: int, total: int) -> None:
         if self.progress is not None:

@@ -111,7 +111,7 @@ async def select_bots(
 
 def _lag(bot: BotRecord, policy: Policy, now: datetime) -> float:
     """How long an eligible item has waited past its eligibility (a metric of the backlog)."""
-    days = policy.bot_retention(bot.labels).days
+    days = policy.bot_retention(bot.labels, bot.outcome).days
     if bot.deleted_at is None or days is None:
         return 0.0
     return round((now - bot.deleted_at - timedelta(days=days)).total_seconds(), 3)
@@ -122,7 +122,8 @@ async def bot_rows(
 ) -> list[BotRecord]:
     table = Bot.__table__.c
     stmt = bound_text(
-        f"SELECT b.id, b.deleted_at, b.labels FROM bots b WHERE {where} LIMIT :limit",
+        f"SELECT b.id, b.deleted_at, b.labels, b.status_at_deletion FROM bots b"
+        f" WHERE {where} LIMIT :limit",
         [*binds, bindparam("limit", limit)],
     ).columns(id=Uuid(), deleted_at=table.deleted_at.type, labels=table.labels.type)
     rows = (await session.execute(stmt)).all()

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from botfleet.cleanup.policy import Policy, is_held
-from botfleet.constants import LABEL_BOT_ID, LABEL_HOLD, REMOVABLE_STATES
+from botfleet.constants import LABEL_BOT_ID, LABEL_HOLD, REMOVABLE_STATES, STATUS_FAILED
 from botfleet.runtime.base import ContainerInfo
 
 
@@ -34,11 +34,14 @@ class BotRecord:
     id: str
     deleted_at: datetime | None
     labels: Mapping[str, Any] = field(default_factory=dict)
+    outcome: str | None = None  # its status when it was soft-deleted (retention by outcome)
 
     @classmethod
     def of_row(cls, row: Any) -> BotRecord:
-        """From a row with ``id``, ``deleted_at`` and ``labels`` (any query of those columns)."""
-        return cls(str(row.id), row.deleted_at, labels_of(row.labels))
+        """From a row with ``id``, ``deleted_at``, ``labels`` and, if the query read it,
+        ``status_at_deletion``."""
+        outcome = getattr(row, "status_at_deletion", None)
+        return cls(str(row.id), row.deleted_at, labels_of(row.labels), outcome)
 
     @property
     def live(self) -> bool:
@@ -73,7 +76,7 @@ def bot_purge_decision(bot: BotRecord, policy: Policy, now: datetime) -> Decisio
     age = now - bot.deleted_at
     if is_held(bot.labels):
         return Decision(False, f"legal hold ({LABEL_HOLD}=true)", age=age)
-    retention = policy.bot_retention(bot.labels)
+    retention = policy.bot_retention(bot.labels, bot.outcome)
     if bot.deleted_at > now:
         return Decision(False, "deleted_at is in the future (clock skew?)", age=age)
     cutoff = retention.cutoff(now)
@@ -166,3 +169,58 @@ def bot_uuid(label: str | None) -> uuid.UUID | None:
 def labels_of(raw: Any) -> Mapping[str, Any]:
     """A bot's labels as stored (JSON object); anything else counts as no labels."""
     return raw if isinstance(raw, Mapping) else {}
+
+
+@dataclass(frozen=True)
+class LiveBot:
+    """What the idle and failing rules read of a live bot."""
+
+    id: str
+    labels: Mapping[str, Any]
+    status: str
+    created_at: datetime
+    status_changed_at: datetime | None
+    last_result_at: datetime | None
+
+    @classmethod
+    def of_row(cls, row: Any) -> LiveBot:
+        return cls(
+            str(row.id),
+            labels_of(row.labels),
+            str(row.status),
+            row.created_at,
+            row.status_changed_at,
+            row.last_result_at,
+        )
+
+
+def idle_decision(bot: LiveBot, policy: Policy, now: datetime) -> Decision:
+    """Safety rule 7: a policy may soft-delete a live bot that has failed for its rule's
+    ``failing_after_days``, or posted no result (since creation) for its ``idle_after_days``;
+    never one on hold. The first matching rule decides, as for every other rule."""
+    _check_now(now)
+    rule = policy.rule_for(bot.labels)
+    if rule is None or not rule.soft_deletes:
+        return Decision(False, "no idle or failing rule applies", orphaned=False)
+    if is_held(bot.labels):
+        return Decision(False, f"legal hold ({LABEL_HOLD}=true)", orphaned=False)
+    if rule.failing_after_days is not None and bot.status == STATUS_FAILED:
+        since = bot.status_changed_at
+        if since is not None and since < now - timedelta(days=rule.failing_after_days):
+            return Decision(
+                True,
+                f"failing since {since.isoformat()} ({rule.label}:"
+                f" failing_after_days={rule.failing_after_days})",
+                age=now - since,
+            )
+    if rule.idle_after_days is not None:
+        cutoff = now - timedelta(days=rule.idle_after_days)
+        last = bot.last_result_at
+        if bot.created_at < cutoff and (last is None or last < cutoff):
+            what = f"last result at {last.isoformat()}" if last else "no result since creation"
+            return Decision(
+                True,
+                f"idle: {what} ({rule.label}: idle_after_days={rule.idle_after_days})",
+                age=now - (last or bot.created_at),
+            )
+    return Decision(False, f"active ({rule.label})", orphaned=False)

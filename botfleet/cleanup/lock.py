@@ -131,10 +131,13 @@ class FileLock:
             os.close(fd)
 
 
-def lock_for(settings: Settings) -> CleanupLock:
-    """The lock that fits ``DATABASE_URL``: advisory on PostgreSQL, a file lock on SQLite."""
+def lock_for(
+    settings: Settings, *, key: int = CLEANUP_LOCK_KEY, name: str = "cleanup"
+) -> CleanupLock:
+    """The lock that fits ``DATABASE_URL``: advisory on PostgreSQL, a file lock on SQLite.
+    ``key``/``name``: another lock of the same kind (the notification sender's)."""
     path = settings.sqlite_path
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return FileLock(f"{path}.cleanup.lock")
-    return PostgresLock(settings.database_url)
+        return FileLock(f"{path}.{name}.lock")
+    return PostgresLock(settings.database_url, key=key)

@@ -26,8 +26,10 @@ from botfleet.constants import (
     KIND_BOT_RESULTS,
     KIND_BOTS,
     KIND_CONTAINERS,
+    KIND_IDLE_BOTS,
     KIND_ORPHANED_RESULTS,
     KIND_RESULTS,
+    KIND_RESULTS_OVER_QUOTA,
     KIND_SERVICES,
     WORKLOAD_KINDS,
 )
@@ -38,9 +40,24 @@ SKIPPED_LIMIT = 100
 PLAN_VERSION = 1
 # The order stages run in, and what `only=` accepts (bot_results always go with their bots):
 # bots first, so that what they leave behind is not counted as orphaned; engines' workloads
-# (containers, a swarm's services) last.
-STAGES = (KIND_BOTS, KIND_RESULTS, KIND_ORPHANED_RESULTS, KIND_CONTAINERS, KIND_SERVICES)
-DATABASE_STAGES = (KIND_BOTS, KIND_RESULTS, KIND_ORPHANED_RESULTS)
+# (containers, a swarm's services) last. Idle bots are soft-deleted after the purge of bots, so
+# that none can be purged in the run that soft-deletes it (safety rule 7).
+STAGES = (
+    KIND_BOTS,
+    KIND_IDLE_BOTS,
+    KIND_RESULTS,
+    KIND_RESULTS_OVER_QUOTA,
+    KIND_ORPHANED_RESULTS,
+    KIND_CONTAINERS,
+    KIND_SERVICES,
+)
+DATABASE_STAGES = (
+    KIND_BOTS,
+    KIND_IDLE_BOTS,
+    KIND_RESULTS,
+    KIND_RESULTS_OVER_QUOTA,
+    KIND_ORPHANED_RESULTS,
+)
 # A fresh plan's bound on result ids before selection reads the table's: the largest bigint.
 UNBOUNDED = 2**63 - 1
 
@@ -96,6 +113,8 @@ class Plan:
     max_result_id: int
     ceilings: Mapping[str, int] = field(default_factory=dict)
     workloads: Mapping[str, ContainerScope] = field(default_factory=dict)
+    # The budget's last victim (cleanup/quota_selection.py), as JSON; None: the budget takes none.
+    budget_boundary: Mapping[str, Any] | None = None
 
     def scope(self, kind: str) -> ContainerScope:
         return self.workloads.get(kind) or EveryContainer()
@@ -112,6 +131,7 @@ class Plan:
         max_result_id: int,
         found: Mapping[str, int],
         workloads: Mapping[str, Sequence[ContainerTarget]],
+        budget_boundary: Mapping[str, Any] | None = None,
     ) -> Plan:
         """The plan as selection made it: what a dry run stores and ``plan_id`` applies."""
         return replace(
@@ -120,7 +140,13 @@ class Plan:
             max_result_id=max_result_id,
             ceilings=dict(found),
             workloads={kind: PlannedContainers(tuple(t)) for kind, t in workloads.items()},
+            budget_boundary=budget_boundary,
         )
+
+    @property
+    def fixes_budget(self) -> bool:
+        """A stored plan that selected results over quota: its budget boundary is kept as is."""
+        return KIND_RESULTS_OVER_QUOTA in self.ceilings
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -133,6 +159,7 @@ class Plan:
             # A bound no selection has read (no database stage ran) is stored as none: 0.
             "max_result_id": 0 if self.max_result_id == UNBOUNDED else self.max_result_id,
             "found": dict(self.ceilings),
+            "budget_boundary": self.budget_boundary,
             # Containers always (the format plans had first); services where there are some.
             **{
                 kind: [t.to_json() for t in self.scope(kind).targets]
@@ -151,6 +178,7 @@ class Plan:
             stages=tuple(data["stages"]),
             max_result_id=int(data["max_result_id"]),
             ceilings={str(k): int(v) for k, v in data.get("found", {}).items()},
+            budget_boundary=data.get("budget_boundary"),
             workloads={
                 kind: PlannedContainers(
                     tuple(ContainerTarget.from_json(t) for t in data.get(kind) or [])

@@ -10,6 +10,7 @@ First match wins becomes a ``CASE``; a rule's labels become ``labels @> '{…}'`
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -18,6 +19,7 @@ from sqlalchemy import String, bindparam
 from sqlalchemy.sql.elements import BindParameter
 
 from botfleet.cleanup.policy import Policy, Retention, Rule
+from botfleet.cleanup.rules import OUTCOMES
 from botfleet.constants import LABEL_HOLD
 from botfleet.store.models import UTCDateTime
 
@@ -97,10 +99,27 @@ def _older(
     return Fragment(f"({column} < :{name})", [_cutoff(name, cutoff)])
 
 
+def _by_outcome(
+    alias: str, rule: Rule | None, branch: Callable[[str | None, str], Fragment], name: str
+) -> Fragment:
+    """A rule's bots by how they ended: ``CASE status_at_deletion WHEN …`` for a rule with
+    retention by outcome, else its one branch. Outcomes are constants, never user text."""
+    if rule is None or not rule.bot_retention_by_outcome:
+        return branch(None, name)
+    sql, binds = ["CASE"], []
+    for i, outcome in enumerate(OUTCOMES):
+        then = branch(outcome, f"{name}o{i}")
+        sql.append(f"WHEN {alias}.status_at_deletion = '{outcome}' THEN {then.sql}")
+        binds += then.binds
+    other = branch(None, f"{name}od")
+    sql.append(f"ELSE {other.sql} END")
+    return Fragment(" ".join(sql), [*binds, *other.binds])
+
+
 def max_bot_cutoff(policy: Policy, now: datetime) -> datetime | None:
     """The latest cutoff any bot can have: the index range that bounds every bot query."""
     rules: list[Rule | None] = [*policy.rules, *([] if policy.catch_all else [None])]
-    cutoffs = [policy.bot_retention_of(rule).cutoff(now) for rule in rules]
+    cutoffs = [r.cutoff(now) for rule in rules for r in policy.bot_retentions_of(rule)]
     known = [c for c in cutoffs if c is not None]
     return max(known) if known else None
 
@@ -128,9 +147,13 @@ def bot_predicate(
     col = f"{alias}.deleted_at"
     if top is None:
         return BotPredicate(dialect.false, dialect.held(alias), dialect.false, [])
-    branches = [
-        _older(dialect, col, policy.bot_retention_of(r), now, f"bc{r.number}") for r in policy.rules
-    ]
+
+    def older(rule: Rule | None) -> Callable[[str | None, str], Fragment]:
+        return lambda outcome, name: _older(
+            dialect, col, policy.bot_retention_of(rule, outcome), now, name
+        )
+
+    branches = [_by_outcome(alias, r, older(r), f"bc{r.number}") for r in policy.rules]
     default = _older(dialect, col, policy.bot_retention_of(None), now, "bc0")
     case = _case(dialect, alias, policy.rules, branches, default, "b")
     return BotPredicate(
@@ -143,21 +166,24 @@ def bot_predicate(
 
 def bot_reason(dialect: Dialect, policy: Policy, alias: str = "b") -> Fragment:
     """Why a purged bot went, for its audit record: the rule (or default) and its retention."""
-    branches = [
-        Fragment(f":br{r.number}", [bindparam(f"br{r.number}", _why(policy, r), String())])
-        for r in policy.rules
-    ]
-    default = Fragment(":br0", [bindparam("br0", _why(policy, None), String())])
+
+    def why(rule: Rule | None) -> Callable[[str | None, str], Fragment]:
+        return lambda outcome, name: Fragment(
+            f":{name}", [bindparam(name, _why(policy, rule, outcome), String())]
+        )
+
+    branches = [_by_outcome(alias, r, why(r), f"br{r.number}") for r in policy.rules]
+    default = why(None)(None, "br0")
     return _case(dialect, alias, policy.rules, branches, default, "r")
 
 
-def _why(policy: Policy, rule: Rule | None) -> str:
-    return f"bots: expired ({policy.bot_retention_of(rule).describe()})"
+def _why(policy: Policy, rule: Rule | None, outcome: str | None = None) -> str:
+    return f"bots: expired ({policy.bot_retention_of(rule, outcome).describe()})"
 
 
-def bot_reason_for(policy: Policy, labels: dict[str, object]) -> str:
+def bot_reason_for(policy: Policy, labels: dict[str, object], outcome: str | None = None) -> str:
     """The same reason text as :func:`bot_reason`, computed in Python (the SQLite path)."""
-    return f"bots: expired ({policy.bot_retention(labels).describe()})"
+    return f"bots: expired ({policy.bot_retention(labels, outcome).describe()})"
 
 
 def result_eligible(

@@ -12,7 +12,7 @@ one transaction per batch.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -20,8 +20,9 @@ from typing import Any
 from sqlalchemy import String, Uuid, bindparam, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from botfleet.archive.format import AUDIT_KEY, TABLE_BOTS, TABLE_RESULTS, BatchBody, row_line
 from botfleet.cleanup.audit import BATCH_KEY
-from botfleet.cleanup.batches import Batch, BatchLoop, Tally, together
+from botfleet.cleanup.batches import Batch, BatchLoop, Step, Tally, together
 from botfleet.cleanup.policy import Policy
 from botfleet.cleanup.postgres_heap_walk import HeapWalk
 from botfleet.cleanup.predicates import (
@@ -33,7 +34,7 @@ from botfleet.cleanup.predicates import (
 )
 from botfleet.cleanup.sql import Runner, bound_text, jsonable
 from botfleet.constants import KIND_BOTS
-from botfleet.store.models import Bot, CleanupAudit, UTCDateTime
+from botfleet.store.models import Bot, CleanupAudit, Result, UTCDateTime
 
 _FIRST_TS = datetime(1, 1, 1, tzinfo=UTC)
 # A purged bot's audit snapshot: what identifies it and explains its purge (its labels select
@@ -42,11 +43,22 @@ _FIRST_TS = datetime(1, 1, 1, tzinfo=UTC)
 # status (always "deleted" here), exit code or updated_at either: each field costs every purged
 # bot time in the batch's transaction (BENCHMARKS.md, Purge). Its engine is a column of the
 # batch's record; its id is listed beside the snapshot.
-_SNAPSHOT_COLUMNS = ("name", "image", "labels", "container_id", "created_at", "deleted_at")
+_SNAPSHOT_COLUMNS = (
+    "name",
+    "image",
+    "labels",
+    "container_id",
+    "created_at",
+    "deleted_at",
+    "status_at_deletion",
+)
 _SNAPSHOT_PAIRS = ", ".join(f"'{name}', g.{name}" for name in _SNAPSHOT_COLUMNS)
 # What a batch reads back from the bots it deleted, on either backend: the record's columns and
 # the snapshot's (labels also give the reason; deleted_at, SQLite's keyset).
 _GONE_COLUMNS = [Bot.__table__.c[name] for name in ("id", "engine", *_SNAPSHOT_COLUMNS)]
+# With an archive, a batch returns whole rows: the archive is a backup, unlike the audit.
+_BOT_COLUMNS = list(Bot.__table__.c)
+_RESULT_COLUMNS = list(Result.__table__.c)
 
 
 @dataclass(frozen=True)
@@ -121,7 +133,7 @@ class BotPurge:
     # may start *at* the last deleted_at: ties are safe, and the index scan skips what is gone.
     _KEYSET = "b.deleted_at >= :after_ts"
 
-    async def _bots_pg(self, session: Runner, size: int, cursor: Any) -> Batch:
+    async def _bots_pg(self, session: Runner, size: int, cursor: Any, archive: str | None) -> Batch:
         """Victims by ``deleted_at`` (the partial index), deleted by id."""
         p = bot_predicate(self.dialect, self.policy, self.now)
         victims = f"""
@@ -136,19 +148,30 @@ class BotPurge:
             "b.id = ANY(ARRAY(SELECT id FROM victims))",
             "(SELECT max(deleted_at) FROM victims)",
             self._keyset(cursor, size),
+            archive=archive,
         )
-        return Batch(int(row.selected), int(row.rows), int(row.related), row.last)
+        return Batch(
+            int(row.selected), int(row.rows), int(row.related), row.last, archive=_body(row)
+        )
 
-    def _walk_step(self, walk: HeapWalk) -> Callable[[Runner, int, Any], Awaitable[Batch]]:
-        async def step(session: Runner, size: int, _cursor: Any) -> Batch:
+    def _walk_step(self, walk: HeapWalk) -> Step:
+        async def step(session: Runner, size: int, _cursor: Any, archive: str | None) -> Batch:
             window = walk.window(size)
-            row = await self._bots_by_tid(session, size, window)
+            row = await self._bots_by_tid(session, size, window, archive)
             walk.advance(size, int(row.selected), row.last, window)
-            return Batch(int(row.selected), int(row.rows), int(row.related), done=walk.done)
+            return Batch(
+                int(row.selected),
+                int(row.rows),
+                int(row.related),
+                done=walk.done,
+                archive=_body(row),
+            )
 
         return step
 
-    async def _bots_by_tid(self, session: Runner, size: int, window: tuple[str, str]) -> Any:
+    async def _bots_by_tid(
+        self, session: Runner, size: int, window: tuple[str, str], archive: str | None
+    ) -> Any:
         """Victims by physical position (a TID range scan of one window of heap blocks),
         deleted by TID: no index probe for the bots, and their pages visited once, in order."""
         p = bot_predicate(self.dialect, self.policy, self.now)
@@ -173,6 +196,7 @@ class BotPurge:
             "(SELECT max(tid)::text FROM victims)",
             binds,
             last_type=String(),
+            archive=archive,
         )
 
     async def _delete_bots(
@@ -185,21 +209,42 @@ class BotPurge:
         binds: list[Any],
         *,
         last_type: Any = None,
+        archive: str | None = None,
     ) -> Any:
         """One data-modifying statement: the bots (condition re-stated), exactly their results,
         and their audit: one record per engine and reason listing the bots, each with its
-        snapshot (:mod:`botfleet.cleanup.audit`), aggregated as json text."""
+        snapshot (:mod:`botfleet.cleanup.audit`), aggregated as json text. With an ``archive``
+        file name, the audit names it and the statement also returns every deleted row as
+        archive lines (:mod:`botfleet.archive.format`)."""
         why = bot_reason(self.dialect, self.policy, alias="g")
+        gone_columns = ", ".join(
+            f"b.{c.name}" for c in (_BOT_COLUMNS if archive else _GONE_COLUMNS)
+        )
+        res_columns = "r.*" if archive else "r.bot_id"
+        named = f"'{AUDIT_KEY}', CAST(:archive AS text), " if archive else ""
+        lines = (
+            f""",
+       (SELECT convert_to(string_agg(
+                   json_build_object('table', '{TABLE_BOTS}', 'reason', {why.sql},
+                                     'results', coalesce(p.n, 0), 'row', row_to_json(g))::text,
+                   E'\\n'), 'UTF8')
+        FROM gone g LEFT JOIN per_bot p ON p.bot_id = g.id) AS bots_lines,
+       (SELECT convert_to(string_agg(json_build_object('table', '{TABLE_RESULTS}',
+                                            'row', row_to_json(x))::text, E'\\n'), 'UTF8')
+        FROM res x) AS results_lines"""
+            if archive
+            else ""
+        )
         # No FOR UPDATE: the DELETE re-states the condition, and PostgreSQL re-checks it on a
         # row a concurrent restore changed (READ COMMITTED), so a restored bot is skipped.
         sql = f"""
 WITH victims AS ({victims}
 ), gone AS (
     DELETE FROM bots b WHERE {which} AND {p.eligible}
-    RETURNING {", ".join(f"b.{c.name}" for c in _GONE_COLUMNS)}
+    RETURNING {gone_columns}
 ), res AS (
     DELETE FROM results r WHERE r.bot_id = ANY(ARRAY(SELECT id FROM gone))
-    RETURNING r.bot_id
+    RETURNING {res_columns}
 ), per_bot AS (
     SELECT bot_id, count(*) AS n FROM res GROUP BY bot_id
 ), audit AS (
@@ -207,7 +252,8 @@ WITH victims AS ({victims}
                                snapshot, deleted_at)
     SELECT :run_id, '{KIND_BOTS}', min(w.id) || '..' || max(w.id), w.engine, w.why, :actor,
            count(*),
-           json_build_object('count', count(*), '{BATCH_KEY}', json_agg(w.one ORDER BY w.id)), :at
+           json_build_object('count', count(*), {named}
+                             '{BATCH_KEY}', json_agg(w.one ORDER BY w.id)), :at
     FROM (SELECT g.id::text COLLATE "C" AS id, g.engine, {why.sql} AS why,
                  json_build_object('id', g.id, {_SNAPSHOT_PAIRS},
                                    'results_deleted', coalesce(p.n, 0)) AS one
@@ -219,41 +265,74 @@ SELECT (SELECT count(*) FROM victims) AS selected,
        (SELECT count(*) FROM gone) AS rows,
        (SELECT count(*) FROM res) AS related,
        (SELECT sum(resource_count) FROM audit) AS audited,
-       {last} AS last
+       {last} AS last{lines}
 """
-        stmt = bound_text(sql, [*p.binds, *why.binds, *binds, *self.loop.audit_binds()])
+        named_bind: list[Any] = [bindparam("archive", archive)] if archive else []
+        stmt = bound_text(
+            sql, [*p.binds, *why.binds, *binds, *self.loop.audit_binds(), *named_bind]
+        )
         stmt = stmt.columns(last=last_type if last_type is not None else UTCDateTime())
         return (await session.execute(stmt)).one()
 
-    async def _bots_sqlite(self, session: Runner, size: int, cursor: Any) -> Batch:
+    async def _bots_sqlite(
+        self, session: Runner, size: int, cursor: Any, archive: str | None
+    ) -> Batch:
         inner = bot_predicate(self.dialect, self.policy, self.now)
         outer = bot_predicate(self.dialect, self.policy, self.now, alias="bots")
-        columns = ", ".join(c.name for c in _GONE_COLUMNS)
+        returned = _BOT_COLUMNS if archive else _GONE_COLUMNS
+        columns = ", ".join(c.name for c in returned)
         sql = (
             f"DELETE FROM bots WHERE bots.id IN (SELECT b.id FROM bots b WHERE {inner.eligible}"
             f" AND {self._KEYSET} ORDER BY b.deleted_at LIMIT :batch)"
             f" AND {outer.eligible} RETURNING {columns}"
         )
         stmt = bound_text(sql, [*inner.binds, *outer.binds, *self._keyset(cursor, size)])
-        gone = (await session.execute(stmt.columns(*_GONE_COLUMNS))).all()
+        gone = (await session.execute(stmt.columns(*returned))).all()
         if not gone:
             return Batch(0, 0)
         ids = [row.id for row in gone]
-        deleted = await session.execute(
-            bound_text(
-                "DELETE FROM results WHERE bot_id IN :ids RETURNING bot_id",
-                [bindparam("ids", ids, type_=Uuid(), expanding=True)],
-            ).columns(bot_id=Uuid())
-        )
+        result_columns = _RESULT_COLUMNS if archive else [Result.__table__.c.bot_id]
+        deleted = (
+            await session.execute(
+                bound_text(
+                    "DELETE FROM results WHERE bot_id IN :ids RETURNING "
+                    + ", ".join(c.name for c in result_columns),
+                    [bindparam("ids", ids, type_=Uuid(), expanding=True)],
+                ).columns(*result_columns)
+            )
+        ).all()
         per_bot: dict[uuid.UUID, int] = {}
-        for (bot_id,) in deleted:
-            per_bot[bot_id] = per_bot.get(bot_id, 0) + 1
-        await session.execute(insert(CleanupAudit), self._bot_batches(gone, per_bot))
+        for result in deleted:
+            per_bot[result.bot_id] = per_bot.get(result.bot_id, 0) + 1
+        await session.execute(insert(CleanupAudit), self._bot_batches(gone, per_bot, archive))
         last = max(row.deleted_at for row in gone)
-        return Batch(len(gone), len(gone), sum(per_bot.values()), last)
+        body = self._sqlite_body(gone, deleted, per_bot) if archive else None
+        return Batch(len(gone), len(gone), sum(per_bot.values()), last, archive=body)
+
+    def _sqlite_body(
+        self, gone: Sequence[Any], results: Sequence[Any], per_bot: dict[uuid.UUID, int]
+    ) -> BatchBody:
+        """The archive lines PostgreSQL's statement returns, made here."""
+        bots = [
+            row_line(
+                TABLE_BOTS,
+                {k: jsonable(v) for k, v in row._mapping.items()},
+                reason=bot_reason_for(self.policy, dict(row.labels or {})),
+                results=per_bot.get(row.id, 0),
+            )
+            for row in gone
+        ]
+        lines = [
+            row_line(TABLE_RESULTS, {k: jsonable(v) for k, v in row._mapping.items()})
+            for row in results
+        ]
+        return BatchBody(
+            ["\n".join(bots), "\n".join(lines)],
+            {TABLE_BOTS: len(bots), TABLE_RESULTS: len(lines)},
+        )
 
     def _bot_batches(
-        self, gone: Sequence[Any], per_bot: dict[uuid.UUID, int]
+        self, gone: Sequence[Any], per_bot: dict[uuid.UUID, int], archive: str | None = None
     ) -> list[dict[str, Any]]:
         """A batch's audit records, as the PostgreSQL statement writes them: one per engine
         and reason, its bots in id order, each with its snapshot."""
@@ -261,7 +340,7 @@ SELECT (SELECT count(*) FROM victims) AS selected,
         for row in sorted(gone, key=lambda r: str(r.id)):
             snapshot = {k: jsonable(row._mapping[k]) for k in _SNAPSHOT_COLUMNS}
             one = {"id": str(row.id), **snapshot, "results_deleted": per_bot.get(row.id, 0)}
-            why = bot_reason_for(self.policy, dict(row.labels or {}))
+            why = bot_reason_for(self.policy, dict(row.labels or {}), row.status_at_deletion)
             groups.setdefault((row.engine, why), []).append(one)
         at = self.clock()
         return [
@@ -273,8 +352,23 @@ SELECT (SELECT count(*) FROM victims) AS selected,
                 "reason": why,
                 "actor": self.actor,
                 "resource_count": len(bots),
-                "snapshot": {"count": len(bots), BATCH_KEY: bots},
+                "snapshot": {
+                    "count": len(bots),
+                    **({AUDIT_KEY: archive} if archive else {}),
+                    BATCH_KEY: bots,
+                },
                 "deleted_at": at,
             }
             for (engine, why), bots in groups.items()
         ]
+
+
+def _body(row: Any) -> BatchBody | None:
+    """The archive lines a PostgreSQL batch returned (None without an archive)."""
+    mapping = row._mapping
+    if "bots_lines" not in mapping:
+        return None
+    return BatchBody(
+        [mapping["bots_lines"] or "", mapping["results_lines"] or ""],
+        {TABLE_BOTS: int(row.rows), TABLE_RESULTS: int(row.related)},
+    )

@@ -16,15 +16,17 @@ from typing import Any
 
 from sqlalchemy import Integer, bindparam, insert
 
+from botfleet.archive.format import AUDIT_KEY, TABLE_RESULTS, BatchBody, row_line
 from botfleet.cleanup.batches import Batch, BatchLoop, Tally
 from botfleet.cleanup.database_selection import ORPHANED, results_where
 from botfleet.cleanup.policy import Policy
 from botfleet.cleanup.predicates import Dialect
-from botfleet.cleanup.sql import Runner, bound_text
+from botfleet.cleanup.sql import Runner, bound_text, jsonable
 from botfleet.constants import KIND_ORPHANED_RESULTS, KIND_RESULTS
-from botfleet.store.models import CleanupAudit, UTCDateTime
+from botfleet.store.models import CleanupAudit, Result, UTCDateTime
 
 _FIRST_TS = datetime(1, 1, 1, tzinfo=UTC)
+_RESULT_COLUMNS = list(Result.__table__.c)
 
 
 @dataclass(frozen=True)
@@ -106,29 +108,43 @@ class ResultPurge:
         reason: str,
         *,
         key: tuple[str, Any],
-    ) -> Callable[[Runner, int, Any], Awaitable[Batch]]:
+    ) -> Callable[[Runner, int, Any, str | None], Awaitable[Batch]]:
         column, key_type = key
         first = 0 if column == "id" else _FIRST_TS
 
-        async def step(runner: Runner, size: int, cursor: Any) -> Batch:
+        async def step(runner: Runner, size: int, cursor: Any, archive: str | None) -> Batch:
             params = [
                 *binds,
                 bindparam("after", first if cursor is None else cursor, type_=key_type),
                 bindparam("batch", size),
             ]
             if self.dialect.postgres:
-                return await self._results_pg(runner, kind, victims, recheck, params, reason)
+                return await self._results_pg(
+                    runner, kind, victims, recheck, params, reason, archive
+                )
+            returned = ", ".join(c.name for c in _RESULT_COLUMNS) if archive else f"id, {column}"
             sql = (
                 f"DELETE FROM results AS r WHERE r.id IN (SELECT id FROM ({victims}))"
-                f" AND {recheck} RETURNING id, {column}"
+                f" AND {recheck} RETURNING {returned}"
             )
-            stmt = bound_text(sql, params).columns(**{column: key_type})
+            stmt = bound_text(sql, params)
+            stmt = stmt.columns(*_RESULT_COLUMNS) if archive else stmt.columns(**{column: key_type})
             rows = (await runner.execute(stmt)).all()
             if not rows:
                 return Batch(0, 0)
-            ids = sorted(int(r[0]) for r in rows)
-            await self._audit_results(runner, kind, ids, reason)
-            return Batch(len(ids), len(ids), cursor=max(r[1] for r in rows))
+            ids = sorted(int(r.id) for r in rows)
+            await self._audit_results(runner, kind, ids, reason, archive)
+            body = None
+            if archive:
+                lines = [
+                    row_line(TABLE_RESULTS, {k: jsonable(v) for k, v in r._mapping.items()})
+                    for r in rows
+                ]
+                body = BatchBody(
+                    ["\n".join(lines)], {TABLE_RESULTS: len(lines)}, {"reason": reason}
+                )
+            last = max(getattr(r, column) for r in rows)
+            return Batch(len(ids), len(ids), cursor=last, archive=body)
 
         return step
 
@@ -140,31 +156,54 @@ class ResultPurge:
         recheck: str,
         params: list[Any],
         reason: str,
+        archive: str | None = None,
     ) -> Batch:
+        """One statement; with an ``archive`` file name, the audit names it and the deleted
+        rows come back as archive lines."""
+        named = f"'{AUDIT_KEY}', CAST(:archive AS text), " if archive else ""
+        lines = (
+            f""",
+       (SELECT convert_to(string_agg(json_build_object('table', '{TABLE_RESULTS}',
+                                            'row', row_to_json(g))::text, E'\\n'), 'UTF8')
+        FROM gone g) AS lines"""
+            if archive
+            else ""
+        )
         sql = f"""
 WITH victims AS ({victims}),
 gone AS (
     DELETE FROM results r WHERE r.id = ANY(ARRAY(SELECT id FROM victims)) AND {recheck}
-    RETURNING r.id
+    RETURNING {"r.*" if archive else "r.id"}
 ), audit AS (
     INSERT INTO cleanup_audit (run_id, kind, resource_id, reason, actor, resource_count,
                                snapshot, deleted_at)
     SELECT :run_id, '{kind}', min(id)::text || '..' || max(id)::text, :reason, :actor, count(*),
-           json_build_object('count', count(*), 'ids', json_agg(id ORDER BY id)), :at
+           json_build_object('count', count(*), {named}'ids', json_agg(id ORDER BY id)), :at
     FROM gone HAVING count(*) > 0
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM victims) AS selected, (SELECT count(*) FROM gone) AS rows,
-       (SELECT max(key) FROM victims) AS last, (SELECT count(*) FROM audit) AS audited
+       (SELECT max(key) FROM victims) AS last, (SELECT count(*) FROM audit) AS audited{lines}
 """
-        stmt = bound_text(sql, [*params, *self.loop.audit_binds(), bindparam("reason", reason)])
+        named_bind: list[Any] = [bindparam("archive", archive)] if archive else []
+        stmt = bound_text(
+            sql,
+            [*params, *self.loop.audit_binds(), bindparam("reason", reason), *named_bind],
+        )
         row = (await runner.execute(stmt)).one()
         last = row.last
         if isinstance(last, datetime) and last.tzinfo is None:
             last = last.replace(tzinfo=UTC)
-        return Batch(int(row.selected), int(row.rows), cursor=last)
+        body = (
+            BatchBody([row.lines or ""], {TABLE_RESULTS: int(row.rows)}, {"reason": reason})
+            if archive
+            else None
+        )
+        return Batch(int(row.selected), int(row.rows), cursor=last, archive=body)
 
-    async def _audit_results(self, runner: Runner, kind: str, ids: list[int], reason: str) -> None:
+    async def _audit_results(
+        self, runner: Runner, kind: str, ids: list[int], reason: str, archive: str | None
+    ) -> None:
         """One audit row per batch of results: their ids, not a row each (results are many)."""
         await runner.execute(
             insert(CleanupAudit),
@@ -176,7 +215,11 @@ SELECT (SELECT count(*) FROM victims) AS selected, (SELECT count(*) FROM gone) A
                     "reason": reason,
                     "actor": self.actor,
                     "resource_count": len(ids),
-                    "snapshot": {"count": len(ids), "ids": ids},
+                    "snapshot": {
+                        "count": len(ids),
+                        **({AUDIT_KEY: archive} if archive else {}),
+                        "ids": ids,
+                    },
                     "deleted_at": self.clock(),
                 }
             ],

@@ -19,8 +19,10 @@ from botfleet.constants import (
     KIND_BOT_RESULTS,
     KIND_BOTS,
     KIND_CONTAINERS,
+    KIND_IDLE_BOTS,
     KIND_ORPHANED_RESULTS,
     KIND_RESULTS,
+    KIND_RESULTS_OVER_QUOTA,
     KIND_SERVICES,
     OUTCOME_DISABLED,
     OUTCOME_DONE,
@@ -110,14 +112,21 @@ def empty(kind: str, outcome: str) -> dict[str, Any]:
     return entry(Selection(kind), outcome=outcome)
 
 
-def report_kinds(*, results: bool, services: bool) -> list[str]:
+def report_kinds(
+    *, results: bool, services: bool, idle: bool = False, quota: bool = False
+) -> list[str]:
     """The kinds a report lists, in order: the contract's four, ``results`` when a result
-    retention is set, ``services`` on a swarm."""
+    retention is set, ``services`` on a swarm, ``idle_bots`` and ``results_over_quota`` when
+    a rule (or the budget) asks for them."""
     kinds = list(CONTRACT_KINDS)
     if results:
         kinds.insert(2, KIND_RESULTS)
     if services:
         kinds.append(KIND_SERVICES)
+    if idle:
+        kinds.append(KIND_IDLE_BOTS)
+    if quota:
+        kinds.append(KIND_RESULTS_OVER_QUOTA)
     return kinds
 
 

@@ -8,23 +8,30 @@ A dry run is the same road with the deletions left out, decided in :meth:`Run.ex
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import text
 
+from botfleet.archive.upkeep import Tidied, tidy
+from botfleet.archive.writer import ArchiveUnavailable, RunArchive
 from botfleet.cleanup.batches import BatchLoop, Tally
 from botfleet.cleanup.bot_lookup import bot_records
 from botfleet.cleanup.container_removal import remove_containers
 from botfleet.cleanup.context import RunContext, RunRequest, StageContext
 from botfleet.cleanup.eligibility import bot_purge_decision
 from botfleet.cleanup.failures import Interrupted, error_entry, is_database_error
+from botfleet.cleanup.idle_bots import IdleBotsStage
 from botfleet.cleanup.lock import CleanupLock
 from botfleet.cleanup.plan import STAGES, Plan
 from botfleet.cleanup.purge_bots import BotPurge
 from botfleet.cleanup.purge_results import ResultPurge
+from botfleet.cleanup.quota_purge import QuotaPurge, measure_after
+from botfleet.cleanup.quota_selection import BudgetBoundary
 from botfleet.cleanup.report import (
     DISABLED,
     DONE,
@@ -41,18 +48,27 @@ from botfleet.cleanup.report import (
 from botfleet.cleanup.run_records import store_plan
 from botfleet.cleanup.stage_selection import StageSelector
 from botfleet.constants import (
+    DEPENDENCY_ARCHIVE,
     DEPENDENCY_DATABASE,
     KIND_BOT_RESULTS,
     KIND_BOTS,
     KIND_CONTAINERS,
+    KIND_IDLE_BOTS,
     KIND_ORPHANED_RESULTS,
     KIND_RESULTS,
+    KIND_RESULTS_OVER_QUOTA,
     KIND_SERVICES,
     REASON_INTERRUPTED,
     REASON_REFUSED,
     WORKLOAD_KINDS,
 )
 from botfleet.errors import LockLost
+
+# The stages whose batches are archived (CLEANUP_ARCHIVE_DIR): the database's purges (idle_bots
+# only soft-deletes: nothing leaves the store).
+ARCHIVED_KINDS = frozenset(
+    {KIND_BOTS, KIND_RESULTS, KIND_ORPHANED_RESULTS, KIND_RESULTS_OVER_QUOTA}
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +83,9 @@ def _findings(plan: Plan, only: frozenset[str] | None, ctx: RunContext) -> Findi
     swarm = bool(ctx.fleet.of_kind(KIND_SERVICES))
     enabled = {
         KIND_BOTS: True,
+        KIND_IDLE_BOTS: plan.policy.idle_stage_enabled,
         KIND_RESULTS: plan.policy.results_stage_enabled,
+        KIND_RESULTS_OVER_QUOTA: plan.policy.quota_stage_enabled,
         KIND_ORPHANED_RESULTS: True,
         KIND_CONTAINERS: workloads and not swarm,
         KIND_SERVICES: workloads and swarm,
@@ -103,6 +121,8 @@ class Run:
             request.progress,
         )
         self.made: Plan | None = None  # the plan as this run's selection made it
+        self.archive: RunArchive | None = None  # opened before the first archived purge
+        self.tidied: Tidied | None = None
         self.found = _findings(plan, request.only, ctx)
         self.selector = StageSelector(ctx, plan, self.found, self.run_id, self.skip_engines)
 
@@ -168,6 +188,8 @@ class Run:
             made = await self.select()
             if pause_hook is not None:
                 await pause_hook()
+            if not self.dry_run and not await self._open_archive():
+                return False
             for kind in found.stages:
                 if found.outcomes.get(kind) == FAILED:
                     continue
@@ -191,6 +213,49 @@ class Run:
             self._interrupt(str(exc), dependency=True)
             return True
         return False
+
+    async def _open_archive(self) -> bool:
+        """With CLEANUP_ARCHIVE_DIR, open this run's archive before anything is deleted, then
+        tidy what earlier runs left. False, with every database stage failed, when it cannot
+        be written: no archive, no delete (design.md, safety rule 8)."""
+        archive = self.ctx.archive
+        if archive is None or not ARCHIVED_KINDS & set(self.found.stages):
+            return True
+        try:
+            opened = await asyncio.to_thread(
+                archive.open_run, self.run_id, self.stage.actor, self.ctx.clock
+            )
+        except ArchiveUnavailable as exc:
+            for kind in self.found.stages:
+                if kind in ARCHIVED_KINDS:
+                    self.found.outcomes[kind] = FAILED
+            self.found.errors.append(
+                {"stage": "archive", "message": str(exc), "dependency": DEPENDENCY_ARCHIVE}
+            )
+            return False
+        self.archive = opened
+        self.stage = replace(self.stage, archive=opened)
+        try:
+            self.tidied = await tidy(
+                archive, self.ctx.sessions, current=str(self.run_id), now=self.ctx.clock()
+            )
+        except Exception as exc:  # tidying is for later runs too: never a reason to stop
+            log.warning("cleanup run %s: tidying the archive failed: %s", self.run_id, exc)
+            self.found.errors.append({"stage": "archive", "message": f"tidying failed: {exc}"})
+        return True
+
+    def seal_archive(self, status: str) -> dict[str, Any] | None:
+        """The run's manifest written; what the report says of the archive (None: none)."""
+        if self.archive is None:
+            return None
+        try:
+            self.archive.seal(status=status, finished=self.ctx.clock())
+        except OSError as exc:  # the files are durable; only the summary is missing
+            log.warning("cleanup run %s: sealing the archive failed: %s", self.run_id, exc)
+        summary = self.archive.summary()
+        if self.tidied is not None:
+            summary |= self.tidied.as_json()
+        return summary
 
     def _interrupt(self, message: str, *, dependency: bool = False) -> None:
         first = True
@@ -232,8 +297,16 @@ class Run:
             if kind == KIND_BOTS:
                 await BotPurge(loop).purge_bots(tally, limit)
                 await self._explain_kept_bots(tally)
+            elif kind == KIND_IDLE_BOTS:
+                await IdleBotsStage(loop).soft_delete(tally, limit)
             elif kind == KIND_RESULTS:
                 await ResultPurge(loop).purge_results(tally, limit, max_id)
+            elif kind == KIND_RESULTS_OVER_QUOTA:
+                boundary = BudgetBoundary.from_json(
+                    self.made.budget_boundary if self.made else None
+                )
+                await QuotaPurge(loop).purge(tally, limit, max_id, boundary)
+                await self._measure_budget()
             elif kind == KIND_ORPHANED_RESULTS:
                 await ResultPurge(loop).purge_orphaned_results(
                     tally, limit, max_id, table=self.selector.orphan_table
@@ -252,6 +325,14 @@ class Run:
             took = time.perf_counter() - started
             self.found.durations[kind] = self.found.durations.get(kind, 0.0) + took
         self.found.outcomes.setdefault(kind, DONE)
+
+    async def _measure_budget(self) -> None:
+        """How far over the budget the store is after the quota stage (the report's after)."""
+        budget = self.found.extra.get(KIND_RESULTS_OVER_QUOTA, {}).get("budget")
+        if budget is None or self.plan.policy.results_budget is None:
+            return
+        async with self.ctx.sessions() as session:
+            budget.update(await measure_after(session, self.plan.policy, budget))
 
     async def _remove_workloads(self, kind: str, tally: Tally, limit: int) -> None:
         selected = self.selector.workloads.get(kind)
@@ -290,6 +371,8 @@ class Run:
             kinds=report_kinds(
                 results=self.plan.policy.results_stage_enabled,
                 services=bool(self.ctx.fleet.of_kind(KIND_SERVICES)),
+                idle=self.plan.policy.idle_stage_enabled,
+                quota=self.plan.policy.quota_stage_enabled,
             ),
             ceilings=self.plan.ceilings,
         )

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from botfleet.cleanup.context import RunRequest
 from botfleet.cleanup.plan import Plan
@@ -36,9 +38,17 @@ async def record_run(sessions: SessionFactory, request: RunRequest, owner: str) 
 
 
 async def finish_run(
-    sessions: SessionFactory, run_id: uuid.UUID, report: dict[str, Any], plan: Plan | None
+    sessions: SessionFactory,
+    run_id: uuid.UUID,
+    report: dict[str, Any],
+    plan: Plan | None,
+    notify: Callable[[AsyncSession], Awaitable[None]] | None = None,
 ) -> None:
+    """The report stored; ``notify`` writes the run's event in the same transaction (it is
+    sent exactly when the report is stored)."""
     async with sessions() as session, session.begin():
+        if notify is not None:
+            await notify(session)
         await session.execute(
             update(CleanupRun)
             .where(CleanupRun.id == run_id)

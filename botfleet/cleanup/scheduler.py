@@ -39,7 +39,13 @@ from botfleet.cleanup.timing import (
     next_run,
 )
 from botfleet.config import Settings
-from botfleet.constants import DEPENDENCY_DATABASE, TRIGGER_SCHEDULE
+from botfleet.constants import (
+    BREAKER_CLOSED,
+    BREAKER_OPEN,
+    DEPENDENCY_ARCHIVE,
+    DEPENDENCY_DATABASE,
+    TRIGGER_SCHEDULE,
+)
 from botfleet.errors import CleanupInProgress
 from botfleet.store.models import utcnow
 
@@ -68,6 +74,8 @@ class CleanupRunner(Protocol):
 
     def request_stop(self) -> None: ...
 
+    async def breakers_changed(self, changes: Sequence[tuple[str, str, str | None]]) -> None: ...
+
 
 class Scheduler:
     """Runs scheduled cleanups; an app :class:`~botfleet.services.Component`."""
@@ -90,8 +98,10 @@ class Scheduler:
         self._rng = rng or random.Random()
         self._stop_timeout = stop_timeout
         cooldown = timedelta(seconds=settings.cleanup_breaker_cooldown_seconds)
+        self._archives = settings.cleanup_archive_dir is not None
+        archive = [DEPENDENCY_ARCHIVE] if self._archives else []
         self.breakers = Breakers.for_dependencies(
-            [DEPENDENCY_DATABASE, *(engine_dependency(e) for e in self._engines)],
+            [DEPENDENCY_DATABASE, *archive, *(engine_dependency(e) for e in self._engines)],
             threshold=settings.cleanup_breaker_threshold,
             cooldown=cooldown,
         )
@@ -188,6 +198,12 @@ class Scheduler:
             reason = f"database circuit breaker open: {database.last_error}"
             log.warning("scheduled cleanup skipped: %s", reason)
             return self._record(Tick(TICK_SKIPPED, now, reason=reason))
+        archive = self.breakers.get(DEPENDENCY_ARCHIVE) if self._archives else None
+        if archive is not None and not self.settings.cleanup_dry_run and not archive.allows(now):
+            # No archive, no delete: until the cool-down lets a probe through.
+            reason = f"archive circuit breaker open: {archive.last_error}"
+            log.warning("scheduled cleanup skipped: %s", reason)
+            return self._record(Tick(TICK_SKIPPED, now, reason=reason))
         engines = self._engines if self.settings.container_cleanup_enabled else []
         skip = self.breakers.blocked_engines(engines, now)
         if skip:
@@ -224,8 +240,11 @@ class Scheduler:
             self._in_run = False
             limit.cancel()
         used = [e for e in engines if e not in skip]
+        archive_used = self._archives and not report.get("dry_run")
         changed = apply_observation(
-            self.breakers, observe_report(report, engines_used=used), self._clock()
+            self.breakers,
+            observe_report(report, engines_used=used, archive_used=archive_used),
+            self._clock(),
         )
         for name in changed:
             log.warning(
@@ -234,6 +253,13 @@ class Scheduler:
                 self.breakers.get(name).state,
                 extra={"last_error": self.breakers.get(name).last_error},
             )
+        await self._service.breakers_changed(
+            [
+                (name, self.breakers.get(name).state, self.breakers.get(name).last_error)
+                for name in changed
+                if self.breakers.get(name).state in (BREAKER_OPEN, BREAKER_CLOSED)
+            ]
+        )
         outcome = outcome_of(report, hit_time_limit=hit_limit)
         tick = Tick(TICK_RAN, now, report=report, outcome=outcome)
         if outcome.failed:

@@ -60,7 +60,7 @@ async def set_limits(
 
 @contextlib.asynccontextmanager
 async def dedicated_connection(
-    db: AsyncEngine, lock_ms: int, statement_ms: int
+    db: AsyncEngine, lock_ms: int, statement_ms: int, *, autocommit: bool = True
 ) -> AsyncIterator[AsyncConnection]:
     """PostgreSQL: one connection for a whole stage, in autocommit, its limits set once.
 
@@ -68,14 +68,22 @@ async def dedicated_connection(
     pooled session per batch costs five (checkout ping, BEGIN, limits, the batch, COMMIT). No
     WAL flush per commit: a crash may undo the last few batches, each whole (its audit with it),
     never half of one; the next run redoes them.
-    https://www.postgresql.org/docs/current/wal-async-commit.html"""
+    https://www.postgresql.org/docs/current/wal-async-commit.html
+
+    ``autocommit=False`` (an archived purge: the batch's file is written between its statement
+    and its commit): the same limits, and each batch opens and commits its own transaction."""
     conn = await db.connect()
     try:
-        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        if autocommit:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
         await set_limits(conn, lock_ms, statement_ms, True, False)
+        if conn.in_transaction():
+            await conn.commit()
         yield conn
         for setting in SESSION_LIMITS:
             await conn.execute(text(f"RESET {setting}"))
+        if conn.in_transaction():
+            await conn.commit()
     except BaseException:
         await conn.invalidate()  # mid-statement or broken: never back to the pool as is
         raise

@@ -21,10 +21,19 @@ from botfleet.cleanup.database_selection import (
     select_results,
 )
 from botfleet.cleanup.failures import error_entry, is_database_error
+from botfleet.cleanup.idle_bots import select_idle_bots
 from botfleet.cleanup.plan import DATABASE_STAGES, Plan, Selection
+from botfleet.cleanup.quota_selection import BudgetBoundary, select_over_quota
 from botfleet.cleanup.report import FAILED, Findings
 from botfleet.cleanup.result_slices import Slicing
-from botfleet.constants import KIND_BOT_RESULTS, KIND_BOTS, KIND_RESULTS
+from botfleet.constants import (
+    KIND_BOT_RESULTS,
+    KIND_BOTS,
+    KIND_IDLE_BOTS,
+    KIND_ORPHANED_RESULTS,
+    KIND_RESULTS,
+    KIND_RESULTS_OVER_QUOTA,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +56,7 @@ class StageSelector:
         self.skip_engines = skip_engines
         self.workloads: dict[str, ContainerSelection] = {}  # containers, services
         self.orphan_table: str | None = None  # PostgreSQL: the run's orphan ids
+        self.budget_boundary: BudgetBoundary | None = None  # results_over_quota's
 
     async def select(self) -> Plan:
         """Every stage's selection, and the plan it makes. On PostgreSQL they run side by side,
@@ -62,11 +72,15 @@ class StageSelector:
                     max_id = min(self.plan.max_result_id, await max_result_id(session))
             except Exception as exc:  # every database stage fails with it, below
                 failure = exc
-        selections = [self._select_one(kind, max_id, failure) for kind in found.stages]
+        # The budget comes last: it credits what the other stages will delete.
+        first = [k for k in found.stages if k != KIND_RESULTS_OVER_QUOTA]
+        selections = [self._select_one(kind, max_id, failure) for kind in first]
         if self.ctx.dialect.postgres:
             outcomes = await asyncio.gather(*selections)
         else:  # one writer, one file: no gain in overlapping
             outcomes = [await selection for selection in selections]
+        if KIND_RESULTS_OVER_QUOTA in found.stages:
+            outcomes.append(await self._select_one(KIND_RESULTS_OVER_QUOTA, max_id, failure))
         for errors in outcomes:  # in stage order, however the selections interleaved
             found.errors.extend(errors)
         return self.plan.selected(
@@ -74,6 +88,9 @@ class StageSelector:
             max_result_id=max_id,
             found={k: v.found for k, v in found.selections.items()},
             workloads={kind: sel.targets for kind, sel in self.workloads.items()},
+            budget_boundary=None
+            if self.budget_boundary is None
+            else self.budget_boundary.to_json(),
         )
 
     async def _select_one(
@@ -113,6 +130,17 @@ class StageSelector:
         self.found.durations[kind] = time.perf_counter() - started
         return errors
 
+    def _credit(self) -> int:
+        """Results the run's other stages will delete (what the budget need not)."""
+        kinds = (KIND_BOT_RESULTS, KIND_RESULTS, KIND_ORPHANED_RESULTS)
+        selections = self.found.selections
+        return sum(
+            selections[k].found
+            for k in kinds
+            if k in selections
+            and self.found.outcomes.get(KIND_BOTS if k == KIND_BOT_RESULTS else k) != FAILED
+        )
+
     async def _select_in_session(self, kind: str, max_id: int) -> None:
         ctx, plan, selections = self.ctx, self.plan, self.found.selections
         async with ctx.sessions() as session:
@@ -128,6 +156,31 @@ class StageSelector:
                 selections[kind] = await select_results(
                     session, ctx.dialect, plan.policy, plan.now, max_id
                 )
+            elif kind == KIND_IDLE_BOTS:
+                selections[kind], reasons = await select_idle_bots(
+                    session, ctx.dialect, plan.policy, plan.now
+                )
+                self.found.extra.setdefault(kind, {})["reasons"] = reasons
+            elif kind == KIND_RESULTS_OVER_QUOTA:
+                quota = await select_over_quota(
+                    session,
+                    ctx.dialect,
+                    plan.policy,
+                    plan.now,
+                    max_id,
+                    credit=self._credit(),
+                    stored=(
+                        (BudgetBoundary.from_json(plan.budget_boundary),)
+                        if plan.fixes_budget
+                        else None
+                    ),
+                )
+                selections[kind] = quota.selection
+                self.budget_boundary = quota.boundary
+                extra = self.found.extra.setdefault(kind, {})
+                extra.update(quota.extra)
+                if quota.budget is not None:
+                    extra["budget"] = quota.budget
             elif ctx.dialect.postgres:
                 # A table of this run's own, and none left over by a run that crashed.
                 await drop_orphan_tables(session)

@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, disable_created_metrics
 from botfleet.config import Settings
 from botfleet.metrics.gauges import StateCollector
 from botfleet.metrics.http import HttpMetrics
+from botfleet.metrics.notify import NotifyMetrics
 from botfleet.metrics.runs import CleanupMetrics
 from botfleet.metrics.snapshot import SNAPSHOT_INTERVAL_SECONDS, SnapshotRefresher
 from botfleet.runtime.fleet import Fleet
@@ -45,6 +46,7 @@ class Metrics:
         self.settings = settings
         self.cleanup = CleanupMetrics(registry)
         self.http = HttpMetrics(registry)
+        self.notify = NotifyMetrics(registry)
         self.refresher = SnapshotRefresher(
             registry, settings=settings, sessions=sessions, fleet=fleet, interval=snapshot_interval
         )

@@ -102,6 +102,12 @@ class Bot(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # How the bot ended: its status when it was soft-deleted (retention by outcome); NULL while
+    # it lives. And since when its status holds (a policy's failing_after_days).
+    status_at_deletion: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    status_changed_at: Mapped[datetime | None] = mapped_column(
+        UTCDateTime, nullable=True, default=utcnow
+    )
 
     __table_args__ = (
         # The cleanup's selection: only soft-deleted rows, ordered by age.
@@ -147,6 +153,12 @@ class Result(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     data: Mapped[Any] = mapped_column(JSONType, nullable=True)
 
+    __table_args__ = (
+        # A bot's results in time order (read backwards: newest first): its quota's boundary,
+        # and whether it posted lately.
+        Index("ix_results_bot_recent", "bot_id", "created_at", "id"),
+    )
+
 
 class CleanupRun(Base):
     __tablename__ = "cleanup_runs"
@@ -184,3 +196,30 @@ class CleanupAudit(Base):
     # How many resources the record covers: 1, or the size of a batch (cleanup/audit.py).
     resource_count: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     deleted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class NotifyOutbox(Base):
+    """One event for one receiver (NOTIFY_WEBHOOK_URLS), written in the transaction of what it
+    reports and delivered at least once by the sender (botfleet/notify/sender.py).
+    ``dedupe_key`` makes an event once-only per receiver (a bot's purge warning)."""
+
+    __tablename__ = "notify_outbox"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(64))
+    type: Mapped[str] = mapped_column(String(100))
+    url: Mapped[str] = mapped_column(Text)
+    dedupe_key: Mapped[str] = mapped_column(String(200))
+    body: Mapped[str] = mapped_column(Text)  # the exact bytes signed and sent
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    __table_args__ = (
+        Index("uq_notify_outbox_dedupe", "dedupe_key", "url", unique=True),
+        # The sender's queue: pending entries by when they may go next.
+        Index("ix_notify_outbox_due", "state", "next_attempt_at"),
+    )

@@ -218,6 +218,7 @@ async def test_a_purged_bots_audit_record_identifies_it_and_never_shows_its_env(
         "container_id",
         "created_at",
         "deleted_at",
+        "status_at_deletion",  # how it ended: its retention by outcome
         "results_deleted",
     }
     assert snapshot["name"] == "audited-bot" and snapshot["labels"] == {"team": "payments"}

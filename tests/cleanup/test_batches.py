@@ -22,7 +22,7 @@ async def test_a_walk_waits_for_a_batch_that_reserved_the_rest_then_takes_its_le
     left = {"a": 1, "b": 3}
 
     def part(name: str) -> Any:
-        async def step(_conn: Any, size: int, _cursor: Any) -> Batch:
+        async def step(_conn: Any, size: int, _cursor: Any, _archive: str | None) -> Batch:
             if name == "a":
                 await b_went_first.wait()
             taken = min(size, left[name])

@@ -147,7 +147,10 @@ def test_a_bot_read_never_waits_for_a_connection_another_thread_holds(tmp_path: 
 
     path = tmp_path / "b.db"
     with sqlite3.connect(path) as raw:
-        raw.execute("CREATE TABLE bots (id CHAR(32), deleted_at DATETIME, labels JSON)")
+        raw.execute(
+            "CREATE TABLE bots (id CHAR(32), deleted_at DATETIME, labels JSON,"
+            " status_at_deletion VARCHAR(20))"
+        )
     reader = SqliteBotReader(path, threads=1)
     answers: list[Any] = []
     try:

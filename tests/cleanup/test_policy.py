@@ -83,7 +83,7 @@ def test_result_retention_falls_back_to_the_setting(tmp_path: Path) -> None:
         ("rules:\n  - bot_retention_days: 1\n  - bot_retention_days: soon\n", "got 'soon'"),
         ("rules:\n  - bot_retention_days: 1.5\n", "got 1.5"),
         ("rules:\n  - bot_retention_days: true\n", "got True"),
-        ("rules:\n  - match: {a: b}\n", "rule 1: sets neither"),
+        ("rules:\n  - match: {a: b}\n", "rule 1: sets none of"),
         ("rules:\n  - bot_retention_days: 1\n    colour: red\n", "unknown field 'colour'"),
         ("rules:\n  - match: [a, b]\n    bot_retention_days: 1\n", "field match accepts a mapping"),
         ("rules:\n  - match: {'bad key': x}\n    bot_retention_days: 1\n", "invalid label key"),
@@ -114,7 +114,7 @@ def test_a_bad_file_stops_the_start_up_with_one_line(tmp_path: Path) -> None:
         checked_settings(_env_file=None, admin_token=TEST_TOKEN, cleanup_policy_file=str(path))
     message = str(caught.value)
     assert message.startswith("invalid CLEANUP_POLICY_FILE=")
-    assert "rule 1: sets neither" in message
+    assert "rule 1: sets none of" in message
     assert "\n" not in message
 
 

@@ -127,12 +127,14 @@ async def test_when_one_concurrent_walk_fails_the_other_ends_after_its_batch(
     calls = 0
     by_tid = BotPurge._bots_by_tid
 
-    async def failing_third(self: Any, session: Any, size: int, window: Any) -> Any:
+    async def failing_third(
+        self: Any, session: Any, size: int, window: Any, archive: str | None
+    ) -> Any:
         nonlocal calls
         calls += 1
         if calls == 3:
             raise RuntimeError("boom")
-        return await by_tid(self, session, size, window)
+        return await by_tid(self, session, size, window, archive)
 
     monkeypatch.setattr(BotPurge, "_bots_by_tid", failing_third)
     tally = Tally()

@@ -68,6 +68,9 @@ class FakeService:
                 self.current_run_id = None
         return result
 
+    async def breakers_changed(self, changes: Any) -> None:
+        self.breaker_events = [*getattr(self, "breaker_events", []), *changes]
+
     def request_stop(self) -> None:
         self.stop_requests += 1
         self.stopped.set()

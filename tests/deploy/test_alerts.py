@@ -74,6 +74,7 @@ def test_the_issue_alerts_exist() -> None:
         "BotfleetOrphansGrowing",
         "BotfleetCleanupBreakerOpen",
         "BotfleetCleanupDryRunLeftOn",
+        "BotfleetNotifyOutboxStuck",
     } <= names
 
 

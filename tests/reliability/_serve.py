@@ -35,7 +35,7 @@ def clean_env(**env: Any) -> dict[str, str]:
 class Serve:
     """One ``python -m botfleet.cli serve`` with an environment of the test's own."""
 
-    def __init__(self, workdir: Path, **env: Any) -> None:
+    def __init__(self, workdir: Path, *, command: list[str] | None = None, **env: Any) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / f"serve-{self.port}.log"
@@ -44,7 +44,7 @@ class Serve:
         base = clean_env(PORT=self.port, HOST="127.0.0.1", **env)
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "botfleet.cli", "serve"],
+                command or [sys.executable, "-m", "botfleet.cli", "serve"],
                 cwd=workdir,
                 env=base,
                 stdout=log,

@@ -150,6 +150,8 @@ async def test_auth_matrix_on_every_admin_endpoint(matrix_app: FastAPI) -> None:
             )
             assert good.status_code not in (401, 403, 500), f"{method} {template}: {good.text}"
     assert len(admin) >= 10
+    # Named here too, so that losing its admin check cannot pass as "deliberately public".
+    assert ("GET", "/admin/cleanup/explain/{bot_id}") in admin  # a bot's labels and retention
     print(f"auth matrix: {len(admin)} admin endpoints x {len(BAD_CREDENTIALS)} credentials")
     assert tried == len(admin) * len(BAD_CREDENTIALS)
 

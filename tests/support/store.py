@@ -37,7 +37,7 @@ from botfleet.store.session import create_engine, create_session_factory
 from tests.conftest import TABLES
 
 CHECKER = "botfleet-checker"
-RESULT_KINDS = ("orphaned_results", "results")
+RESULT_KINDS = ("orphaned_results", "results", "results_over_quota")
 BotId = uuid.UUID | str
 T = TypeVar("T")
 
@@ -67,8 +67,14 @@ class Store:
         results: int = 0,
         name: str | None = None,
         env: dict[str, str] | None = None,
+        outcome: str | None = None,
+        status: str | None = None,
+        created_at: datetime | None = None,
+        status_changed_at: datetime | None = None,
+        result_times: Iterable[datetime] = (),
     ) -> uuid.UUID:
-        """One bot (soft-deleted at ``deleted_at``, or live), with ``results`` results."""
+        """One bot (soft-deleted at ``deleted_at`` after ending as ``outcome``, or live with
+        ``status``), with ``results`` results now and one at each of ``result_times``."""
         async with self.sessions() as session, session.begin():
             bot = Bot(
                 id=uuid.uuid4(),
@@ -77,11 +83,20 @@ class Store:
                 token_hash="0" * 64,
                 labels=labels or {},
                 env=env or {},
-                status="deleted" if deleted_at else "running",
+                status="deleted" if deleted_at else (status or "running"),
                 deleted_at=deleted_at,
+                status_at_deletion=outcome if deleted_at else None,
             )
+            if created_at is not None:
+                bot.created_at = created_at
+            if status_changed_at is not None:
+                bot.status_changed_at = status_changed_at
             session.add(bot)
             session.add_all(Result(bot_id=bot.id, data={"n": n}) for n in range(results))
+            session.add_all(
+                Result(bot_id=bot.id, created_at=at, data={"at": at.isoformat()})
+                for at in result_times
+            )
             return bot.id
 
     async def seed_bots(

@@ -19,6 +19,7 @@ from botfleet.api.schemas.cleanup import (
     RUN_ID,
     CleanupReport,
     CleanupStatus,
+    Explanation,
     Orphans,
     RunDetail,
     RunList,
@@ -145,3 +146,14 @@ async def cleanup_run(
     """One run: its report, plan and a page of its audit records."""
     page = PageRequest(limit=audit_limit, cursor=audit_cursor)
     return await services.cleanup.get_run(run_id, page)
+
+
+@router.get(
+    "/explain/{bot_id}",
+    response_model=None,
+    responses={200: {"model": Explanation}, **errors(*AUTH, 404, 422)},
+)
+async def cleanup_explain(services: ServicesDep, _admin: AdminDep, bot_id: uuid.UUID) -> Any:
+    """Which retention rule applies to the bot, why, and when each of its resources becomes
+    due (purge date, result retention and quota, idle date), or that it is held."""
+    return await services.cleanup.explain(bot_id)

@@ -199,3 +199,21 @@ class RunDetail(RunSummary):
     report: CleanupReport | None
     plan: dict[str, Any] | None
     audit: AuditPage
+
+
+class Explanation(BaseModel):
+    """Why: the rule that applies to a bot, and when each of its resources becomes due."""
+
+    model_config = _OPEN
+
+    bot_id: uuid.UUID
+    name: str
+    live: bool
+    held: bool = Field(description="botfleet.hold=true: nothing of it is ever deleted.")
+    rule: dict[str, Any] | None = Field(description="The first matching rule; null: defaults.")
+    why: str
+    bot: dict[str, Any] = Field(description="Its retention, and when it is purged if deleted.")
+    results: dict[str, Any] = Field(description="Result retention, quota, floor and priority.")
+    idle: dict[str, Any] | None = Field(
+        description="When an idle or failing rule soft-deletes it; null: no such rule."
+    )
