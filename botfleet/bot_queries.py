@@ -25,6 +25,25 @@ class BotFilter:
     status: str | None = None
     # status=deleted lists deleted bots whatever this says.
     include_deleted: bool = False
+    # Part of the name, any case (the dashboard's search).
+    name_contains: str | None = None
+
+
+def match_conditions(flt: BotFilter, *, status: bool = True) -> list[Any]:
+    """The filter as SQL conditions; ``status=False`` leaves out status and deletion (the
+    dashboard counts every status of the bots the labels and the name select)."""
+    conditions: list[Any] = []
+    if status:
+        if not flt.include_deleted and flt.status != STATUS_DELETED:
+            conditions.append(Bot.deleted_at.is_(None))
+        if flt.status is not None:
+            conditions.append(Bot.status == flt.status)
+    for key, value in flt.labels.items():
+        conditions.append(Bot.labels[key].as_string() == value)
+    if flt.name_contains:
+        needle = flt.name_contains.lower()
+        conditions.append(func.lower(Bot.name).contains(needle, autoescape=True))
+    return conditions
 
 
 async def get_bot(sessions: SessionFactory, bot_id: uuid.UUID) -> Bot:
@@ -37,13 +56,7 @@ async def get_bot(sessions: SessionFactory, bot_id: uuid.UUID) -> Bot:
 
 async def list_bots(sessions: SessionFactory, flt: BotFilter, page: PageRequest) -> Page[Bot]:
     """Newest first; ``total`` counts every match, whatever the page."""
-    conditions: list[Any] = []
-    if not flt.include_deleted and flt.status != STATUS_DELETED:
-        conditions.append(Bot.deleted_at.is_(None))
-    if flt.status is not None:
-        conditions.append(Bot.status == flt.status)
-    for key, value in flt.labels.items():
-        conditions.append(Bot.labels[key].as_string() == value)
+    conditions = match_conditions(flt)
     query = (
         select(Bot)
         .where(*conditions)

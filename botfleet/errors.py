@@ -112,6 +112,26 @@ class ContainerConflict(Exception):
     client as it is."""
 
 
+class WorkloadGone(BotfleetError):
+    """The container (or swarm service) a bot points at no longer exists on its engine."""
+
+    def __init__(self, engine: str, container_id: str, reason: str = "") -> None:
+        why = f" ({reason})" if reason else ""
+        super().__init__(f"container {container_id[:12]} no longer exists on engine {engine}{why}")
+        self.engine = engine
+        self.container_id = container_id
+
+
+class LogsUnreadable(BotfleetError):
+    """The engine answers but cannot hand over a workload's logs (e.g. a logging driver that
+    keeps none, such as ``none`` or ``syslog``)."""
+
+    def __init__(self, engine: str, reason: str) -> None:
+        super().__init__(f"engine {engine} cannot read the container's logs: {reason}")
+        self.engine = engine
+        self.reason = reason
+
+
 class EngineUnavailable(BotfleetError):
     def __init__(self, engine: str, reason: str = "") -> None:
         super().__init__(f"engine {engine} is unavailable" + (f": {reason}" if reason else ""))

@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 STATUS_BY_ERROR: dict[type[domain.BotfleetError], int] = {
     domain.BotNotFound: 404,
+    domain.WorkloadGone: 404,
+    domain.LogsUnreadable: 502,
     domain.RunNotFound: 404,
     domain.PlanNotFound: 404,
     domain.BotDeleted: 410,

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Annotated, Any
 
 from fastapi import Depends, Query
 
 from botfleet.constants import DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT
+from botfleet.errors import InvalidInput
 from botfleet.pagination import MAX_CURSOR_LENGTH, MAX_OFFSET, PageRequest
+
+# RFC 3339's date-time (section 5.6), any number of fraction digits; a zone may be left out
+# (then it is UTC).
+_DATE_TIME = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?"
+    r"(?:([Zz])|([+-])(\d{2}):(\d{2}))?"
+)
 
 
 def limit_query(description: str = "Page size.") -> Any:
@@ -43,3 +53,35 @@ async def page_request(
 
 
 PageDep = Annotated[PageRequest, Depends(page_request)]
+
+
+def time_query(description: str) -> Any:
+    return Query(None, description=description, json_schema_extra={"format": "date-time"})
+
+
+def parse_time(field: str, value: str | None) -> datetime | None:
+    """An RFC 3339 date-time as an aware UTC datetime; :class:`InvalidInput` naming ``field``
+    otherwise. Written out, not left to pydantic, which also takes a number of seconds."""
+    if value is None:
+        return None
+    found = _DATE_TIME.fullmatch(value)
+    if found is None:
+        raise InvalidInput(field, f"{value[:40]!r} is not an RFC 3339 date-time")
+    year, month, day, hour, minute, second = (int(found[i]) for i in range(1, 7))
+    micro = int((found[7] or "0")[:6].ljust(6, "0"))
+    if second == 60:  # a leap second: the last instant of the minute before it
+        second, micro = 59, 999_999
+    if year == 0:  # RFC 3339 has a year 0; Python's first is 1: both are before any row
+        return datetime.min.replace(tzinfo=UTC)
+    try:
+        zone = UTC
+        if found[9]:
+            offset = timedelta(hours=int(found[10]), minutes=int(found[11]))
+            zone = timezone(offset if found[9] == "+" else -offset)
+        at = datetime(year, month, day, hour, minute, second, micro, tzinfo=zone)
+    except ValueError:
+        raise InvalidInput(field, f"{value[:40]!r} is not a date-time there is") from None
+    try:
+        return at.astimezone(UTC)
+    except OverflowError:  # a zone that moves it past the first or last year Python has
+        return (datetime.min if year < 5000 else datetime.max).replace(tzinfo=UTC)

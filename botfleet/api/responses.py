@@ -29,7 +29,7 @@ DESCRIPTIONS = {
     400: "The body could not be read as text (not UTF-8).",
     401: "Missing or wrong bearer token.",
     403: "A valid token that may not do this (another bot's token, or the admin token).",
-    404: "No such resource (a purged bot, an unknown run or plan).",
+    404: "No such resource (a purged bot, an unknown run or plan, a bot's removed container).",
     409: "Conflicts with the current state (a live bot holds the name, past retention, a "
     "cleanup already running).",
     410: "The bot is soft-deleted: readable and restorable, but it accepts no results.",
@@ -37,7 +37,7 @@ DESCRIPTIONS = {
     422: "A value is refused: `detail` says why in one line, `errors` names each field.",
     429: "Too many failed authentications from this address lately; retry after "
     "`Retry-After` seconds.",
-    502: "The container engine refused to run the container.",
+    502: "The container engine refused the operation (running the container, reading its logs).",
     503: "A dependency does not answer (no container engine or swarm manager reachable, the "
     "image's registry silent, the cleanup lock lost).",
 }

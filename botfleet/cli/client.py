@@ -16,6 +16,8 @@ what kind of failure it was, so scripts can tell "server down" from "bad request
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -87,13 +89,40 @@ class ServerClient:
             body = None
         if answer.is_success:
             return body
-        detail = describe_detail(body.get("detail") if isinstance(body, dict) else None)
-        detail = detail or answer.text[:200] or answer.reason_phrase
-        status = answer.status_code
-        if status in (401, 403):
-            raise ClientError(f"HTTP {status}: {detail} (check ADMIN_TOKEN)", EXIT_AUTH, status)
-        code = EXIT_SERVER if status >= 500 else EXIT_REFUSED
-        raise ClientError(f"HTTP {status}: {detail}", code, status)
+        raise _refusal(answer, body)
+
+    @contextmanager
+    def stream(
+        self, path: str, *, params: dict[str, Any] | None = None, timeout: float | None = None
+    ) -> Iterator[httpx.Response]:
+        """A GET whose 2xx body is read as it comes (``iter_lines``, ``iter_bytes``); the
+        same :class:`ClientError` as :meth:`request` otherwise. ``timeout`` bounds the wait
+        for each chunk (None: no bound, for a follow)."""
+        clean = {k: v for k, v in (params or {}).items() if v is not None and v != []}
+        limits = httpx.Timeout(self._timeout, read=timeout)
+        try:
+            with (
+                httpx.Client(base_url=self.base_url, timeout=limits) as client,
+                client.stream("GET", path, params=clean, headers=self._headers) as answer,
+            ):
+                if not answer.is_success:
+                    answer.read()
+                    try:
+                        body = answer.json()
+                    except ValueError:
+                        body = None
+                    raise _refusal(answer, body)
+                yield answer
+        except httpx.TimeoutException:
+            raise ClientError(
+                f"{self.base_url} did not answer within {self._timeout:g}s", EXIT_UNREACHABLE
+            ) from None
+        except httpx.HTTPError as exc:
+            raise ClientError(
+                f"cannot reach the server at {self.base_url} ({type(exc).__name__}); "
+                "is it running, and is MAIN_SERVER_URL right?",
+                EXIT_UNREACHABLE,
+            ) from None
 
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params=params)
@@ -103,6 +132,17 @@ class ServerClient:
 
     def delete(self, path: str) -> Any:
         return self.request("DELETE", path)
+
+
+def _refusal(answer: httpx.Response, body: Any) -> ClientError:
+    """A non-2xx answer as the one line to show and the exit code it means."""
+    detail = describe_detail(body.get("detail") if isinstance(body, dict) else None)
+    detail = detail or answer.text[:200] or answer.reason_phrase
+    status = answer.status_code
+    if status in (401, 403):
+        return ClientError(f"HTTP {status}: {detail} (check ADMIN_TOKEN)", EXIT_AUTH, status)
+    code = EXIT_SERVER if status >= 500 else EXIT_REFUSED
+    return ClientError(f"HTTP {status}: {detail}", code, status)
 
 
 def describe_detail(detail: Any) -> str:

@@ -1,4 +1,5 @@
-"""``botfleet``: serve, config, db, bots, cleanup, policy, archive, notify, doctor, openapi."""
+"""``botfleet``: serve, config, db, bots, results, cleanup, policy, archive, notify, doctor,
+openapi."""
 
 from __future__ import annotations
 
@@ -20,13 +21,16 @@ log = logging.getLogger("botfleet")
 
 
 def _register_subcommands() -> None:
-    from botfleet.cli import archive, bots, cleanup, doctor, notify, policy
+    from botfleet.cli import archive, bot_output, bots, cleanup, doctor, notify, policy, results
 
+    bots.app.command("logs")(bot_output.logs)
+    bots.app.command("results")(bot_output.results)
     app.add_typer(archive.app, name="archive")
     app.add_typer(notify.app, name="notify")
     app.add_typer(bots.app, name="bots")
     app.add_typer(cleanup.app, name="cleanup")
     app.add_typer(policy.app, name="policy")
+    app.add_typer(results.app, name="results")
     app.command("doctor")(doctor.doctor)
 
 

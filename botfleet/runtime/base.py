@@ -3,9 +3,10 @@ cleanup service reach an engine.
 
 The Docker adapter (``docker.py``) implements it; unit tests of pure logic may use a small
 in-memory fake of the same shape. Nothing outside ``runtime/`` asks which class it holds.
-Every method is async but :meth:`ContainerEngine.open_events` (a blocking stream, read in a
-thread) and the ``check`` of :meth:`ContainerEngine.remove_verified` (called in the engine's
-own thread, between the last look at the container and its removal).
+Every method is async but :meth:`ContainerEngine.open_events` and
+:meth:`ContainerEngine.open_logs` (blocking streams, read in a thread) and the ``check`` of
+:meth:`ContainerEngine.remove_verified` (called in the engine's own thread, between the last
+look at the container and its removal).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from botfleet.constants import LABEL_BOT_ID, LABEL_INSTANCE, LABEL_MANAGED, SWARM_LABEL_PREFIX
+from botfleet.runtime.log_stream import LogQuery, LogStream
 
 
 @dataclass(frozen=True)
@@ -156,5 +158,13 @@ class ContainerEngine(Protocol):
     def open_events(self, instance: str) -> EventStream:
         """This instance's container events from now on (a blocking call: run it in a thread);
         :class:`~botfleet.errors.EngineUnavailable` if the engine cannot stream them."""
+
+    def open_logs(self, container_id: str, query: LogQuery) -> LogStream:
+        """The workload's stdout and stderr lines with their timestamps (a blocking call and
+        stream: run and read them in a thread); ``query.follow`` keeps it open for new lines
+        until the workload stops or the stream is closed. Raises
+        :class:`~botfleet.errors.WorkloadGone` if the workload no longer exists,
+        :class:`~botfleet.errors.EngineUnavailable` if the engine does not answer and
+        :class:`~botfleet.errors.LogsUnreadable` if it answers but cannot give the logs."""
 
     async def close(self) -> None: ...

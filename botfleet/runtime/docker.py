@@ -30,10 +30,13 @@ from botfleet.errors import (
     EngineUnavailable,
     ImageNotAvailable,
     InvalidInput,
+    LogsUnreadable,
+    WorkloadGone,
 )
 from botfleet.runtime.base import ContainerInfo, ContainerSpec, EventStream, Revival
 from botfleet.runtime.docker_http import CONNECTION_ERRORS, EngineAnswer, EngineHttp, container_path
 from botfleet.runtime.images import PULL_NEVER, ensure_image
+from botfleet.runtime.log_stream import EngineLogStream, LogQuery, LogStream, open_engine_logs
 
 T = TypeVar("T")
 LOCAL_ENGINE = "local"
@@ -292,6 +295,30 @@ class DockerEngine:
         except DockerException as exc:
             raise EngineUnavailable(self.name, str(exc)[:200]) from exc
         return stream
+
+    def open_logs(self, container_id: str, query: LogQuery) -> LogStream:
+        """The container's stdout and stderr with timestamps (blocking; read it in a thread)."""
+        try:
+            api = self._connect().api
+            try:
+                config = api.inspect_container(container_id).get("Config") or {}
+            except NotFound:
+                raise WorkloadGone(self.name, container_id) from None
+            path = container_path(container_id, "/logs")
+            response = open_engine_logs(api, path, query, bool(config.get("Tty")))
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+            raise EngineUnavailable(self.name, type(exc).__name__) from exc
+        except APIError as exc:
+            raise LogsUnreadable(self.name, _explain(exc)) from exc
+        except DockerException as exc:
+            raise EngineUnavailable(self.name, str(exc)[:200]) from exc
+        if response.status_code >= 400:
+            reason = response.text[:300]
+            response.close()
+            if response.status_code == 404:
+                raise WorkloadGone(self.name, container_id)
+            raise LogsUnreadable(self.name, reason)
+        return EngineLogStream(response, tty=bool(config.get("Tty")))
 
     def _plainly(self, call: Callable[[], T]) -> T:
         """A plain-HTTP call; a broken connection means the engine is unavailable."""

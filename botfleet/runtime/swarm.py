@@ -17,17 +17,19 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import docker
 import requests
 from docker.errors import APIError, DockerException, NotFound
 
 from botfleet.constants import KIND_SERVICES, LABEL_INSTANCE, LABEL_MANAGED
-from botfleet.errors import ContainerFailed, EngineUnavailable
+from botfleet.errors import ContainerFailed, EngineUnavailable, LogsUnreadable, WorkloadGone
 from botfleet.runtime import swarm_http, swarm_specs
 from botfleet.runtime.base import ContainerInfo, ContainerSpec, EventStream, Revival
 from botfleet.runtime.docker_http import EngineHttp
 from botfleet.runtime.images import PULL_ALWAYS, classify
+from botfleet.runtime.log_stream import EngineLogStream, LogQuery, LogStream, open_engine_logs
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -202,6 +204,32 @@ class SwarmEngine:
         filters = {"type": ["service", "node", "container"]}
         stream: EventStream = self._on_manager(lambda c: c.events(decode=True, filters=filters))
         return stream
+
+    def open_logs(self, container_id: str, query: LogQuery) -> LogStream:
+        """The service's logs (all its tasks', gathered by the manager), with timestamps."""
+
+        def open_(client: docker.DockerClient) -> tuple[Any, bool]:
+            try:
+                service = _api(client).inspect_service(container_id)
+            except NotFound:
+                raise WorkloadGone(self.name, container_id) from None
+            template = (service.get("Spec") or {}).get("TaskTemplate") or {}
+            tty = bool((template.get("ContainerSpec") or {}).get("TTY"))
+            path = f"/services/{quote(container_id, safe='')}/logs"
+            return open_engine_logs(_api(client), path, query, tty), tty
+
+        try:
+            response, tty = self._on_manager(open_)
+        except APIError as exc:
+            raise LogsUnreadable(self.name, str(exc.explanation or exc)[:300]) from exc
+        if response.status_code == 404:
+            response.close()
+            raise WorkloadGone(self.name, container_id)
+        if response.status_code >= 400:
+            reason = response.text[:300]
+            response.close()
+            raise LogsUnreadable(self.name, reason)
+        return EngineLogStream(response, tty=tty)
 
     async def close(self) -> None:
         with self._lock:

@@ -1,4 +1,5 @@
-// botfleet cleanup dashboard: a static page over the JSON API (no build step).
+// botfleet dashboard, the cleanup view: a static page over the JSON API (no build step).
+// fleet.js adds the fleet and bot pages with the helpers defined here.
 // The admin token lives in sessionStorage (this tab only) and goes out as a bearer token.
 // Every value from the server is inserted as text, never as HTML.
 "use strict";
@@ -128,6 +129,8 @@ function startApp() {
   $("login").hidden = true;
   $("app").hidden = false;
   $("session").hidden = false;
+  // The fleet and bot pages (fleet.js) show themselves by the address's #fragment.
+  document.dispatchEvent(new Event("botfleet:signed-in"));
   if (!timer) timer = setInterval(() => loadAll().catch(showError), REFRESH_MS);
 }
 

@@ -8,6 +8,7 @@ while true; do
     --header "Authorization: Bearer ${BOT_TOKEN}" \
     --header "Content-Type: application/json" \
     --post-data "{\"data\": {\"seq\": ${n}, \"uptime\": \"$(cut -d' ' -f1 /proc/uptime)\"}}" \
-    "${MAIN_SERVER_URL}/bots/${BOT_ID}/results" || echo "post ${n} failed" >&2
+    "${MAIN_SERVER_URL}/bots/${BOT_ID}/results" && echo "posted result ${n}" \
+    || echo "post ${n} failed" >&2
   sleep "${RESULT_INTERVAL_SECONDS}"
 done

@@ -132,7 +132,7 @@ async def test_protected_operations_name_their_token(document: dict[str, Any]) -
         security = op.get("security")
         if label == "POST /bots/{bot_id}/results":
             assert security == [{"BotToken": []}]
-        elif label.split()[1].startswith(("/bots", "/admin")):
+        elif label.split()[1].startswith(("/bots", "/admin", "/results", "/fleet")):
             assert security == [{"AdminToken": []}], label
         elif label == "GET /metrics":
             assert security == [{}, {"MetricsToken": []}]

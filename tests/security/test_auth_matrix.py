@@ -170,3 +170,40 @@ async def test_the_openapi_document_declares_the_schemes(matrix_app: FastAPI) ->
         if is_admin_only(dependant):
             assert doc["paths"][path][method.lower()]["security"] == [{"AdminToken": []}], path
     assert doc["paths"]["/bots/{bot_id}/results"]["post"]["security"] == [{"BotToken": []}]
+
+
+# The endpoints of the fleet view, the logs and the exports: admin-only like the rest, and a
+# streaming answer never starts before the token is checked.
+STREAMED = [
+    ("/bots/{bot_id}/logs", {"follow": "true"}),
+    ("/bots/{bot_id}/results", {"format": "csv"}),
+    ("/results/export", {"format": "ndjson"}),
+]
+
+
+def test_the_fleet_logs_and_exports_are_admin_only(settings: Settings) -> None:
+    from botfleet.app import create_app
+
+    app = create_app(settings, migrate=False)
+    admin = {(m, p) for m, p, d in endpoints(app) if is_admin_only(d)}
+    wanted = {
+        ("GET", "/fleet"),
+        ("GET", "/bots/{bot_id}/history"),
+        ("GET", "/bots/{bot_id}/logs"),
+        ("GET", "/results/export"),
+        ("GET", "/bots/{bot_id}/results"),
+    }
+    assert wanted <= admin, wanted - admin
+
+
+async def test_streams_refuse_bad_credentials_before_streaming(matrix_app: FastAPI) -> None:
+    transport = httpx.ASGITransport(app=matrix_app, client=("127.0.0.1", 50003))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        for template, params in STREAMED:
+            path = fill(template)
+            for case, headers in BAD_CREDENTIALS.items():
+                answer = await client.get(path, params=params, headers=headers)
+                where = f"{template} {params} with {case}"
+                assert answer.status_code == 401, f"{where}: {answer.status_code}"
+                assert answer.headers["content-type"] == "application/json", where
+                assert answer.headers.get("www-authenticate") == "Bearer", where

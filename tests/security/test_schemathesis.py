@@ -119,6 +119,8 @@ def issued_cursors(http: httpx.Client, bot: str) -> dict[str, dict[str, str]]:
         "list_bots": {"cursor": next_cursor("/bots", include_deleted="true")},
         "list_results": {"cursor": next_cursor(f"/bots/{bot}/results")},
         "cleanup_runs": {"cursor": next_cursor("/admin/cleanup/runs")},
+        # The fleet pages bots as /bots does (one of the two is deleted: /fleet lists one).
+        "get_fleet": {"cursor": next_cursor("/bots", include_deleted="true")},
         # An audit position (record 0, item 0): issued for any run, the first page after it.
         "cleanup_run": {"audit_cursor": encode_cursor([0, 0])},
     }

@@ -5,11 +5,9 @@ Screenshots go to test-artifacts/ (gitignored) for a human to look at.
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,9 +16,9 @@ from sqlalchemy import func, select
 
 from botfleet.config import Settings
 from botfleet.store.models import Bot, CleanupRun, Result
-from tests.conftest import ROOT, TEST_TOKEN, in_store, missing_service
+from tests.conftest import ROOT, TEST_TOKEN, in_store
 from tests.servers import free_port, live_server
-from tests.web.cdp import CHROMIUM, Page, chromium
+from tests.web.cdp import Page
 
 ARTIFACTS = ROOT / "test-artifacts"
 
@@ -33,14 +31,6 @@ def server(settings_factory: Callable[..., Settings]) -> Iterator[tuple[str, Set
     )
     with live_server(settings) as url:
         yield url, settings
-
-
-@pytest.fixture
-def page(tmp_path: Path) -> Iterator[Page]:
-    if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
-        missing_service("Chromium (/usr/bin/chromium)")
-    with chromium(tmp_path / "profile") as p:
-        yield p
 
 
 def seed(settings: Settings) -> None:

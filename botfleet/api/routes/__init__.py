@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from botfleet.api.routes import bots, cleanup, dashboard, health, metrics, results
+from botfleet.api.routes import (
+    bots,
+    cleanup,
+    dashboard,
+    exports,
+    fleet,
+    health,
+    logs,
+    metrics,
+    results,
+)
 
 
 def include_all(app: FastAPI) -> None:
@@ -12,5 +22,8 @@ def include_all(app: FastAPI) -> None:
     app.include_router(metrics.router)
     app.include_router(bots.router)
     app.include_router(results.router)
+    app.include_router(logs.router)
+    app.include_router(exports.router)
+    app.include_router(fleet.router)
     app.include_router(cleanup.router)
     app.include_router(dashboard.router)

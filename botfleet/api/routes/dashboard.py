@@ -18,6 +18,7 @@ router = APIRouter(tags=["dashboard"], include_in_schema=False)
 ASSETS = {
     "index.html": "text/html; charset=utf-8",
     "dashboard.js": "text/javascript; charset=utf-8",
+    "fleet.js": "text/javascript; charset=utf-8",
     "dashboard.css": "text/css; charset=utf-8",
 }
 HEADERS = {

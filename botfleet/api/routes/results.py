@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Request, Security
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Security
+from fastapi.responses import StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from botfleet.api.deps import UNAUTHORIZED_HEADERS, AdminDep, ServicesDep, client_ip
-from botfleet.api.params import PageDep
+from botfleet.api.params import PageDep, parse_time, time_query
 from botfleet.api.responses import AUTH, BODY, errors
+from botfleet.api.routes.exports import EXPORT_CONTENT, streamed
 from botfleet.api.schemas.results import (
     ResultIn,
     ResultList,
@@ -21,6 +23,7 @@ from botfleet.api.schemas.results import (
 from botfleet.auth import bearer_token
 from botfleet.errors import BotTokenInvalid
 from botfleet.results import ResultService
+from botfleet.results_export import ExportFilter, check_bot
 from botfleet.store.models import utcnow
 
 router = APIRouter(prefix="/bots/{bot_id}/results", tags=["results"])
@@ -73,11 +76,40 @@ async def post_results(
     return ResultsAccepted(accepted=accepted)
 
 
-@router.get("", response_model=ResultList, responses=errors(*AUTH, 404, 422))
+@router.get(
+    "",
+    response_model=ResultList,
+    responses={
+        **errors(*AUTH, 404, 422),
+        200: {
+            "description": "A page of results (JSON); with `format=ndjson` or `csv`, all of "
+            "them, oldest first, streamed.",
+            "content": EXPORT_CONTENT,
+        },
+    },
+)
 async def list_results(
-    bot_id: uuid.UUID, results: ResultsDep, _admin: AdminDep, page: PageDep
-) -> ResultList:
-    """Newest first, with ``total``."""
+    bot_id: uuid.UUID,
+    results: ResultsDep,
+    services: ServicesDep,
+    _admin: AdminDep,
+    page: PageDep,
+    fmt: Literal["json", "ndjson", "csv"] = Query(
+        "json",
+        alias="format",
+        description="`json`: a page, newest first; `ndjson` or `csv`: every result (within "
+        "`since`/`until`), oldest first, streamed.",
+    ),
+    since: str | None = time_query("ndjson/csv: created at or after (RFC 3339)."),
+    until: str | None = time_query("ndjson/csv: created before (RFC 3339)."),
+) -> ResultList | StreamingResponse:
+    """Newest first, with ``total``; or the whole export of the bot's results."""
+    if fmt != "json":
+        flt = ExportFilter(
+            bot_id=bot_id, since=parse_time("since", since), until=parse_time("until", until)
+        )
+        await check_bot(services.db, bot_id)
+        return streamed(services, flt, fmt, f"results-{bot_id}")
     found = await results.list(bot_id, page)
     return ResultList(
         items=[ResultOut.model_validate(r) for r in found.items],
