@@ -241,7 +241,21 @@ class Reconciler:
                 continue
             stopped += 1
             log.info("stopped container %s of deleted bot %s", stop.container_id, stop.bot_id)
+            if not await self._still_deleted(stop.bot_id):
+                # Restored while it stopped (a stop waits out the bot's grace): the restore
+                # found it still running and left it so; it is the bot's again, so run it.
+                await self._start_restored(engine, stop)
         return stopped
+
+    async def _start_restored(self, engine: ContainerEngine, stop: StopContainer) -> None:
+        try:
+            await engine.start(stop.container_id)
+        except Exception as exc:
+            log.warning("could not start restored bot %s again: %s", stop.bot_id, exc)
+        else:
+            log.info(
+                "started container %s of bot %s again: restored", stop.container_id, stop.bot_id
+            )
 
     async def _still_deleted(self, bot_id: uuid.UUID) -> bool:
         async with self._sessions() as session:

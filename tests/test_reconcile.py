@@ -268,6 +268,37 @@ async def test_an_abandoned_pending_bot_fails_after_the_grace(
 
 
 @pytest.mark.docker
+async def test_a_bot_restored_while_its_container_stops_runs_again(
+    parts: tuple[BotService, Reconciler],
+    docker_client: Any,
+    sample_image: str,
+    cleanup_containers: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The reconciler saw the bot deleted and stops its container; the stop waits out the
+    bot's grace, and a restore lands meanwhile (it finds the container still running and
+    leaves it). The bot is live: its container must run, not stay stopped by the old pass."""
+    service, reconciler = parts
+    bot, _ = await service.create(run("restored-midway", "sleep", "600"), now=NOW)
+    await service.delete(bot.id, now=NOW)
+    container = docker_client.containers.get(bot.container_id)
+    container.start()  # running again while deleted: the reconciler will stop it
+    engine = reconciler._fleet.get(bot.engine)
+    real_stop = engine.stop
+
+    async def stop_during_a_restore(container_id: str, timeout: float = 10) -> None:
+        await service.restore(bot.id, now=NOW)  # lands while the stop is under way
+        await real_stop(container_id, timeout=timeout)
+
+    monkeypatch.setattr(engine, "stop", stop_during_a_restore)
+    await reconciler.reconcile_once(NOW)
+
+    container.reload()
+    assert (await service.get(bot.id)).deleted_at is None
+    assert container.status == "running"
+
+
+@pytest.mark.docker
 async def test_engine_events_update_status_without_waiting_for_the_interval(
     parts: tuple[BotService, Reconciler],
     docker_client: Any,
