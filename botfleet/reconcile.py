@@ -241,9 +241,10 @@ class Reconciler:
                 continue
             stopped += 1
             log.info("stopped container %s of deleted bot %s", stop.container_id, stop.bot_id)
-            if not await self._still_deleted(stop.bot_id):
+            if await self._is_live(stop.bot_id):
                 # Restored while it stopped (a stop waits out the bot's grace): the restore
                 # found it still running and left it so; it is the bot's again, so run it.
+                # (A bot whose row went meanwhile was purged: its workload is the cleanup's.)
                 await self._start_restored(engine, stop)
         return stopped
 
@@ -256,6 +257,12 @@ class Reconciler:
             log.info(
                 "started container %s of bot %s again: restored", stop.container_id, stop.bot_id
             )
+
+    async def _is_live(self, bot_id: uuid.UUID) -> bool:
+        async with self._sessions() as session:
+            row = await session.execute(select(Bot.deleted_at).where(Bot.id == bot_id))
+            found = row.first()
+        return found is not None and found.deleted_at is None
 
     async def _still_deleted(self, bot_id: uuid.UUID) -> bool:
         async with self._sessions() as session:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import delete
 
 from botfleet.bot_spec import NewBot
 from botfleet.bots import BotService
@@ -34,6 +35,7 @@ from botfleet.reconcile_plan import (
 from botfleet.runtime.base import ContainerInfo
 from botfleet.runtime.docker import DockerEngine
 from botfleet.runtime.fleet import Fleet
+from botfleet.store.models import Bot
 from botfleet.store.session import create_engine, create_session_factory
 from tests.support.wait import wait_until, wait_until_async
 from tests.test_bots import insert_bot
@@ -296,6 +298,41 @@ async def test_a_bot_restored_while_its_container_stops_runs_again(
     container.reload()
     assert (await service.get(bot.id)).deleted_at is None
     assert container.status == "running"
+
+
+@pytest.mark.docker
+async def test_a_bot_purged_while_its_container_stops_stays_stopped(
+    parts: tuple[BotService, Reconciler],
+    settings: Settings,
+    docker_client: Any,
+    sample_image: str,
+    cleanup_containers: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The other way the row can change during the stop: the cleanup purged it. The
+    workload is then an orphan for the cleanup to remove, never one to run again."""
+    service, reconciler = parts
+    bot, _ = await service.create(run("purged-midway", "sleep", "600"), now=NOW)
+    await service.delete(bot.id, now=NOW)
+    container = docker_client.containers.get(bot.container_id)
+    container.start()
+    engine = reconciler._fleet.get(bot.engine)
+    real_stop = engine.stop
+
+    async def stop_during_a_purge(container_id: str, timeout: float = 10) -> None:
+        db = create_engine(settings)
+        try:
+            async with create_session_factory(db)() as session, session.begin():
+                await session.execute(delete(Bot).where(Bot.id == bot.id))
+        finally:
+            await db.dispose()
+        await real_stop(container_id, timeout=timeout)
+
+    monkeypatch.setattr(engine, "stop", stop_during_a_purge)
+    await reconciler.reconcile_once(NOW)
+
+    container.reload()
+    assert container.status == "exited"
 
 
 @pytest.mark.docker

@@ -221,11 +221,25 @@ async def test_churn_on_a_swarm_loses_nothing_live(
             await asyncio.gather(clients, sweep())
 
             # Settled: every deleted bot's task shut down, then one last sweep takes them all.
+            # (A task swarm is shutting down still reads "running": only the service's own
+            # state, no live task, says it has stopped.)
+            live_ids = {b.id for b in ledger.bots.values() if b.state == "live"}
+
+            unsettled: list[Any] = []
+
             async def settled() -> bool:
                 workloads = await fleet.engines["swarm"].list_managed(instance)
-                return all(w.state != "running" or w.task_state == "running" for w in workloads)
+                unsettled[:] = [
+                    (w.bot_id, w.state, w.task_state, w.detail, ledger.bots[w.bot_id].state)
+                    for w in workloads
+                    if w.bot_id not in live_ids and w.state == "running"
+                ]
+                return not unsettled
 
-            await wait_until_async(settled, timeout=120, message="the swarm to settle")
+            try:
+                await wait_until_async(settled, timeout=120, message="the swarm to settle")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}; still running: {unsettled}") from exc
             reports.append(await service.run(trigger="cli", actor="cli:churn", dry_run=False))
     finally:
         await ctx.__aexit__(None, None, None)
@@ -243,7 +257,14 @@ async def test_churn_on_a_swarm_loses_nothing_live(
         assert await db.bot_ids(live=False) == set()
         assert await db.orphaned_results() == 0
         workloads = {w.id: w for w in await fleet.engines["swarm"].list_managed(instance)}
-        assert set(workloads) == {str(c) for c, _ in live.values()}, "a service lost or left"
+        left = {
+            i: (w.bot_id, w.state, w.task_state, w.finished_at)
+            for i, w in workloads.items()
+            if i not in {str(c) for c, _ in live.values()}
+        }
+        assert set(workloads) == {str(c) for c, _ in live.values()}, (
+            f"a service lost or left: {left}"
+        )
         assert not await db.double_deletions()
         assert not overlapping(await db.runs())
         purged = len(await db.deleted_ids("bots"))
