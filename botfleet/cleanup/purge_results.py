@@ -16,17 +16,25 @@ from typing import Any
 
 from sqlalchemy import Integer, bindparam, insert
 
-from botfleet.archive.format import AUDIT_KEY, TABLE_RESULTS, BatchBody, row_line
+from botfleet.cleanup.archived_results import (
+    EVERY_COLUMN,
+    RESULT_COLUMNS,
+    archive_binds,
+    audit_names_file,
+    audit_snapshot,
+    lines_column,
+    rendered_body,
+    rows_body,
+)
 from botfleet.cleanup.batches import Batch, BatchLoop, Tally
 from botfleet.cleanup.database_selection import ORPHANED, results_where
 from botfleet.cleanup.policy import Policy
 from botfleet.cleanup.predicates import Dialect
-from botfleet.cleanup.sql import Runner, bound_text, jsonable
+from botfleet.cleanup.sql import Runner, bound_text
 from botfleet.constants import KIND_ORPHANED_RESULTS, KIND_RESULTS
-from botfleet.store.models import CleanupAudit, Result, UTCDateTime
+from botfleet.store.models import CleanupAudit, UTCDateTime
 
 _FIRST_TS = datetime(1, 1, 1, tzinfo=UTC)
-_RESULT_COLUMNS = list(Result.__table__.c)
 
 
 @dataclass(frozen=True)
@@ -122,27 +130,19 @@ class ResultPurge:
                 return await self._results_pg(
                     runner, kind, victims, recheck, params, reason, archive
                 )
-            returned = ", ".join(c.name for c in _RESULT_COLUMNS) if archive else f"id, {column}"
+            returned = EVERY_COLUMN if archive else f"id, {column}"
             sql = (
                 f"DELETE FROM results AS r WHERE r.id IN (SELECT id FROM ({victims}))"
                 f" AND {recheck} RETURNING {returned}"
             )
             stmt = bound_text(sql, params)
-            stmt = stmt.columns(*_RESULT_COLUMNS) if archive else stmt.columns(**{column: key_type})
+            stmt = stmt.columns(*RESULT_COLUMNS) if archive else stmt.columns(**{column: key_type})
             rows = (await runner.execute(stmt)).all()
             if not rows:
                 return Batch(0, 0)
             ids = sorted(int(r.id) for r in rows)
             await self._audit_results(runner, kind, ids, reason, archive)
-            body = None
-            if archive:
-                lines = [
-                    row_line(TABLE_RESULTS, {k: jsonable(v) for k, v in r._mapping.items()})
-                    for r in rows
-                ]
-                body = BatchBody(
-                    ["\n".join(lines)], {TABLE_RESULTS: len(lines)}, {"reason": reason}
-                )
+            body = rows_body(rows, reason) if archive else None
             last = max(getattr(r, column) for r in rows)
             return Batch(len(ids), len(ids), cursor=last, archive=body)
 
@@ -160,15 +160,7 @@ class ResultPurge:
     ) -> Batch:
         """One statement; with an ``archive`` file name, the audit names it and the deleted
         rows come back as archive lines."""
-        named = f"'{AUDIT_KEY}', CAST(:archive AS text), " if archive else ""
-        lines = (
-            f""",
-       (SELECT convert_to(string_agg(json_build_object('table', '{TABLE_RESULTS}',
-                                            'row', row_to_json(g))::text, E'\\n'), 'UTF8')
-        FROM gone g) AS lines"""
-            if archive
-            else ""
-        )
+        named, lines = audit_names_file(archive), lines_column(archive)
         sql = f"""
 WITH victims AS ({victims}),
 gone AS (
@@ -185,20 +177,20 @@ gone AS (
 SELECT (SELECT count(*) FROM victims) AS selected, (SELECT count(*) FROM gone) AS rows,
        (SELECT max(key) FROM victims) AS last, (SELECT count(*) FROM audit) AS audited{lines}
 """
-        named_bind: list[Any] = [bindparam("archive", archive)] if archive else []
         stmt = bound_text(
             sql,
-            [*params, *self.loop.audit_binds(), bindparam("reason", reason), *named_bind],
+            [
+                *params,
+                *self.loop.audit_binds(),
+                bindparam("reason", reason),
+                *archive_binds(archive),
+            ],
         )
         row = (await runner.execute(stmt)).one()
         last = row.last
         if isinstance(last, datetime) and last.tzinfo is None:
             last = last.replace(tzinfo=UTC)
-        body = (
-            BatchBody([row.lines or ""], {TABLE_RESULTS: int(row.rows)}, {"reason": reason})
-            if archive
-            else None
-        )
+        body = rendered_body(row.lines, int(row.rows), reason) if archive else None
         return Batch(int(row.selected), int(row.rows), cursor=last, archive=body)
 
     async def _audit_results(
@@ -215,11 +207,7 @@ SELECT (SELECT count(*) FROM victims) AS selected, (SELECT count(*) FROM gone) A
                     "reason": reason,
                     "actor": self.actor,
                     "resource_count": len(ids),
-                    "snapshot": {
-                        "count": len(ids),
-                        **({AUDIT_KEY: archive} if archive else {}),
-                        "ids": ids,
-                    },
+                    "snapshot": audit_snapshot(ids, archive),
                     "deleted_at": self.clock(),
                 }
             ],

@@ -17,17 +17,25 @@ from typing import Any
 
 from sqlalchemy import BigInteger, String, Uuid, bindparam, insert
 
-from botfleet.archive.format import AUDIT_KEY, TABLE_RESULTS, BatchBody, row_line
+from botfleet.cleanup.archived_results import (
+    EVERY_COLUMN,
+    RESULT_COLUMNS,
+    archive_binds,
+    audit_names_file,
+    audit_snapshot,
+    lines_column,
+    rendered_body,
+    rows_body,
+)
 from botfleet.cleanup.batches import Batch, BatchLoop, Tally
 from botfleet.cleanup.policy import Policy
 from botfleet.cleanup.predicates import Dialect
 from botfleet.cleanup.quota_selection import OVER_QUOTA, BudgetBoundary, ranked, victim_condition
 from botfleet.cleanup.rules import BUDGET_ROWS
-from botfleet.cleanup.sql import Runner, bound_text, jsonable, scalar
+from botfleet.cleanup.sql import Runner, bound_text, scalar
 from botfleet.constants import KIND_RESULTS_OVER_QUOTA
-from botfleet.store.models import CleanupAudit, Result
+from botfleet.store.models import CleanupAudit
 
-_RESULT_COLUMNS = list(Result.__table__.c)
 WHY_QUOTA = f"{KIND_RESULTS_OVER_QUOTA}: beyond its rule's max_results_per_bot"
 WHY_BUDGET = (
     f"{KIND_RESULTS_OVER_QUOTA}: over CLEANUP_RESULTS_BUDGET, oldest of the lowest priority"
@@ -100,9 +108,9 @@ class QuotaPurge:
         if not rows:
             return Batch(0, 0)
         ids: Any = bindparam("ids", [int(r.id) for r in rows], expanding=True)
-        returned = ", ".join(c.name for c in _RESULT_COLUMNS) if archive else "id"
+        returned = EVERY_COLUMN if archive else "id"
         stmt = bound_text(f"DELETE FROM results WHERE id IN :ids RETURNING {returned}", [ids])
-        deleted = (await runner.execute(stmt.columns(*_RESULT_COLUMNS) if archive else stmt)).all()
+        deleted = (await runner.execute(stmt.columns(*RESULT_COLUMNS) if archive else stmt)).all()
         gone = {int(r.id) for r in deleted}
         by_reason: dict[str, list[int]] = {}
         for row in rows:
@@ -110,14 +118,7 @@ class QuotaPurge:
                 by_reason.setdefault(str(row.why), []).append(int(row.id))
         if by_reason:
             await runner.execute(insert(CleanupAudit), self._records(by_reason, archive))
-        body = None
-        if archive:
-            lines = [
-                row_line(TABLE_RESULTS, {k: jsonable(v) for k, v in r._mapping.items()})
-                for r in deleted
-            ]
-            counts = {TABLE_RESULTS: len(lines)}
-            body = BatchBody(["\n".join(lines)], counts, {"reason": WHY_EITHER})
+        body = rows_body(deleted, WHY_EITHER) if archive else None
         return Batch(len(rows), len(gone), cursor=max(r.bot_id for r in rows), archive=body)
 
     async def _batch_pg(
@@ -129,15 +130,7 @@ class QuotaPurge:
         binds: list[Any],
         archive: str | None,
     ) -> Batch:
-        named = f"'{AUDIT_KEY}', CAST(:archive AS text), " if archive else ""
-        lines = (
-            f""",
-       (SELECT convert_to(string_agg(json_build_object('table', '{TABLE_RESULTS}',
-                                            'row', row_to_json(g))::text, E'\\n'), 'UTF8')
-        FROM gone g) AS lines"""
-            if archive
-            else ""
-        )
+        named, lines = audit_names_file(archive), lines_column(archive)
         gone_columns = "r.*" if archive else "r.id"
         sql = f"""
 WITH victims AS (
@@ -158,14 +151,9 @@ WITH victims AS (
 SELECT (SELECT count(*) FROM victims) AS selected, (SELECT count(*) FROM gone) AS rows,
        (SELECT max(key) FROM victims) AS last, (SELECT count(*) FROM audit) AS audited{lines}
 """
-        named_bind: list[Any] = [bindparam("archive", archive)] if archive else []
-        stmt = bound_text(sql, [*binds, *self.loop.audit_binds(), *named_bind])
+        stmt = bound_text(sql, [*binds, *self.loop.audit_binds(), *archive_binds(archive)])
         row = (await runner.execute(stmt)).one()
-        body = (
-            BatchBody([row.lines or ""], {TABLE_RESULTS: int(row.rows)}, {"reason": WHY_EITHER})
-            if archive
-            else None
-        )
+        body = rendered_body(row.lines, int(row.rows), WHY_EITHER) if archive else None
         return Batch(int(row.selected), int(row.rows), cursor=row.last, archive=body)
 
     def _records(
@@ -181,11 +169,7 @@ SELECT (SELECT count(*) FROM victims) AS selected, (SELECT count(*) FROM gone) A
                 "reason": reason,
                 "actor": stage.actor,
                 "resource_count": len(ids),
-                "snapshot": {
-                    "count": len(ids),
-                    **({AUDIT_KEY: archive} if archive else {}),
-                    "ids": sorted(ids),
-                },
+                "snapshot": audit_snapshot(sorted(ids), archive),
                 "deleted_at": at,
             }
             for reason, ids in by_reason.items()
