@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Query
 
+from botfleet.api.schemas import patterns
 from botfleet.constants import DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT
 from botfleet.errors import InvalidInput
 from botfleet.pagination import MAX_CURSOR_LENGTH, MAX_OFFSET, PageRequest
@@ -57,6 +58,20 @@ PageDep = Annotated[PageRequest, Depends(page_request)]
 
 def time_query(description: str) -> Any:
     return Query(None, description=description, json_schema_extra={"format": "date-time"})
+
+
+MAX_LABEL_FILTERS = 20
+
+
+def label_query(description: str) -> Any:
+    """``label=key=value``, repeatable, up to :data:`MAX_LABEL_FILTERS`, each in the documented
+    pattern (``parse_label_filters`` checks it again and names the field)."""
+    return Query(
+        [],
+        max_length=MAX_LABEL_FILTERS,
+        description=description,
+        json_schema_extra={"items": {"type": "string", "pattern": patterns.LABEL_SELECTOR}},
+    )
 
 
 def parse_time(field: str, value: str | None) -> datetime | None:

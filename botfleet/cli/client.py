@@ -68,21 +68,8 @@ class ServerClient:
     ) -> Any:
         """The decoded JSON answer of a 2xx response; :class:`ClientError` otherwise."""
         clean = {k: v for k, v in (params or {}).items() if v is not None and v != []}
-        try:
-            with httpx.Client(base_url=self.base_url, timeout=self._timeout) as client:
-                answer = client.request(
-                    method, path, params=clean, json=json, headers=self._headers
-                )
-        except httpx.TimeoutException:
-            raise ClientError(
-                f"{self.base_url} did not answer within {self._timeout:g}s", EXIT_UNREACHABLE
-            ) from None
-        except httpx.HTTPError as exc:
-            raise ClientError(
-                f"cannot reach the server at {self.base_url} ({type(exc).__name__}); "
-                "is it running, and is MAIN_SERVER_URL right?",
-                EXIT_UNREACHABLE,
-            ) from None
+        with self._reaching(), httpx.Client(base_url=self.base_url, timeout=self._timeout) as c:
+            answer = c.request(method, path, params=clean, json=json, headers=self._headers)
         try:
             body = answer.json()
         except ValueError:
@@ -100,19 +87,25 @@ class ServerClient:
         for each chunk (None: no bound, for a follow)."""
         clean = {k: v for k, v in (params or {}).items() if v is not None and v != []}
         limits = httpx.Timeout(self._timeout, read=timeout)
+        with (
+            self._reaching(),
+            httpx.Client(base_url=self.base_url, timeout=limits) as client,
+            client.stream("GET", path, params=clean, headers=self._headers) as answer,
+        ):
+            if not answer.is_success:
+                answer.read()
+                try:
+                    body = answer.json()
+                except ValueError:
+                    body = None
+                raise _refusal(answer, body)
+            yield answer
+
+    @contextmanager
+    def _reaching(self) -> Iterator[None]:
+        """Connection failures as the one-line :class:`ClientError` the commands print."""
         try:
-            with (
-                httpx.Client(base_url=self.base_url, timeout=limits) as client,
-                client.stream("GET", path, params=clean, headers=self._headers) as answer,
-            ):
-                if not answer.is_success:
-                    answer.read()
-                    try:
-                        body = answer.json()
-                    except ValueError:
-                        body = None
-                    raise _refusal(answer, body)
-                yield answer
+            yield
         except httpx.TimeoutException:
             raise ClientError(
                 f"{self.base_url} did not answer within {self._timeout:g}s", EXIT_UNREACHABLE

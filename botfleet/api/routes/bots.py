@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from botfleet.api.deps import AdminDep, ServicesDep
-from botfleet.api.params import PageDep
+from botfleet.api.params import PageDep, label_query
 from botfleet.api.responses import AUTH, BODY, errors
 from botfleet.api.schemas import patterns
 from botfleet.api.schemas.bots import BotCreate, BotCreated, BotList, BotOut, BotRestored, BotStatus
@@ -89,12 +89,7 @@ async def list_bots(
     bots: BotsDep,
     _admin: AdminDep,
     page: PageDep,
-    label: list[str] = Query(
-        [],
-        max_length=20,
-        description="`key=value`, repeatable; a bot must carry every one.",
-        json_schema_extra={"items": {"type": "string", "pattern": patterns.LABEL_SELECTOR}},
-    ),
+    label: list[str] = label_query("`key=value`, repeatable; a bot must carry every one."),
     status: BotStatus | None = Query(None, description="Only bots with this status."),
     include_deleted: bool = Query(False, description="Also soft-deleted bots."),
 ) -> BotList:

@@ -14,10 +14,9 @@ from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
 from botfleet.api.deps import AdminDep, ServicesDep
-from botfleet.api.params import parse_time, time_query
+from botfleet.api.params import label_query, parse_time, time_query
 from botfleet.api.responses import AUTH, errors
 from botfleet.api.routes.bots import parse_label_filters
-from botfleet.api.schemas import patterns
 from botfleet.results_export import MEDIA_TYPES, ExportFilter, export
 
 router = APIRouter(prefix="/results", tags=["results"])
@@ -52,12 +51,9 @@ async def export_results(
     services: ServicesDep,
     _admin: AdminDep,
     fmt: ExportFormat = Query("ndjson", alias="format", description="`ndjson` or `csv`."),
-    label: list[str] = Query(
-        [],
-        max_length=20,
-        description="`key=value`, repeatable: results of bots carrying every one (none: all "
-        "results, orphaned ones too).",
-        json_schema_extra={"items": {"type": "string", "pattern": patterns.LABEL_SELECTOR}},
+    label: list[str] = label_query(
+        "`key=value`, repeatable: results of bots carrying every one (none: all "
+        "results, orphaned ones too)."
     ),
     since: str | None = time_query("Created at or after (RFC 3339; no zone: UTC)."),
     until: str | None = time_query("Created before (RFC 3339; no zone: UTC)."),

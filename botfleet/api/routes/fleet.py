@@ -8,7 +8,7 @@ import uuid
 from fastapi import APIRouter, Query
 
 from botfleet.api.deps import AdminDep, ServicesDep
-from botfleet.api.params import PageDep
+from botfleet.api.params import PageDep, label_query
 from botfleet.api.responses import AUTH, errors
 from botfleet.api.routes.bots import parse_label_filters
 from botfleet.api.schemas import patterns
@@ -29,12 +29,7 @@ async def get_fleet(
     services: ServicesDep,
     _admin: AdminDep,
     page: PageDep,
-    label: list[str] = Query(
-        [],
-        max_length=20,
-        description="`key=value`, repeatable; a bot must carry every one.",
-        json_schema_extra={"items": {"type": "string", "pattern": patterns.LABEL_SELECTOR}},
-    ),
+    label: list[str] = label_query("`key=value`, repeatable; a bot must carry every one."),
     status: BotStatus | None = Query(
         None, description="Only this status (`deleted`: the soft-deleted bots); none: live bots."
     ),
