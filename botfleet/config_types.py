@@ -82,7 +82,7 @@ def _timezone(value: str) -> str:
 
 
 def _yaml_file(value: Path | None) -> Path | None:
-    # Its rules are validated where they live, at start-up (cleanup.policy.check_policy_file).
+    # Its rules are validated where they live, at start-up (cleanup.policy_file.check_policy_file).
     if value is not None and not value.is_file():
         raise ValueError("accepts the path of a readable YAML file")
     return value

@@ -18,26 +18,27 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
-
-from sqlalchemy import or_, select, update
 
 from botfleet.config import Settings
 from botfleet.constants import (
     BOT_STOP_TIMEOUT_SECONDS,
-    STATUS_DELETED,
 )
 from botfleet.errors import EngineUnavailable
 from botfleet.reconcile_plan import (
     ACTIVE_STATES,
-    BotView,
-    StatusChange,
     StopContainer,
     plan_reconcile,
 )
+from botfleet.reconcile_store import (
+    apply_changes,
+    deleted_bots,
+    is_live,
+    still_deleted,
+    unsettled_bots,
+)
 from botfleet.runtime.base import ContainerEngine, ContainerInfo, EventStream
 from botfleet.runtime.fleet import Fleet
-from botfleet.store.models import Bot, utcnow
+from botfleet.store.models import utcnow
 from botfleet.store.session import SessionFactory
 
 log = logging.getLogger(__name__)
@@ -153,7 +154,7 @@ class Reconciler:
         now = now or self._clock()
         stats = ReconcileStats()
         # Bots first, containers second: a container recorded after this read is not judged.
-        bots = await self._unsettled_bots()
+        bots = await unsettled_bots(self._sessions)
         containers: dict[str, Sequence[ContainerInfo]] = {}
         for name, engine in self._fleet.engines.items():
             try:
@@ -162,10 +163,10 @@ class Reconciler:
                 stats.engines_down.append(name)
                 log.warning("reconcile: skipping unreachable engine %s: %s", name, exc)
         known = {bot.id for bot in bots}
-        bots += await self._deleted_bots(_active_bot_ids(containers) - known)
+        bots += await deleted_bots(self._sessions, _active_bot_ids(containers) - known)
         stats.checked = len(bots)
         plan = plan_reconcile(bots, containers, now=now)
-        stats.updated = await self._apply(plan.changes, now)
+        stats.updated = await apply_changes(self._sessions, plan.changes, now)
         stats.stopped = await self._stop_deleted(plan.stops)
         self.passes += 1
         if stats.updated or stats.stopped:
@@ -176,56 +177,10 @@ class Reconciler:
             )
         return stats
 
-    async def _unsettled_bots(self) -> list[BotView]:
-        """Live bots, and deleted ones whose status does not say so yet."""
-        query = select(*_VIEW_COLUMNS).where(
-            or_(Bot.deleted_at.is_(None), Bot.status != STATUS_DELETED)
-        )
-        async with self._sessions() as session:
-            rows = (await session.execute(query)).all()
-        return [_view(row) for row in rows]
-
-    async def _deleted_bots(self, ids: set[uuid.UUID]) -> list[BotView]:
-        """Deleted bots that still have an active container somewhere."""
-        found: list[BotView] = []
-        chunk = sorted(ids)
-        async with self._sessions() as session:
-            for i in range(0, len(chunk), 500):
-                query = select(*_VIEW_COLUMNS).where(
-                    Bot.id.in_(chunk[i : i + 500]), Bot.deleted_at.is_not(None)
-                )
-                found += [_view(row) for row in (await session.execute(query)).all()]
-        return found
-
-    async def _apply(self, changes: Sequence[StatusChange], now: datetime) -> int:
-        if not changes:
-            return 0
-        applied = 0
-        async with self._sessions() as session, session.begin():
-            for change in changes:
-                # Guarded: a delete or restore since the snapshot wins over this pass.
-                alive = Bot.deleted_at.is_not(None) if change.deleted else Bot.deleted_at.is_(None)
-                result = await session.execute(
-                    update(Bot)
-                    .where(Bot.id == change.bot_id, Bot.status == change.old_status, alive)
-                    .values(
-                        status=change.status,
-                        exit_code=change.exit_code,
-                        node=change.node,
-                        status_detail=change.detail,
-                        updated_at=now,
-                        **(
-                            {"status_changed_at": now} if change.status != change.old_status else {}
-                        ),
-                    )
-                )
-                applied += int(getattr(result, "rowcount", 0) or 0)
-        return applied
-
     async def _stop_deleted(self, stops: Sequence[StopContainer]) -> int:
         stopped = 0
         for stop in stops:
-            if not await self._still_deleted(stop.bot_id):
+            if not await still_deleted(self._sessions, stop.bot_id):
                 continue  # restored since the snapshot
             try:
                 engine = self._fleet.get(stop.engine)
@@ -241,7 +196,7 @@ class Reconciler:
                 continue
             stopped += 1
             log.info("stopped container %s of deleted bot %s", stop.container_id, stop.bot_id)
-            if await self._is_live(stop.bot_id):
+            if await is_live(self._sessions, stop.bot_id):
                 # Restored while it stopped (a stop waits out the bot's grace): the restore
                 # found it still running and left it so; it is the bot's again, so run it.
                 # (A bot whose row went meanwhile was purged: its workload is the cleanup's.)
@@ -258,46 +213,10 @@ class Reconciler:
                 "started container %s of bot %s again: restored", stop.container_id, stop.bot_id
             )
 
-    async def _is_live(self, bot_id: uuid.UUID) -> bool:
-        async with self._sessions() as session:
-            row = await session.execute(select(Bot.deleted_at).where(Bot.id == bot_id))
-            found = row.first()
-        return found is not None and found.deleted_at is None
-
-    async def _still_deleted(self, bot_id: uuid.UUID) -> bool:
-        async with self._sessions() as session:
-            deleted_at = await session.scalar(select(Bot.deleted_at).where(Bot.id == bot_id))
-        return deleted_at is not None
-
 
 EVENT_RECONNECT_SECONDS = 5.0
 # The least time from the start of one pass to the start of the next when events wake it.
 EVENT_PASS_GAP_SECONDS = 0.5
-_VIEW_COLUMNS = (
-    Bot.id,
-    Bot.status,
-    Bot.exit_code,
-    Bot.container_id,
-    Bot.engine,
-    Bot.deleted_at,
-    Bot.created_at,
-    Bot.node,
-    Bot.status_detail,
-)
-
-
-def _view(row: Any) -> BotView:
-    return BotView(
-        id=row.id,
-        status=row.status,
-        exit_code=row.exit_code,
-        container_id=row.container_id,
-        engine=row.engine,
-        deleted=row.deleted_at is not None,
-        created_at=row.created_at,
-        node=row.node,
-        detail=row.status_detail,
-    )
 
 
 def _active_bot_ids(containers: Mapping[str, Sequence[ContainerInfo]]) -> set[uuid.UUID]:

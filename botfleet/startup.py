@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from botfleet.cleanup.policy import check_policy_file
+from botfleet.cleanup.policy_file import check_policy_file
 from botfleet.config import Settings, load_settings
 
 log = logging.getLogger("botfleet.startup")

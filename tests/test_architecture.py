@@ -80,6 +80,8 @@ def test_a_cycle_breaks_the_acyclic_contract(copy: Path) -> None:
 
 # A module a reader takes in at one sitting (issue 15). Migrations are history, not design.
 MOST_LINES = 400
+# About 300 lines at most for one concept; the one engine module may reach MOST_LINES.
+USUAL_LINES = 300
 
 
 def test_no_module_is_longer_than_a_reader_takes_in_at_once() -> None:
@@ -90,3 +92,29 @@ def test_no_module_is_longer_than_a_reader_takes_in_at_once() -> None:
         and (n := len(path.read_text(encoding="utf-8").splitlines())) > MOST_LINES
     }
     assert long == {}, f"split these by concept (docs/architecture.md): {long}"
+
+
+def module_lengths(root: Path) -> dict[str, int]:
+    return {
+        str(path.relative_to(root)): len(path.read_text(encoding="utf-8").splitlines())
+        for path in (root / "botfleet").rglob("*.py")
+        if "migrations" not in path.parts
+    }
+
+
+def longer_than_usual(lengths: dict[str, int]) -> dict[str, int]:
+    """Modules over USUAL_LINES, when more than one is: each is a concept too many."""
+    over = {name: n for name, n in lengths.items() if n > USUAL_LINES}
+    return over if len(over) > 1 else {}
+
+
+def test_at_most_one_module_is_longer_than_one_concept_takes() -> None:
+    over = longer_than_usual(module_lengths(ROOT))
+    assert over == {}, f"at most one module over {USUAL_LINES} lines; split these: {over}"
+
+
+def test_a_second_long_module_breaks_the_rule(copy: Path) -> None:
+    long = copy / "botfleet/constants.py"
+    long.write_text(long.read_text() + "\n" * (USUAL_LINES + 1))
+    over = longer_than_usual(module_lengths(copy))
+    assert "botfleet/constants.py" in over and len(over) >= 2

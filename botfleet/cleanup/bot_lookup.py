@@ -17,13 +17,17 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Collection
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import Engine, bindparam, create_engine, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
 
-from botfleet.cleanup.eligibility import BotRecord, bot_uuid
+from botfleet.cleanup.batches import Tally
+from botfleet.cleanup.eligibility import BotRecord, bot_purge_decision, bot_uuid
+from botfleet.cleanup.plan import Selection
+from botfleet.cleanup.policy import Policy
 from botfleet.store.models import Bot
 from botfleet.store.session import SessionFactory
 
@@ -129,3 +133,18 @@ class SqliteBotReader:
 
     def close(self) -> None:
         self._engine.dispose()
+
+
+async def explain_kept_bots(
+    sessions: SessionFactory, selection: Selection, tally: Tally, policy: Policy, now: datetime
+) -> None:
+    """Fewer bots went than were found: name the sampled ones that stayed, and why."""
+    if tally.deleted >= selection.found or not selection.sample:
+        return
+    still = await bot_records(sessions, selection.sample)
+    for bot in still.values():
+        decision = bot_purge_decision(bot, policy, now)
+        reason = "restored" if bot.live else decision.reason
+        tally.skipped.append((bot.id, f"changed since selection: {reason}", ""))
+    # The rest were not in the sample: counted, not listed.
+    tally.unlisted_skips += max(0, selection.found - tally.deleted - len(still))

@@ -9,6 +9,7 @@ See https://martinfowler.com/bliki/CircuitBreaker.html
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from botfleet.constants import (
     DEPENDENCY_ARCHIVE,
     DEPENDENCY_DATABASE,
 )
+
+log = logging.getLogger(__name__)
 
 ENGINE_PREFIX = "engine:"
 _ITEM_MESSAGE = re.compile(r"^[0-9a-f]{12}: ")
@@ -97,6 +100,15 @@ class Breakers:
             breakers.get(name)
         return breakers
 
+    @classmethod
+    def for_cleanup(
+        cls, engines: Iterable[str], *, archive: bool, threshold: int, cooldown: timedelta
+    ) -> Breakers:
+        """The scheduler's: the database, the archive when one is configured, each engine."""
+        names = [DEPENDENCY_DATABASE, *([DEPENDENCY_ARCHIVE] if archive else [])]
+        names += [engine_dependency(e) for e in engines]
+        return cls.for_dependencies(names, threshold=threshold, cooldown=cooldown)
+
     def get(self, name: str) -> Breaker:
         if name not in self.by_name:
             self.by_name[name] = Breaker(threshold=self.threshold, cooldown=self.cooldown)
@@ -111,6 +123,26 @@ class Breakers:
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         return {name: breaker.snapshot() for name, breaker in sorted(self.by_name.items())}
+
+    def why_not_run(self, now: datetime, *, archive: bool) -> str | None:
+        """Why a scheduled run must be skipped now (None: it may run): the database's breaker
+        is open, or — for a run that would archive — the archive's (no archive, no delete,
+        until the cool-down lets a probe through)."""
+        database = self.get(DEPENDENCY_DATABASE)
+        if not database.allows(now):
+            return f"database circuit breaker open: {database.last_error}"
+        if archive and not self.allows(DEPENDENCY_ARCHIVE, now):
+            return f"archive circuit breaker open: {self.get(DEPENDENCY_ARCHIVE).last_error}"
+        return None
+
+    def opened_or_closed(self, names: Iterable[str]) -> list[tuple[str, str, str | None]]:
+        """(name, state, last error) of those of ``names`` now open or closed (not half-open):
+        what receivers are told."""
+        return [
+            (name, self.get(name).state, self.get(name).last_error)
+            for name in names
+            if self.get(name).state in (BREAKER_OPEN, BREAKER_CLOSED)
+        ]
 
 
 @dataclass(frozen=True)
@@ -162,7 +194,8 @@ def _item_error(error: dict[str, Any], message: str) -> bool:
 
 
 def apply_observation(breakers: Breakers, observation: Observation, now: datetime) -> list[str]:
-    """Feed one run's outcomes to the breakers; return the names whose state changed."""
+    """Feed one run's outcomes to the breakers; return (and log) the names whose state
+    changed."""
     changed = []
     for name, error in observation.outcomes.items():
         breaker = breakers.get(name)
@@ -173,4 +206,10 @@ def apply_observation(breakers: Breakers, observation: Observation, now: datetim
             breaker.failure(now, error)
         if breaker.state != before:
             changed.append(name)
+            log.warning(
+                "circuit breaker %s is now %s",
+                name,
+                breaker.state,
+                extra={"last_error": breaker.last_error},
+            )
     return changed

@@ -6,21 +6,20 @@ index lookups) and writes their audit (a record per engine and reason listing th
 :mod:`botfleet.cleanup.audit`) in one round trip. Dense expired bots are found by walking the
 heap in physical order (:mod:`botfleet.cleanup.postgres_heap_walk`; ``CLEANUP_DB_CONCURRENCY``
 walks side by side), the rest through the ``deleted_at`` index. SQLite gets plain statements in
-one transaction per batch.
+one transaction per batch (:mod:`botfleet.cleanup.purge_bots_sqlite`).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, Uuid, bindparam, insert
+from sqlalchemy import String, bindparam
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from botfleet.archive.format import AUDIT_KEY, TABLE_BOTS, TABLE_RESULTS, BatchBody, row_line
+from botfleet.archive.format import AUDIT_KEY, TABLE_BOTS, TABLE_RESULTS, BatchBody
 from botfleet.cleanup.audit import BATCH_KEY
 from botfleet.cleanup.batches import Batch, BatchLoop, Step, Tally, together
 from botfleet.cleanup.policy import Policy
@@ -30,35 +29,20 @@ from botfleet.cleanup.predicates import (
     Dialect,
     bot_predicate,
     bot_reason,
-    bot_reason_for,
 )
-from botfleet.cleanup.sql import Runner, bound_text, jsonable
+from botfleet.cleanup.purge_bots_sqlite import SqliteBotBatches
+from botfleet.cleanup.purged_bot_rows import (
+    BOT_COLUMNS,
+    GONE_COLUMNS,
+    KEYSET,
+    SNAPSHOT_COLUMNS,
+    keyset_binds,
+)
+from botfleet.cleanup.sql import Runner, bound_text
 from botfleet.constants import KIND_BOTS
-from botfleet.store.models import Bot, CleanupAudit, Result, UTCDateTime
+from botfleet.store.models import UTCDateTime
 
-_FIRST_TS = datetime(1, 1, 1, tzinfo=UTC)
-# A purged bot's audit snapshot: what identifies it and explains its purge (its labels select
-# the retention rule; deleted_at starts the clock), not a backup of its row. Never its env or
-# token hash: the API never shows those, and an audit record outlives the bot. Not its command,
-# status (always "deleted" here), exit code or updated_at either: each field costs every purged
-# bot time in the batch's transaction (BENCHMARKS.md, Purge). Its engine is a column of the
-# batch's record; its id is listed beside the snapshot.
-_SNAPSHOT_COLUMNS = (
-    "name",
-    "image",
-    "labels",
-    "container_id",
-    "created_at",
-    "deleted_at",
-    "status_at_deletion",
-)
-_SNAPSHOT_PAIRS = ", ".join(f"'{name}', g.{name}" for name in _SNAPSHOT_COLUMNS)
-# What a batch reads back from the bots it deleted, on either backend: the record's columns and
-# the snapshot's (labels also give the reason; deleted_at, SQLite's keyset).
-_GONE_COLUMNS = [Bot.__table__.c[name] for name in ("id", "engine", *_SNAPSHOT_COLUMNS)]
-# With an archive, a batch returns whole rows: the archive is a backup, unlike the audit.
-_BOT_COLUMNS = list(Bot.__table__.c)
-_RESULT_COLUMNS = list(Result.__table__.c)
+_SNAPSHOT_PAIRS = ", ".join(f"'{name}', g.{name}" for name in SNAPSHOT_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -96,7 +80,8 @@ class BotPurge:
 
     async def purge_bots(self, tally: Tally, limit: int) -> None:
         if not self.dialect.postgres:
-            await self.loop.run(KIND_BOTS, tally, limit, self._bots_sqlite)
+            sqlite = SqliteBotBatches(self.policy, self.now, self.run_id, self.actor, self.clock)
+            await self.loop.run(KIND_BOTS, tally, limit, sqlite)
             return
         async with self.loop.dedicated() as conn:
             walk = await HeapWalk.start(conn, "bots", limit)
@@ -123,22 +108,12 @@ class BotPurge:
                     KIND_BOTS, tally, limit, self._bots_pg, connection=conn, autocommit=True
                 )
 
-    def _keyset(self, cursor: Any, size: int) -> list[Any]:
-        return [
-            bindparam("after_ts", cursor or _FIRST_TS, type_=UTCDateTime()),
-            bindparam("batch", size),
-        ]
-
-    # Every row a batch selects is deleted by it (or is no longer eligible), so the next batch
-    # may start *at* the last deleted_at: ties are safe, and the index scan skips what is gone.
-    _KEYSET = "b.deleted_at >= :after_ts"
-
     async def _bots_pg(self, session: Runner, size: int, cursor: Any, archive: str | None) -> Batch:
         """Victims by ``deleted_at`` (the partial index), deleted by id."""
         p = bot_predicate(self.dialect, self.policy, self.now)
         victims = f"""
     SELECT b.id, b.deleted_at FROM bots b
-    WHERE {p.eligible} AND {self._KEYSET}
+    WHERE {p.eligible} AND {KEYSET}
     ORDER BY b.deleted_at
     LIMIT :batch"""
         row = await self._delete_bots(
@@ -147,7 +122,7 @@ class BotPurge:
             victims,
             "b.id = ANY(ARRAY(SELECT id FROM victims))",
             "(SELECT max(deleted_at) FROM victims)",
-            self._keyset(cursor, size),
+            keyset_binds(cursor, size),
             archive=archive,
         )
         return Batch(
@@ -217,9 +192,7 @@ class BotPurge:
         file name, the audit names it and the statement also returns every deleted row as
         archive lines (:mod:`botfleet.archive.format`)."""
         why = bot_reason(self.dialect, self.policy, alias="g")
-        gone_columns = ", ".join(
-            f"b.{c.name}" for c in (_BOT_COLUMNS if archive else _GONE_COLUMNS)
-        )
+        gone_columns = ", ".join(f"b.{c.name}" for c in (BOT_COLUMNS if archive else GONE_COLUMNS))
         res_columns = "r.*" if archive else "r.bot_id"
         named = f"'{AUDIT_KEY}', CAST(:archive AS text), " if archive else ""
         lines = (
@@ -273,94 +246,6 @@ SELECT (SELECT count(*) FROM victims) AS selected,
         )
         stmt = stmt.columns(last=last_type if last_type is not None else UTCDateTime())
         return (await session.execute(stmt)).one()
-
-    async def _bots_sqlite(
-        self, session: Runner, size: int, cursor: Any, archive: str | None
-    ) -> Batch:
-        inner = bot_predicate(self.dialect, self.policy, self.now)
-        outer = bot_predicate(self.dialect, self.policy, self.now, alias="bots")
-        returned = _BOT_COLUMNS if archive else _GONE_COLUMNS
-        columns = ", ".join(c.name for c in returned)
-        sql = (
-            f"DELETE FROM bots WHERE bots.id IN (SELECT b.id FROM bots b WHERE {inner.eligible}"
-            f" AND {self._KEYSET} ORDER BY b.deleted_at LIMIT :batch)"
-            f" AND {outer.eligible} RETURNING {columns}"
-        )
-        stmt = bound_text(sql, [*inner.binds, *outer.binds, *self._keyset(cursor, size)])
-        gone = (await session.execute(stmt.columns(*returned))).all()
-        if not gone:
-            return Batch(0, 0)
-        ids = [row.id for row in gone]
-        result_columns = _RESULT_COLUMNS if archive else [Result.__table__.c.bot_id]
-        deleted = (
-            await session.execute(
-                bound_text(
-                    "DELETE FROM results WHERE bot_id IN :ids RETURNING "
-                    + ", ".join(c.name for c in result_columns),
-                    [bindparam("ids", ids, type_=Uuid(), expanding=True)],
-                ).columns(*result_columns)
-            )
-        ).all()
-        per_bot: dict[uuid.UUID, int] = {}
-        for result in deleted:
-            per_bot[result.bot_id] = per_bot.get(result.bot_id, 0) + 1
-        await session.execute(insert(CleanupAudit), self._bot_batches(gone, per_bot, archive))
-        last = max(row.deleted_at for row in gone)
-        body = self._sqlite_body(gone, deleted, per_bot) if archive else None
-        return Batch(len(gone), len(gone), sum(per_bot.values()), last, archive=body)
-
-    def _sqlite_body(
-        self, gone: Sequence[Any], results: Sequence[Any], per_bot: dict[uuid.UUID, int]
-    ) -> BatchBody:
-        """The archive lines PostgreSQL's statement returns, made here."""
-        bots = [
-            row_line(
-                TABLE_BOTS,
-                {k: jsonable(v) for k, v in row._mapping.items()},
-                reason=bot_reason_for(self.policy, dict(row.labels or {})),
-                results=per_bot.get(row.id, 0),
-            )
-            for row in gone
-        ]
-        lines = [
-            row_line(TABLE_RESULTS, {k: jsonable(v) for k, v in row._mapping.items()})
-            for row in results
-        ]
-        return BatchBody(
-            ["\n".join(bots), "\n".join(lines)],
-            {TABLE_BOTS: len(bots), TABLE_RESULTS: len(lines)},
-        )
-
-    def _bot_batches(
-        self, gone: Sequence[Any], per_bot: dict[uuid.UUID, int], archive: str | None = None
-    ) -> list[dict[str, Any]]:
-        """A batch's audit records, as the PostgreSQL statement writes them: one per engine
-        and reason, its bots in id order, each with its snapshot."""
-        groups: dict[tuple[str | None, str], list[dict[str, Any]]] = {}
-        for row in sorted(gone, key=lambda r: str(r.id)):
-            snapshot = {k: jsonable(row._mapping[k]) for k in _SNAPSHOT_COLUMNS}
-            one = {"id": str(row.id), **snapshot, "results_deleted": per_bot.get(row.id, 0)}
-            why = bot_reason_for(self.policy, dict(row.labels or {}), row.status_at_deletion)
-            groups.setdefault((row.engine, why), []).append(one)
-        at = self.clock()
-        return [
-            {
-                "run_id": self.run_id,
-                "kind": KIND_BOTS,
-                "resource_id": f"{bots[0]['id']}..{bots[-1]['id']}",
-                "engine": engine,
-                "reason": why,
-                "actor": self.actor,
-                "resource_count": len(bots),
-                "snapshot": {
-                    "count": len(bots),
-                    **({AUDIT_KEY: archive} if archive else {}),
-                    BATCH_KEY: bots,
-                },
-                "deleted_at": at,
-            }
-            for (engine, why), bots in groups.items()
-        ]
 
 
 def _body(row: Any) -> BatchBody | None:

@@ -35,6 +35,7 @@ from botfleet.cleanup.rules import BUDGET_ROWS
 from botfleet.cleanup.sql import Runner, bound_text, scalar
 from botfleet.constants import KIND_RESULTS_OVER_QUOTA
 from botfleet.store.models import CleanupAudit
+from botfleet.store.session import SessionFactory
 
 WHY_QUOTA = f"{KIND_RESULTS_OVER_QUOTA}: beyond its rule's max_results_per_bot"
 WHY_BUDGET = (
@@ -192,3 +193,13 @@ async def measure_after(runner: Runner, policy: Policy, before: dict[str, Any]) 
         "over_after": max(0, after - budget.amount),
         "after_estimated": budget.unit != BUDGET_ROWS,
     }
+
+
+async def measure_budget(sessions: SessionFactory, policy: Policy, extra: dict[str, Any]) -> None:
+    """How far over the budget the store is after the stage (the report's after), added to the
+    stage's ``extra["budget"]`` (absent: no budget was measured before, nothing to compare)."""
+    budget = extra.get("budget")
+    if budget is None or policy.results_budget is None:
+        return
+    async with sessions() as session:
+        budget.update(await measure_after(session, policy, budget))

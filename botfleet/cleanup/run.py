@@ -8,7 +8,6 @@ A dry run is the same road with the deletions left out, decided in :meth:`Run.ex
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -17,42 +16,35 @@ from typing import Any
 
 from sqlalchemy import text
 
-from botfleet.archive.upkeep import Tidied, tidy
-from botfleet.archive.writer import ArchiveUnavailable, RunArchive
+from botfleet.cleanup.archiving import RunArchiving
 from botfleet.cleanup.batches import BatchLoop, Tally
-from botfleet.cleanup.bot_lookup import bot_records
+from botfleet.cleanup.bot_lookup import explain_kept_bots
 from botfleet.cleanup.container_removal import remove_containers
 from botfleet.cleanup.context import RunContext, RunRequest, StageContext
-from botfleet.cleanup.eligibility import bot_purge_decision
 from botfleet.cleanup.failures import Interrupted, error_entry, is_database_error
 from botfleet.cleanup.idle_bots import IdleBotsStage
 from botfleet.cleanup.lock import CleanupLock
-from botfleet.cleanup.plan import STAGES, Plan
+from botfleet.cleanup.plan import Plan
 from botfleet.cleanup.purge_bots import BotPurge
 from botfleet.cleanup.purge_results import ResultPurge
-from botfleet.cleanup.quota_purge import QuotaPurge, measure_after
+from botfleet.cleanup.quota_purge import QuotaPurge, measure_budget
 from botfleet.cleanup.quota_selection import BudgetBoundary
+from botfleet.cleanup.refusals import refusal as refusal_of
 from botfleet.cleanup.report import (
-    DISABLED,
     DONE,
     FAILED,
     INTERRUPTED,
-    NOT_SELECTED,
     PARTIAL,
     PLANNED,
     REFUSED,
-    Findings,
     report_kinds,
     resources,
 )
 from botfleet.cleanup.run_records import store_plan
-from botfleet.cleanup.stage_selection import StageSelector
+from botfleet.cleanup.stage_selection import StageSelector, stages_taken
 from botfleet.constants import (
-    DEPENDENCY_ARCHIVE,
     DEPENDENCY_DATABASE,
-    KIND_BOT_RESULTS,
     KIND_BOTS,
-    KIND_CONTAINERS,
     KIND_IDLE_BOTS,
     KIND_ORPHANED_RESULTS,
     KIND_RESULTS,
@@ -64,41 +56,9 @@ from botfleet.constants import (
 )
 from botfleet.errors import LockLost
 
-# The stages whose batches are archived (CLEANUP_ARCHIVE_DIR): the database's purges (idle_bots
-# only soft-deletes: nothing leaves the store).
-ARCHIVED_KINDS = frozenset(
-    {KIND_BOTS, KIND_RESULTS, KIND_ORPHANED_RESULTS, KIND_RESULTS_OVER_QUOTA}
-)
-
 log = logging.getLogger(__name__)
 
 PauseHook = Callable[[], Awaitable[Any]]
-
-
-def _findings(plan: Plan, only: frozenset[str] | None, ctx: RunContext) -> Findings:
-    """The stages this run takes, in order; the others are marked disabled or not selected.
-    The engines' workloads go as the engines have them: containers on plain engines, services
-    on a swarm (CONTAINER_CLEANUP_ENABLED turns both off)."""
-    workloads = ctx.limits.containers_enabled
-    swarm = bool(ctx.fleet.of_kind(KIND_SERVICES))
-    enabled = {
-        KIND_BOTS: True,
-        KIND_IDLE_BOTS: plan.policy.idle_stage_enabled,
-        KIND_RESULTS: plan.policy.results_stage_enabled,
-        KIND_RESULTS_OVER_QUOTA: plan.policy.quota_stage_enabled,
-        KIND_ORPHANED_RESULTS: True,
-        KIND_CONTAINERS: workloads and not swarm,
-        KIND_SERVICES: workloads and swarm,
-    }
-    found = Findings(stages=[])
-    for kind in STAGES:
-        if not enabled[kind]:
-            found.outcomes[kind] = DISABLED
-        elif (only is not None and kind not in only) or kind not in plan.stages:
-            found.outcomes[kind] = NOT_SELECTED
-        else:
-            found.stages.append(kind)
-    return found
 
 
 class Run:
@@ -121,9 +81,8 @@ class Run:
             request.progress,
         )
         self.made: Plan | None = None  # the plan as this run's selection made it
-        self.archive: RunArchive | None = None  # opened before the first archived purge
-        self.tidied: Tidied | None = None
-        self.found = _findings(plan, request.only, ctx)
+        self.archiving = RunArchiving(ctx, request.run_id, request.actor)
+        self.found = stages_taken(plan, request.only, ctx)
         self.selector = StageSelector(ctx, plan, self.found, self.run_id, self.skip_engines)
 
     async def checkpoint(self) -> None:
@@ -160,27 +119,6 @@ class Run:
             log.warning("cleanup run %s: storing the plan failed: %s", self.run_id, exc)
 
     # --- execution -----------------------------------------------------------------------------
-    def _refusal(self, kind: str) -> str | None:
-        """Why a stage must delete nothing: over the cap, or the plan no longer holds."""
-        cap = self.ctx.limits.max_deletions
-        selections = self.found.selections
-        for k in [kind, KIND_BOT_RESULTS] if kind == KIND_BOTS else [kind]:
-            found = selections[k].found
-            if cap is not None and found > cap:
-                self.found.extra.setdefault(k, {})["capped"] = True
-                return (
-                    f"{k}: {found} to delete exceeds CLEANUP_MAX_DELETIONS={cap}; "
-                    "this stage deleted nothing"
-                )
-        planned = self.plan.ceilings.get(kind)
-        found = selections[kind].found
-        if planned is not None and found > planned:
-            return (
-                f"{kind}: {found} items match now but the plan had {planned}; "
-                "refusing to delete more than planned"
-            )
-        return None
-
     async def execute(self, pause_hook: PauseHook | None) -> bool:
         """Select, then run each stage that may delete; True when the run ended fatally."""
         found = self.found
@@ -193,7 +131,9 @@ class Run:
             for kind in found.stages:
                 if found.outcomes.get(kind) == FAILED:
                     continue
-                refusal = self._refusal(kind)
+                refusal = refusal_of(
+                    kind, found, cap=self.ctx.limits.max_deletions, ceilings=self.plan.ceilings
+                )
                 if refusal is not None:
                     found.outcomes[kind] = REFUSED
                     found.errors.append(
@@ -215,47 +155,17 @@ class Run:
         return False
 
     async def _open_archive(self) -> bool:
-        """With CLEANUP_ARCHIVE_DIR, open this run's archive before anything is deleted, then
-        tidy what earlier runs left. False, with every database stage failed, when it cannot
-        be written: no archive, no delete (design.md, safety rule 8)."""
-        archive = self.ctx.archive
-        if archive is None or not ARCHIVED_KINDS & set(self.found.stages):
-            return True
-        try:
-            opened = await asyncio.to_thread(
-                archive.open_run, self.run_id, self.stage.actor, self.ctx.clock
-            )
-        except ArchiveUnavailable as exc:
-            for kind in self.found.stages:
-                if kind in ARCHIVED_KINDS:
-                    self.found.outcomes[kind] = FAILED
-            self.found.errors.append(
-                {"stage": "archive", "message": str(exc), "dependency": DEPENDENCY_ARCHIVE}
-            )
+        """The run's archive opened (if configured) before anything is deleted; False when
+        it cannot be written: no archive, no delete."""
+        if not await self.archiving.open(self.found):
             return False
-        self.archive = opened
-        self.stage = replace(self.stage, archive=opened)
-        try:
-            self.tidied = await tidy(
-                archive, self.ctx.sessions, current=str(self.run_id), now=self.ctx.clock()
-            )
-        except Exception as exc:  # tidying is for later runs too: never a reason to stop
-            log.warning("cleanup run %s: tidying the archive failed: %s", self.run_id, exc)
-            self.found.errors.append({"stage": "archive", "message": f"tidying failed: {exc}"})
+        if self.archiving.opened is not None:
+            self.stage = replace(self.stage, archive=self.archiving.opened)
         return True
 
     def seal_archive(self, status: str) -> dict[str, Any] | None:
         """The run's manifest written; what the report says of the archive (None: none)."""
-        if self.archive is None:
-            return None
-        try:
-            self.archive.seal(status=status, finished=self.ctx.clock())
-        except OSError as exc:  # the files are durable; only the summary is missing
-            log.warning("cleanup run %s: sealing the archive failed: %s", self.run_id, exc)
-        summary = self.archive.summary()
-        if self.tidied is not None:
-            summary |= self.tidied.as_json()
-        return summary
+        return self.archiving.seal(status)
 
     def _interrupt(self, message: str, *, dependency: bool = False) -> None:
         first = True
@@ -296,7 +206,13 @@ class Run:
         try:
             if kind == KIND_BOTS:
                 await BotPurge(loop).purge_bots(tally, limit)
-                await self._explain_kept_bots(tally)
+                await explain_kept_bots(
+                    self.ctx.sessions,
+                    self.found.selections[KIND_BOTS],
+                    tally,
+                    self.plan.policy,
+                    self.ctx.clock(),
+                )
             elif kind == KIND_IDLE_BOTS:
                 await IdleBotsStage(loop).soft_delete(tally, limit)
             elif kind == KIND_RESULTS:
@@ -306,7 +222,9 @@ class Run:
                     self.made.budget_boundary if self.made else None
                 )
                 await QuotaPurge(loop).purge(tally, limit, max_id, boundary)
-                await self._measure_budget()
+                await measure_budget(
+                    self.ctx.sessions, self.plan.policy, self.found.extra.get(kind, {})
+                )
             elif kind == KIND_ORPHANED_RESULTS:
                 await ResultPurge(loop).purge_orphaned_results(
                     tally, limit, max_id, table=self.selector.orphan_table
@@ -326,14 +244,6 @@ class Run:
             self.found.durations[kind] = self.found.durations.get(kind, 0.0) + took
         self.found.outcomes.setdefault(kind, DONE)
 
-    async def _measure_budget(self) -> None:
-        """How far over the budget the store is after the quota stage (the report's after)."""
-        budget = self.found.extra.get(KIND_RESULTS_OVER_QUOTA, {}).get("budget")
-        if budget is None or self.plan.policy.results_budget is None:
-            return
-        async with self.ctx.sessions() as session:
-            budget.update(await measure_after(session, self.plan.policy, budget))
-
     async def _remove_workloads(self, kind: str, tally: Tally, limit: int) -> None:
         selected = self.selector.workloads.get(kind)
         await remove_containers(
@@ -351,19 +261,6 @@ class Run:
         if outcome == DONE and (tally.errors or tally.failed):
             outcome = PARTIAL
         self.found.outcomes[kind] = outcome
-
-    async def _explain_kept_bots(self, tally: Tally) -> None:
-        """Fewer bots went than were found: name the sampled ones that stayed, and why."""
-        selection = self.found.selections[KIND_BOTS]
-        if tally.deleted >= selection.found or not selection.sample:
-            return
-        still = await bot_records(self.ctx.sessions, selection.sample)
-        for bot in still.values():
-            decision = bot_purge_decision(bot, self.plan.policy, self.ctx.clock())
-            reason = "restored" if bot.live else decision.reason
-            tally.skipped.append((bot.id, f"changed since selection: {reason}", ""))
-        # The rest were not in the sample: counted, not listed.
-        tally.unlisted_skips += max(0, selection.found - tally.deleted - len(still))
 
     def resources(self) -> dict[str, dict[str, Any]]:
         return resources(

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from botfleet.cleanup.breaker import Breakers, apply_observation, engine_dependency, observe_report
+from botfleet.cleanup.breaker import Breakers, apply_observation, observe_report
 from botfleet.cleanup.failures import is_database_error
 from botfleet.cleanup.ticks import (
     TICK_FAILED,
@@ -28,11 +28,11 @@ from botfleet.cleanup.ticks import (
     TICK_SKIPPED,
     Tick,
     database_errors,
+    failed_tick,
     outcome_of,
 )
 from botfleet.cleanup.timing import (
     NextRun,
-    Outcome,
     Streaks,
     TimingConfig,
     first_run,
@@ -40,9 +40,6 @@ from botfleet.cleanup.timing import (
 )
 from botfleet.config import Settings
 from botfleet.constants import (
-    BREAKER_CLOSED,
-    BREAKER_OPEN,
-    DEPENDENCY_ARCHIVE,
     DEPENDENCY_DATABASE,
     TRIGGER_SCHEDULE,
 )
@@ -97,13 +94,12 @@ class Scheduler:
         self._clock = clock
         self._rng = rng or random.Random()
         self._stop_timeout = stop_timeout
-        cooldown = timedelta(seconds=settings.cleanup_breaker_cooldown_seconds)
         self._archives = settings.cleanup_archive_dir is not None
-        archive = [DEPENDENCY_ARCHIVE] if self._archives else []
-        self.breakers = Breakers.for_dependencies(
-            [DEPENDENCY_DATABASE, *archive, *(engine_dependency(e) for e in self._engines)],
+        self.breakers = Breakers.for_cleanup(
+            self._engines,
+            archive=self._archives,
             threshold=settings.cleanup_breaker_threshold,
-            cooldown=cooldown,
+            cooldown=timedelta(seconds=settings.cleanup_breaker_cooldown_seconds),
         )
         self.streaks = Streaks()
         self.next: NextRun | None = None
@@ -193,15 +189,9 @@ class Scheduler:
             tick = Tick(TICK_OUTSIDE_WINDOW, now, reason=f"outside CLEANUP_WINDOW {window}")
             log.info("scheduled cleanup skipped: %s", tick.reason)
             return self._record(tick)
-        database = self.breakers.get(DEPENDENCY_DATABASE)
-        if not database.allows(now):
-            reason = f"database circuit breaker open: {database.last_error}"
-            log.warning("scheduled cleanup skipped: %s", reason)
-            return self._record(Tick(TICK_SKIPPED, now, reason=reason))
-        archive = self.breakers.get(DEPENDENCY_ARCHIVE) if self._archives else None
-        if archive is not None and not self.settings.cleanup_dry_run and not archive.allows(now):
-            # No archive, no delete: until the cool-down lets a probe through.
-            reason = f"archive circuit breaker open: {archive.last_error}"
+        archives = self._archives and not self.settings.cleanup_dry_run
+        reason = self.breakers.why_not_run(now, archive=archives)
+        if reason is not None:
             log.warning("scheduled cleanup skipped: %s", reason)
             return self._record(Tick(TICK_SKIPPED, now, reason=reason))
         engines = self._engines if self.settings.container_cleanup_enabled else []
@@ -235,7 +225,11 @@ class Scheduler:
             log.info("scheduled cleanup skipped: run %s holds the cleanup lock", exc.run_id)
             return self._record(Tick(TICK_LOCKED, now, reason=str(exc)))
         except Exception as exc:
-            return self._record(self._failed(now, exc))
+            tick = failed_tick(now, exc)
+            if is_database_error(exc):
+                self.breakers.get(DEPENDENCY_DATABASE).failure(self._clock(), str(tick.reason))
+            log.error("scheduled cleanup failed: %s", tick.reason, exc_info=exc)
+            return self._record(tick)
         finally:
             self._in_run = False
             limit.cancel()
@@ -246,20 +240,7 @@ class Scheduler:
             observe_report(report, engines_used=used, archive_used=archive_used),
             self._clock(),
         )
-        for name in changed:
-            log.warning(
-                "circuit breaker %s is now %s",
-                name,
-                self.breakers.get(name).state,
-                extra={"last_error": self.breakers.get(name).last_error},
-            )
-        await self._service.breakers_changed(
-            [
-                (name, self.breakers.get(name).state, self.breakers.get(name).last_error)
-                for name in changed
-                if self.breakers.get(name).state in (BREAKER_OPEN, BREAKER_CLOSED)
-            ]
-        )
+        await self._service.breakers_changed(self.breakers.opened_or_closed(changed))
         outcome = outcome_of(report, hit_time_limit=hit_limit)
         tick = Tick(TICK_RAN, now, report=report, outcome=outcome)
         if outcome.failed:
@@ -270,15 +251,6 @@ class Scheduler:
                 "; ".join(database_errors(report)) or "see the run's report",
             )
         return self._record(tick)
-
-    def _failed(self, now: datetime, exc: Exception) -> Tick:
-        # First line only: SQLAlchemy appends the statement and a link on further lines.
-        first_line = (str(exc).splitlines() or [""])[0]
-        message = f"{type(exc).__name__}: {first_line}"[:500]
-        if is_database_error(exc):
-            self.breakers.get(DEPENDENCY_DATABASE).failure(self._clock(), message)
-        log.error("scheduled cleanup failed: %s", message, exc_info=exc)
-        return Tick(TICK_FAILED, now, reason=message, outcome=Outcome(failed=True))
 
     def _record(self, tick: Tick) -> Tick:
         if tick.kind in (TICK_RAN, TICK_FAILED):

@@ -14,27 +14,23 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from botfleet.archive.writer import Archive, archive_for
 from botfleet.cleanup.context import Progress, RunContext, RunLimits, RunRequest
-from botfleet.cleanup.explain import explain
-from botfleet.cleanup.explain_facts import read_facts
 from botfleet.cleanup.failures import error_entry
 from botfleet.cleanup.lock import CleanupLock, lock_for
-from botfleet.cleanup.notices import purge_warnings, tidy_outbox
-from botfleet.cleanup.orphans import orphans_view
 from botfleet.cleanup.plan import Plan, parse_only
 from botfleet.cleanup.policy import Policy
 from botfleet.cleanup.predicates import Dialect
 from botfleet.cleanup.report import bare_report, run_report, summary_line
 from botfleet.cleanup.run import PauseHook, Run
-from botfleet.cleanup.run_history import run_detail, runs_page, status_view
+from botfleet.cleanup.run_notices import RunNotices
 from botfleet.cleanup.run_records import (
     abandon_stale,
     finish_run,
@@ -42,14 +38,12 @@ from botfleet.cleanup.run_records import (
     record_run,
     running_run_id,
 )
-from botfleet.cleanup.simulate import simulate
 from botfleet.cleanup.timing import FixedBatch, Governor
+from botfleet.cleanup.views import CleanupViews
 from botfleet.config import Settings
 from botfleet.constants import TRIGGER_CLI, TRIGGER_MANUAL, TRIGGER_SCHEDULE
 from botfleet.errors import CleanupInProgress, InvalidInput
-from botfleet.notify.events import breaker_changed, run_finished
 from botfleet.notify.outbox import Notifier
-from botfleet.pagination import Page, PageRequest
 from botfleet.runtime.fleet import Fleet
 from botfleet.store.models import utcnow
 from botfleet.store.session import create_session_factory
@@ -60,8 +54,9 @@ Observer = Callable[[Mapping[str, Any]], None]
 TRIGGERS = (TRIGGER_SCHEDULE, TRIGGER_MANUAL, TRIGGER_CLI)
 
 
-class CleanupService:
-    """One per process. ``run`` is the single entry point; the rest are read-only views."""
+class CleanupService(CleanupViews):
+    """One per process. ``run`` is the single entry point; the rest are read-only views
+    (:class:`~botfleet.cleanup.views.CleanupViews`)."""
 
     def __init__(
         self,
@@ -95,7 +90,7 @@ class CleanupService:
             limits=RunLimits.from_settings(settings),
             archive=archive or archive_for(settings),
         )
-        self.notifier = notifier
+        self.notices = RunNotices(notifier)
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
         self.current_run_id: str | None = None
 
@@ -237,7 +232,10 @@ class CleanupService:
         finally:
             await asyncio.shield(run.close())
         if not request.dry_run:
-            await self._notices(run)
+            failed = await self.notices.after_run(self.ctx, self.policy)
+            if failed is not None:
+                log.warning("cleanup run %s: %s", run_id, failed)
+                run.found.errors.append({"stage": "notify", "message": failed})
         report = self._report(request, run, fatal=fatal)
         archived = await asyncio.to_thread(run.seal_archive, report["status"])
         if archived is not None:
@@ -273,24 +271,10 @@ class CleanupService:
             fatal=fatal,
         )
 
-    async def _notices(self, run: Run) -> None:
-        """Purge warnings queued and the outbox tidied; never a reason for a run to fail."""
-        now = self.clock()
-        notifier = self.notifier
-        try:
-            if notifier is not None:
-                warned = await purge_warnings(self.ctx, self.policy, notifier, now)
-                if warned:
-                    log.info("cleanup queued %d purge warning(s)", warned)
-            await tidy_outbox(self.ctx, now, notifier.before_purge if notifier else None)
-        except Exception as exc:
-            log.warning("cleanup run %s: notices failed: %s", run.run_id, exc)
-            run.found.errors.append({"stage": "notify", "message": f"notices failed: {exc}"})
-
     async def _finish(
         self, run_id: uuid.UUID, report: dict[str, Any], plan: Plan | None, *, notify: bool = False
     ) -> bool:
-        enqueue = self._run_finished(run_id, report) if notify else None
+        enqueue = self.notices.run_finished(self.ctx, run_id, report) if notify else None
         try:
             await finish_run(self.ctx.sessions, run_id, report, plan, enqueue)
         except Exception as exc:
@@ -300,38 +284,9 @@ class CleanupService:
             return False
         return True
 
-    def _run_finished(
-        self, run_id: uuid.UUID, report: dict[str, Any]
-    ) -> Callable[[AsyncSession], Awaitable[None]] | None:
-        """Writes the run's ``run.finished`` event in the report's transaction."""
-        notifier = self.notifier
-        if notifier is None:
-            return None
-
-        async def enqueue(session: AsyncSession) -> None:
-            now = self.clock()
-            link = notifier.link(f"/admin/cleanup/runs/{run_id}")
-            event = run_finished(report, source=notifier.source, link=link, time=now)
-            await notifier.enqueue(session, [event], now)
-
-        return enqueue
-
     async def breakers_changed(self, changes: Sequence[tuple[str, str, str | None]]) -> None:
-        """(dependency, new state, last error) of breakers that opened or closed: their events,
-        in a transaction of their own (a breaker lives in memory, nothing else to write)."""
-        notifier = self.notifier
-        if notifier is None or not changes:
-            return
-        now = self.clock()
-        events = [
-            breaker_changed(name, state, last_error=error, source=notifier.source, time=now)
-            for name, state, error in changes
-        ]
-        try:
-            async with self.ctx.sessions() as session, session.begin():
-                await notifier.enqueue(session, events, now)
-        except Exception as exc:  # the database is what failed, most likely: log, carry on
-            log.warning("breaker events could not be queued: %s", exc)
+        """Breakers that opened or closed (the scheduler's): their events queued."""
+        await self.notices.breakers_changed(self.ctx, changes)
 
     def _notify(self, report: dict[str, Any]) -> None:
         for observer in self.observers:
@@ -339,37 +294,3 @@ class CleanupService:
                 observer(report)
             except Exception:
                 log.exception("cleanup observer %r failed; the run is unaffected", observer)
-
-    # --- read-only views -----------------------------------------------------------------------
-    async def status(self) -> dict[str, Any]:
-        """Mode, retention, limits, the running run and the last report."""
-        return await status_view(
-            self.ctx.sessions,
-            self.settings,
-            policy_rules=len(self.policy.rules),
-            engines=self.ctx.fleet.names,
-        )
-
-    async def orphans(self, *, limit: int = 100) -> dict[str, Any]:
-        """What is orphaned now, per kind, with what protects the rest (reason and age)."""
-        return await orphans_view(self.ctx, self.policy, limit=limit)
-
-    async def explain(self, bot_id: uuid.UUID) -> dict[str, Any]:
-        """Which rule applies to the bot, why, and when each of its resources is due
-        (:class:`~botfleet.errors.BotNotFound` if there is no such row)."""
-        facts = await read_facts(self.ctx.sessions, bot_id)
-        return explain(facts, self.policy, self.clock())
-
-    async def simulate(self, policy: Policy) -> dict[str, Any]:
-        """The plan ``policy`` would make now, for the stages a policy decides; saved nowhere."""
-        return await simulate(self.ctx, policy)
-
-    async def runs(self, page: PageRequest, *, status: str | None = None) -> Page[dict[str, Any]]:
-        """Run history, newest first."""
-        async with self.ctx.sessions() as session:
-            return await runs_page(session, page, status=status)
-
-    async def get_run(self, run_id: uuid.UUID, audit: PageRequest) -> dict[str, Any]:
-        """One run's report and plan, with a page of its audit records."""
-        async with self.ctx.sessions() as session:
-            return await run_detail(session, run_id, audit)

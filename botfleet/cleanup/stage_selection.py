@@ -22,20 +22,48 @@ from botfleet.cleanup.database_selection import (
 )
 from botfleet.cleanup.failures import error_entry, is_database_error
 from botfleet.cleanup.idle_bots import select_idle_bots
-from botfleet.cleanup.plan import DATABASE_STAGES, Plan, Selection
+from botfleet.cleanup.plan import DATABASE_STAGES, STAGES, Plan, Selection
 from botfleet.cleanup.quota_selection import BudgetBoundary, select_over_quota
-from botfleet.cleanup.report import FAILED, Findings
+from botfleet.cleanup.report import DISABLED, FAILED, NOT_SELECTED, Findings
 from botfleet.cleanup.result_slices import Slicing
 from botfleet.constants import (
     KIND_BOT_RESULTS,
     KIND_BOTS,
+    KIND_CONTAINERS,
     KIND_IDLE_BOTS,
     KIND_ORPHANED_RESULTS,
     KIND_RESULTS,
     KIND_RESULTS_OVER_QUOTA,
+    KIND_SERVICES,
 )
 
 log = logging.getLogger(__name__)
+
+
+def stages_taken(plan: Plan, only: frozenset[str] | None, ctx: RunContext) -> Findings:
+    """The stages this run takes, in order; the others are marked disabled or not selected.
+    The engines' workloads go as the engines have them: containers on plain engines, services
+    on a swarm (CONTAINER_CLEANUP_ENABLED turns both off)."""
+    workloads = ctx.limits.containers_enabled
+    swarm = bool(ctx.fleet.of_kind(KIND_SERVICES))
+    enabled = {
+        KIND_BOTS: True,
+        KIND_IDLE_BOTS: plan.policy.idle_stage_enabled,
+        KIND_RESULTS: plan.policy.results_stage_enabled,
+        KIND_RESULTS_OVER_QUOTA: plan.policy.quota_stage_enabled,
+        KIND_ORPHANED_RESULTS: True,
+        KIND_CONTAINERS: workloads and not swarm,
+        KIND_SERVICES: workloads and swarm,
+    }
+    found = Findings(stages=[])
+    for kind in STAGES:
+        if not enabled[kind]:
+            found.outcomes[kind] = DISABLED
+        elif (only is not None and kind not in only) or kind not in plan.stages:
+            found.outcomes[kind] = NOT_SELECTED
+        else:
+            found.stages.append(kind)
+    return found
 
 
 class StageSelector:

@@ -40,6 +40,14 @@ class Tick:
         }
 
 
+def failed_tick(now: datetime, exc: Exception) -> Tick:
+    """A tick whose run raised, its reason the error's type and first line (SQLAlchemy appends
+    the statement and a link on further lines)."""
+    first_line = (str(exc).splitlines() or [""])[0]
+    message = f"{type(exc).__name__}: {first_line}"[:500]
+    return Tick(TICK_FAILED, now, reason=message, outcome=Outcome(failed=True))
+
+
 def outcome_of(report: dict[str, Any], *, hit_time_limit: bool) -> Outcome:
     """Classify a run report for timing: failed, empty, or backlogged (more work waiting)."""
     # A database stage that failed leaves its work undone even when the run is only partial

@@ -13,23 +13,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 from urllib.parse import quote
 
 import docker
-import requests
-from docker.errors import APIError, DockerException, NotFound
+from docker.errors import APIError, NotFound
 
 from botfleet.constants import KIND_SERVICES, LABEL_INSTANCE, LABEL_MANAGED
-from botfleet.errors import ContainerFailed, EngineUnavailable, LogsUnreadable, WorkloadGone
+from botfleet.errors import ContainerFailed, LogsUnreadable, WorkloadGone
 from botfleet.runtime import swarm_http, swarm_specs
 from botfleet.runtime.base import ContainerInfo, ContainerSpec, EventStream, Revival
-from botfleet.runtime.docker_http import EngineHttp
 from botfleet.runtime.images import PULL_ALWAYS, classify
 from botfleet.runtime.log_stream import EngineLogStream, LogQuery, LogStream, open_engine_logs
+from botfleet.runtime.swarm_managers import Managers, api, manager_info
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -52,69 +50,20 @@ class SwarmEngine:
         pull: str = "if-not-present",
         timeout: float = 30.0,
     ) -> None:
-        self.managers = list(managers) or [""]
+        self.managers = Managers(managers, engine=name, timeout=timeout)
         self.name = name
         self.restart = restart
         self.pull = pull
-        self._timeout = timeout
-        self._clients: dict[str, docker.DockerClient] = {}
-        self._plain: dict[int, EngineHttp | None] = {}  # by id(client): its plain HTTP route
-        self._current = 0
         self._nodes: dict[str, str] = {}
-        self._lock = threading.Lock()
         self._threads = ThreadPoolExecutor(32, thread_name_prefix="swarm-engine")
-
-    # --- a manager that answers ----------------------------------------------------------------
-    def _client(self, url: str) -> docker.DockerClient:
-        with self._lock:
-            client = self._clients.get(url)
-            if client is None:
-                timeout = int(self._timeout)
-                client = (
-                    docker.DockerClient(base_url=url, timeout=timeout)
-                    if url
-                    else docker.from_env(timeout=timeout)
-                )
-                self._clients[url] = client
-                self._plain[id(client)] = EngineHttp.for_client(client.api, self._timeout)
-            return client
-
-    def _on_manager(self, fn: Callable[[docker.DockerClient], T]) -> T:
-        """``fn`` on the current manager, or on the next one that answers as a manager."""
-        reasons = []
-        count = len(self.managers)
-        for step in range(count):
-            index = (self._current + step) % count
-            url = self.managers[index]
-            try:
-                result = fn(self._client(url))
-            except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
-                reasons.append(f"{url or 'local'}: {type(exc).__name__}")
-                continue
-            except APIError as exc:
-                if exc.status_code == 503 and "manager" in str(exc.explanation or "").lower():
-                    reasons.append(f"{url or 'local'}: not a swarm manager")
-                    continue
-                raise
-            except _NotManager:
-                reasons.append(f"{url or 'local'}: not a swarm manager")
-                continue
-            except DockerException as exc:
-                reasons.append(f"{url or 'local'}: {str(exc)[:120]}")
-                continue
-            if index != self._current:
-                log.warning("swarm: manager %s answers; moving to it", url or "local")
-                self._current = index
-            return result
-        raise EngineUnavailable(self.name, "no manager answered (" + "; ".join(reasons) + ")")
 
     async def _call(self, fn: Callable[[docker.DockerClient], T]) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._threads, self._on_manager, fn)
+        return await loop.run_in_executor(self._threads, self.managers.call, fn)
 
     # --- the Protocol ----------------------------------------------------------------------------
     async def ping(self) -> None:
-        await self._call(_manager_info)
+        await self._call(manager_info)
 
     async def version(self) -> str:
         info = await self._call(lambda c: c.version())
@@ -122,14 +71,14 @@ class SwarmEngine:
 
     async def nodes(self) -> list[dict[str, Any]]:
         """The swarm's nodes: id, hostname, role, state, availability (``botfleet doctor``)."""
-        return swarm_specs.node_summaries(await self._call(lambda c: _api(c).nodes()))
+        return swarm_specs.node_summaries(await self._call(lambda c: api(c).nodes()))
 
     async def run(self, spec: ContainerSpec) -> ContainerInfo:
         def create(client: docker.DockerClient) -> ContainerInfo:
             image = self._resolved(client, spec.image)
             body = swarm_specs.service_spec(spec, restart=self.restart, image=image)
             try:
-                created = _api(client).create_service(
+                created = api(client).create_service(
                     body["TaskTemplate"],
                     name=body["Name"],
                     labels=body["Labels"],
@@ -169,10 +118,10 @@ class SwarmEngine:
         labels = [f"{LABEL_MANAGED}=true", f"{LABEL_INSTANCE}={instance}"]
 
         def list_(client: docker.DockerClient) -> list[ContainerInfo]:
-            services = _api(client).services(filters={"label": labels})
+            services = api(client).services(filters={"label": labels})
             # The /tasks label filter matches the services' labels: one call for every task.
             by_service: dict[str, list[Mapping[str, Any]]] = {}
-            for task in _api(client).tasks(filters={"label": labels}):
+            for task in api(client).tasks(filters={"label": labels}):
                 by_service.setdefault(str(task.get("ServiceID")), []).append(task)
             nodes = self._node_names(client, by_service)
             return [
@@ -202,7 +151,7 @@ class SwarmEngine:
     def open_events(self, instance: str) -> EventStream:
         """Service and node events of the swarm, and this manager's own container events."""
         filters = {"type": ["service", "node", "container"]}
-        stream: EventStream = self._on_manager(lambda c: c.events(decode=True, filters=filters))
+        stream: EventStream = self.managers.call(lambda c: c.events(decode=True, filters=filters))
         return stream
 
     def open_logs(self, container_id: str, query: LogQuery) -> LogStream:
@@ -210,16 +159,16 @@ class SwarmEngine:
 
         def open_(client: docker.DockerClient) -> tuple[Any, bool]:
             try:
-                service = _api(client).inspect_service(container_id)
+                service = api(client).inspect_service(container_id)
             except NotFound:
                 raise WorkloadGone(self.name, container_id) from None
             template = (service.get("Spec") or {}).get("TaskTemplate") or {}
             tty = bool((template.get("ContainerSpec") or {}).get("TTY"))
             path = f"/services/{quote(container_id, safe='')}/logs"
-            return open_engine_logs(_api(client), path, query, tty), tty
+            return open_engine_logs(api(client), path, query, tty), tty
 
         try:
-            response, tty = self._on_manager(open_)
+            response, tty = self.managers.call(open_)
         except APIError as exc:
             raise LogsUnreadable(self.name, str(exc.explanation or exc)[:300]) from exc
         if response.status_code == 404:
@@ -232,19 +181,12 @@ class SwarmEngine:
         return EngineLogStream(response, tty=tty)
 
     async def close(self) -> None:
-        with self._lock:
-            clients, self._clients = list(self._clients.values()), {}
-            routes, self._plain = list(self._plain.values()), {}
-        for route in routes:
-            if route is not None:
-                route.close()
-        for client in clients:
-            await asyncio.to_thread(client.close)
+        await self.managers.close()
         self._threads.shutdown(wait=False)
 
     # --- blocking helpers (in the engine's threads) -------------------------------------------
     def _workload(self, client: docker.DockerClient, service_id: str) -> ContainerInfo | None:
-        plain = self._plain.get(id(client))
+        plain = self.managers.plain(client)
         if plain is not None:
             service = swarm_http.service(plain, service_id)
             if service is None:
@@ -252,10 +194,10 @@ class SwarmEngine:
             tasks = swarm_http.tasks(plain, str(service["ID"]))
         else:
             try:
-                service = _api(client).inspect_service(service_id)
+                service = api(client).inspect_service(service_id)
             except NotFound:
                 return None
-            tasks = _api(client).tasks(filters={"service": str(service["ID"])})
+            tasks = api(client).tasks(filters={"service": str(service["ID"])})
         nodes = self._node_names(client, {"": tasks})
         return swarm_specs.workload(self.name, service, tasks, nodes)
 
@@ -265,16 +207,16 @@ class SwarmEngine:
         """Node id -> name, asked again only when a task runs on a node not seen yet."""
         wanted = {str(t.get("NodeID")) for ts in tasks.values() for t in ts if t.get("NodeID")}
         if not wanted <= self._nodes.keys():
-            self._nodes = swarm_specs.node_names(_api(client).nodes())
+            self._nodes = swarm_specs.node_names(api(client).nodes())
         return self._nodes
 
     def _remove_service(self, client: docker.DockerClient, service_id: str) -> None:
-        plain = self._plain.get(id(client))
+        plain = self.managers.plain(client)
         if plain is not None:
             swarm_http.remove(plain, service_id)  # gone already is fine
             return
         with contextlib.suppress(NotFound):
-            _api(client).remove_service(service_id)
+            api(client).remove_service(service_id)
 
     def _scale(self, client: docker.DockerClient, service_id: str, replicas: int) -> None:
         self._update(client, service_id, lambda s: swarm_specs.with_replicas(s, replicas))
@@ -288,12 +230,12 @@ class SwarmEngine:
         """Apply ``change`` to the service's spec at its current version; False if it is gone."""
         for _ in range(_UPDATE_ATTEMPTS):
             try:
-                service = _api(client).inspect_service(service_id)
+                service = api(client).inspect_service(service_id)
             except NotFound:
                 return False
             spec = change(service)
             try:
-                _api(client).update_service(
+                api(client).update_service(
                     service_id,
                     version=int(service["Version"]["Index"]),
                     task_template=spec["TaskTemplate"],
@@ -316,23 +258,7 @@ class SwarmEngine:
         if self.pull != PULL_ALWAYS or "@" in image:
             return image
         try:
-            digest = _api(client).inspect_distribution(image)["Descriptor"]["digest"]
+            digest = api(client).inspect_distribution(image)["Descriptor"]["digest"]
         except APIError as exc:
             raise classify(image, self.name, str(exc.explanation or exc)) from exc
         return f"{image}@{digest}"
-
-
-class _NotManager(Exception):
-    """The engine answers, but is not (or no longer) a manager of an active swarm."""
-
-
-def _manager_info(client: docker.DockerClient) -> None:
-    """Raise :class:`_NotManager` unless this engine is an active swarm manager."""
-    swarm = (client.info() or {}).get("Swarm") or {}
-    if swarm.get("LocalNodeState") != "active" or not swarm.get("ControlAvailable"):
-        raise _NotManager()
-
-
-def _api(client: docker.DockerClient) -> Any:
-    # docker-py's service and task calls carry no types (a version-check decorator drops them).
-    return client.api

@@ -139,7 +139,7 @@ async def test_a_service_is_looked_at_and_removed_over_the_plain_route(
     not through docker-py; what they answer is the same."""
     made = await engine.run(spec(instance, registry_image))
     for name in ("inspect_service", "tasks", "remove_service"):
-        for client in engine._clients.values():
+        for client in engine.managers.clients.values():
             monkeypatch.setattr(client.api, name, _not_the_sdk(name))
     info = await engine.inspect(made.id)
     assert info is not None and info.id == made.id and info.bot_id == made.bot_id
@@ -202,7 +202,7 @@ async def test_a_manager_that_does_not_answer_is_passed_over(swarm: Swarm, insta
     failing_over = SwarmEngine([dead, swarm.manager.url])
     try:
         await failing_over.ping()
-        assert failing_over.managers[failing_over._current] == swarm.manager.url
+        assert failing_over.managers.current_url == swarm.manager.url
         assert await failing_over.list_managed(instance) == []
     finally:
         await failing_over.close()
