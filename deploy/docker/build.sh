@@ -5,9 +5,10 @@
 #   deploy/docker/build.sh postgres [TAG]     PostgreSQL 15 from Debian, botfleet-local/postgres-server:15
 #   deploy/docker/build.sh prometheus [TAG]   Prometheus from Debian, botfleet-local/prometheus-server:bookworm
 #
-# BASE_IMAGE=local (the default here) builds on the local Debian base (deploy/docker/local-base.sh)
-# with wheels built on the host; BASE_IMAGE=python:3.11-slim (or any other) builds on that image
-# and lets its build stage fetch the wheels.
+# BASE_IMAGE=local (the default here) builds on the local Debian base (deploy/docker/local-base.sh),
+# its build stage on the same base with binutils, with wheels built on the host;
+# BASE_IMAGE=python:3.11-slim (or any other) builds on that image and lets its build stage fetch
+# the wheels (and binutils).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 here="$root/deploy/docker"
@@ -23,15 +24,17 @@ case "$what" in
     tag=${2:-botfleet:dev}
     old=$(replaced "$tag")
     rm -rf "$root/.wheels"
+    build_args=()
     if [ "$base" = local ]; then
       base=$(bash "$here/local-base.sh" python)
+      build_args=(--build-arg "BUILD_IMAGE=$(bash "$here/local-base.sh" python-build)")
       bash "$here/wheels.sh" >/dev/null
     fi
     revision=$(git -C "$root" rev-parse HEAD 2>/dev/null || echo unknown)
     source=$(git -C "$root" remote get-url origin 2>/dev/null || echo "")
     version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$root/pyproject.toml")
     docker build -q -f "$here/Dockerfile" -t "$tag" \
-      --build-arg "BASE_IMAGE=$base" --build-arg "VERSION=$version" \
+      --build-arg "BASE_IMAGE=$base" "${build_args[@]}" --build-arg "VERSION=$version" \
       --build-arg "REVISION=$revision" --build-arg "SOURCE=$source" \
       "$root" >/dev/null
     rm -rf "$root/.wheels"

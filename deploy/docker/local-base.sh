@@ -3,11 +3,12 @@
 # registry: a minimal bookworm root filesystem (mmdebstrap --variant=apt) with the packages each
 # image needs, imported with `docker import`.
 #
-#   deploy/docker/local-base.sh [python|postgres|prometheus|all]   (default: all)
+#   deploy/docker/local-base.sh [python|python-build|postgres|prometheus|all]   (default: all)
 #
-#   botfleet-local/python:bookworm      python3 + python3-venv: BASE_IMAGE of deploy/docker/Dockerfile
-#   botfleet-local/postgres:bookworm    Debian's postgresql-15: FROM of deploy/docker/postgres.Dockerfile
-#   botfleet-local/prometheus:bookworm  Debian's prometheus: FROM of deploy/docker/prometheus.Dockerfile
+#   botfleet-local/python:bookworm        python3 + python3-venv: BASE_IMAGE of deploy/docker/Dockerfile
+#   botfleet-local/python-build:bookworm  the same + binutils (strip): its BUILD_IMAGE
+#   botfleet-local/postgres:bookworm      Debian's postgresql-15: FROM of deploy/docker/postgres.Dockerfile
+#   botfleet-local/prometheus:bookworm    Debian's prometheus: FROM of deploy/docker/prometheus.Dockerfile
 #
 # Cached: each image carries the hash of its recipe (this file and its package list) as a label,
 # and is made again only when that recipe changes or the image is gone. Prints the tags it made
@@ -24,9 +25,11 @@ packages_of() {
   case "$1" in
     # What the python:3.11-slim images carry besides Python: ca-certificates, netbase, tzdata.
     python) echo "python3,python3-venv,ca-certificates,netbase,tzdata" ;;
+    # The server image's build stage strips the compiled extensions; the runtime never needs strip.
+    python-build) echo "python3,python3-venv,ca-certificates,netbase,tzdata,binutils" ;;
     postgres) echo "postgresql-15" ;;
     prometheus) echo "prometheus,ca-certificates" ;;
-    *) echo "local-base.sh: unknown image '$1' (python, postgres, prometheus or all)" >&2; exit 2 ;;
+    *) echo "local-base.sh: unknown image '$1' (python, python-build, postgres, prometheus or all)" >&2; exit 2 ;;
   esac
 }
 
@@ -64,7 +67,7 @@ make_image() {
 
 target=${1:-all}
 if [ "$target" = all ]; then
-  for name in python postgres prometheus; do make_image "$name"; done
+  for name in python python-build postgres prometheus; do make_image "$name"; done
 else
   make_image "$target"
 fi

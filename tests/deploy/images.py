@@ -18,6 +18,7 @@ from tests.conftest import ROOT, missing_service
 from tests.support.wait import wait_until
 
 BUILD = ROOT / "deploy/docker/build.sh"
+LOCAL_BASE = ROOT / "deploy/docker/local-base.sh"
 
 
 def need(command: str) -> str:
@@ -37,6 +38,17 @@ def built(what: str) -> str:
         capture_output=True,
         text=True,
         timeout=1200,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.strip().splitlines()[-1]
+
+
+@functools.cache
+def local_base(name: str) -> str:
+    """The tag of a local Debian base (``python`` is the server image's runtime base)."""
+    need("mmdebstrap")
+    done = subprocess.run(
+        ["bash", str(LOCAL_BASE), name], capture_output=True, text=True, timeout=1200
     )
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout.strip().splitlines()[-1]

@@ -78,6 +78,29 @@ def test_runs_as_non_root_and_becomes_healthy(image: str, run_label: str) -> Non
     record_figure("server image", size_mb=round(size_mb, 1), seconds_to_healthy=round(seconds, 1))
 
 
+def test_leaves_pyarrow_out_and_the_cli_says_how_to_get_it(image: str, run_label: str) -> None:
+    """pyarrow (the CLI's Parquet export, ``botfleet[parquet]``) is no part of the server image."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {"PORT": str(port), "ADMIN_TOKEN": STRONG, "CLEANUP_ENABLED": "false"}
+    container = run(image, run_label, env={**env, "MAIN_SERVER_URL": base})
+
+    def up() -> bool:
+        with contextlib.suppress(httpx.HTTPError):
+            return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
+        return False
+
+    wait_until(up, timeout=120, message="the server's /healthz", interval=0.25)
+    export = docker(
+        "exec", container, "botfleet", "results", "export", "--format", "parquet", check=False
+    )
+    assert export.returncode == 2, export
+    assert export.stdout == ""
+    assert export.stderr.splitlines() == [
+        "botfleet: --format parquet needs pyarrow: pip install 'botfleet[parquet]'"
+    ]
+
+
 @pytest.mark.parametrize("token", ["short", "changeme"])
 def test_refuses_a_weak_admin_token_with_one_line_and_exit_2(image: str, token: str) -> None:
     done = docker(
