@@ -31,6 +31,14 @@ FIGURES = {
     # machine's state, so the two trees' rates compare directly too).
     "containers": ("ratio_containers_per_s", "ratio_vs_floor", "botfleet.containers_per_s"),
     "plan": ("plan_seconds", "ratio_plan_vs_counts"),
+    # Each a median of the run's own alternating rounds against COPY; the whole run's peak.
+    "export": (
+        "ndjson.ratio_median",
+        "csv.ratio_median",
+        "ndjson.api_rows_per_s_median",
+        "csv.api_rows_per_s_median",
+        "server_peak_rss_mb",
+    ),
 }
 
 
