@@ -53,9 +53,16 @@ def _figure(result: dict[str, Any], key: str) -> Any:
 def run_one(tree: Path, name: str) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(tree)}
     started = time.monotonic()
-    subprocess.run([sys.executable, "-m", f"bench.{name}"], cwd=tree, env=env, check=True)
-    result = json.loads((tree / "bench/results" / f"{name}.json").read_text())
+    path = tree / "bench/results" / f"{name}.json"
+    before = path.stat().st_mtime if path.exists() else None
+    # A benchmark exits 1 when it misses its goals: that is a figure of the round, not a
+    # failure of it; only a run that wrote no result is one.
+    done = subprocess.run([sys.executable, "-m", f"bench.{name}"], cwd=tree, env=env, check=False)
+    if not path.exists() or path.stat().st_mtime == before:
+        raise RuntimeError(f"bench.{name} in {tree} wrote no result (exit {done.returncode})")
+    result = json.loads(path.read_text())
     figures = {key: _figure(result, key) for key in FIGURES.get(name, ())}
+    figures["goals_met"] = done.returncode == 0
     figures["wall_seconds"] = round(time.monotonic() - started, 1)
     figures["load_1min"] = round(os.getloadavg()[0], 2)
     return figures

@@ -29,6 +29,8 @@ from botfleet.bot_spec import NewBot, container_spec, resources_json
 from botfleet.config import Settings
 from botfleet.constants import (
     BOT_STOP_TIMEOUT_SECONDS,
+    EVENT_DELETED,
+    EVENT_RESTORED,
     STATUS_DELETED,
     STATUS_PENDING,
 )
@@ -37,7 +39,7 @@ from botfleet.pagination import Page, PageRequest
 from botfleet.reconcile_plan import container_status
 from botfleet.runtime.base import ContainerEngine, ContainerInfo
 from botfleet.runtime.fleet import Fleet
-from botfleet.store.models import Bot
+from botfleet.store.models import Bot, BotEvent
 from botfleet.store.session import SessionFactory
 
 log = logging.getLogger(__name__)
@@ -161,6 +163,15 @@ class BotService:
                 bot.deleted_at = now
                 # How it ended decides its retention (a policy's retention by outcome).
                 bot.status_at_deletion = bot.status
+                session.add(
+                    BotEvent(
+                        bot_id=bot_id,
+                        at=now,
+                        event=EVENT_DELETED,
+                        outcome=bot.status,
+                        detail=f"soft delete ({bot.status}): container stopped",
+                    )
+                )
                 set_status(bot, STATUS_DELETED, now)
                 bot.updated_at = now
         if bot.container_id and bot.engine:
@@ -212,6 +223,11 @@ class BotService:
                 row.updated_at = now
                 if token is not None:
                     row.token_hash = hash_token(token)
+                # In the restore's own transaction: recorded if and only if it happened.
+                how = "a fresh container" if fresh else "its container started again"
+                session.add(
+                    BotEvent(bot_id=bot_id, at=now, event=EVENT_RESTORED, detail=f"restored: {how}")
+                )
         except BaseException:
             await asyncio.shield(self._undo_revive(engine, info.id, fresh=fresh))
             await asyncio.shield(self._mark_deleted_again(bot))

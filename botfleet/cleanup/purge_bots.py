@@ -211,9 +211,10 @@ class BotPurge:
         last_type: Any = None,
         archive: str | None = None,
     ) -> Any:
-        """One data-modifying statement: the bots (condition re-stated), exactly their results,
-        and their audit: one record per engine and reason listing the bots, each with its
-        snapshot (:mod:`botfleet.cleanup.audit`), aggregated as json text. With an ``archive``
+        """One data-modifying statement: the bots (condition re-stated), exactly their results
+        and their history's events (bot_history.py), and their audit: one record per engine and
+        reason listing the bots, each with its snapshot (:mod:`botfleet.cleanup.audit`),
+        aggregated as json text. With an ``archive``
         file name, the audit names it and the statement also returns every deleted row as
         archive lines (:mod:`botfleet.archive.format`)."""
         why = bot_reason(self.dialect, self.policy, alias="g")
@@ -247,6 +248,8 @@ WITH victims AS ({victims}
     RETURNING {res_columns}
 ), per_bot AS (
     SELECT bot_id, count(*) AS n FROM res GROUP BY bot_id
+), events AS (
+    DELETE FROM bot_events e WHERE e.bot_id = ANY(ARRAY(SELECT id FROM gone))
 ), audit AS (
     INSERT INTO cleanup_audit (run_id, kind, resource_id, engine, reason, actor, resource_count,
                                snapshot, deleted_at)
@@ -304,6 +307,12 @@ SELECT (SELECT count(*) FROM victims) AS selected,
         per_bot: dict[uuid.UUID, int] = {}
         for result in deleted:
             per_bot[result.bot_id] = per_bot.get(result.bot_id, 0) + 1
+        await session.execute(
+            bound_text(
+                "DELETE FROM bot_events WHERE bot_id IN :ids",
+                [bindparam("ids", ids, type_=Uuid(), expanding=True)],
+            )
+        )
         await session.execute(insert(CleanupAudit), self._bot_batches(gone, per_bot, archive))
         last = max(row.deleted_at for row in gone)
         body = self._sqlite_body(gone, deleted, per_bot) if archive else None
