@@ -31,6 +31,15 @@ FIGURES = {
     # machine's state, so the two trees' rates compare directly too).
     "containers": ("ratio_containers_per_s", "ratio_vs_floor", "botfleet.containers_per_s"),
     "plan": ("plan_seconds", "ratio_plan_vs_counts"),
+    # Medians of the run's own requests (the first page's SQL alone beside them).
+    "fleet": (
+        "first_page.median_ms",
+        "last_page.median_ms",
+        "label_filter.median_ms",
+        "name_search.median_ms",
+        "status_deleted.median_ms",
+        "sql_first_page_median_ms",
+    ),
     # Each a median of the run's own alternating rounds against COPY; the whole run's peak.
     "export": (
         "ndjson.ratio_median",
