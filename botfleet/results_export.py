@@ -85,32 +85,37 @@ async def _postgres(db: AsyncEngine, flt: ExportFilter, fmt: str) -> AsyncIterat
     """COPY's chunks as they come. The COPY runs in a task of its own, which owns its
     connection from checkout to return: when the client goes away, the response's cancellation
     ends this generator, which only cancels that task — the connection's cleanup is the task's,
-    never interrupted by the response's cancel scope."""
+    never interrupted by the response's cancel scope. The task's last item says how it ended."""
     sql, args = postgres_sql(flt, fmt)
-    chunks: asyncio.Queue[bytes] = asyncio.Queue(maxsize=QUEUE_CHUNKS)
+    chunks: asyncio.Queue[bytes | _End] = asyncio.Queue(maxsize=QUEUE_CHUNKS)
     copying = asyncio.ensure_future(_copy(db, sql, args, _COPY_OPTIONS[fmt], chunks))
     _COPIES.add(copying)
     copying.add_done_callback(_COPIES.discard)
-    taking: asyncio.Future[bytes] | None = None
     try:
         while True:
-            taking = asyncio.ensure_future(chunks.get())
-            await asyncio.wait((taking, copying), return_when=asyncio.FIRST_COMPLETED)
-            if taking.done():
-                # With whatever else is queued: fewer, larger writes to the client.
-                ready = [taking.result()]
-                while not chunks.empty():
-                    ready.append(chunks.get_nowait())
+            item = await chunks.get()
+            ready: list[bytes] = []
+            # With whatever else is queued: fewer, larger writes to the client.
+            while isinstance(item, bytes):
+                ready.append(item)
+                if chunks.empty():
+                    break
+                item = chunks.get_nowait()
+            if ready:
                 yield b"".join(ready) if len(ready) > 1 else ready[0]
-                continue
-            copying.result()  # COPY failed: raise its error; or it ended: the rest is queued
-            while not chunks.empty():
-                yield chunks.get_nowait()
-            return
+            if isinstance(item, _End):
+                if item.error is not None:
+                    raise item.error
+                return
     finally:
-        if taking is not None:
-            taking.cancel()
         copying.cancel()  # a no-op once it has ended
+
+
+@dataclass(frozen=True)
+class _End:
+    """The COPY's last item: it ended, with this error or none."""
+
+    error: BaseException | None = None
 
 
 # COPYs in flight (the loop keeps only weak references to tasks).
@@ -122,25 +127,32 @@ async def _copy(
     sql: str,
     args: Sequence[Any],
     options: Mapping[str, str],
-    chunks: asyncio.Queue[bytes],
+    chunks: asyncio.Queue[bytes | _End],
 ) -> None:
     async def keep(chunk: bytearray) -> None:
         await chunks.put(bytes(chunk))  # asyncpg's buffer, as the response sends it
 
-    async with db.connect() as conn:
-        raw = await conn.get_raw_connection()
-        pg: Any = raw.driver_connection
-        try:
-            # to_json renders a time in the session's zone: make that UTC.
-            await pg.execute("BEGIN READ ONLY; SET LOCAL TIME ZONE 'UTC'")
-            await pg.copy_from_query(sql, *args, output=keep, **options)
-            await pg.execute("COMMIT")
-        except BaseException:
-            # Cut short (the client went away) or failed: the connection may still be in its
-            # COPY, where no rollback can be sent, so it never goes back to the pool (where
-            # the next request's checkout failed on it).
-            await conn.invalidate()
-            raise
+    error: BaseException | None = None
+    try:
+        async with db.connect() as conn:
+            raw = await conn.get_raw_connection()
+            pg: Any = raw.driver_connection
+            try:
+                # to_json renders a time in the session's zone: make that UTC.
+                await pg.execute("BEGIN READ ONLY; SET LOCAL TIME ZONE 'UTC'")
+                await pg.copy_from_query(sql, *args, output=keep, **options)
+                await pg.execute("COMMIT")
+            except BaseException:
+                # Cut short (the client went away) or failed: the connection may still be in
+                # its COPY, where no rollback can be sent, so it never goes back to the pool
+                # (where the next request's checkout failed on it).
+                await conn.invalidate()
+                raise
+    except asyncio.CancelledError:
+        raise  # the generator cancelled it: nobody reads on
+    except Exception as exc:
+        error = exc
+    await chunks.put(_End(error))
 
 
 # Each record as PostgreSQL renders it (``r`` is results). NDJSON: the line is one column (its
