@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import signal
 import statistics
 import subprocess
@@ -121,7 +120,7 @@ def measure(url: str, base: str) -> dict[str, Any]:
 
 
 def main() -> int:
-    name = f"botfleet_bench_fleet_{secrets.token_hex(4)}"
+    name = pgtools.bench_database_name("fleet")
     pgtools.admin(f'CREATE DATABASE "{name}"')
     url = pgtools.db_url(name)
     proc = None

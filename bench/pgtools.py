@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import random
+import secrets
 import signal
 import subprocess
 import sys
@@ -26,6 +27,13 @@ from botfleet.config import Settings
 from botfleet.store.migrate import upgrade_sync
 
 ADMIN_URL = os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def bench_database_name(kind: str) -> str:
+    """A throw-away database's name: ``BENCH_DB_PREFIX`` (default ``botfleet_bench``), the
+    benchmark, a random suffix (sessions sharing a server tell theirs apart by the prefix)."""
+    prefix = os.environ.get("BENCH_DB_PREFIX", "botfleet_bench")
+    return f"{prefix}_{kind}_{secrets.token_hex(4)}"
 
 
 def db_url(name: str) -> str:

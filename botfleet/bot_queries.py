@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from botfleet.constants import STATUS_DELETED
@@ -65,12 +65,8 @@ async def list_bots(sessions: SessionFactory, flt: BotFilter, page: PageRequest)
     )
     if page.cursor is not None:
         created_at, bot_id = _bot_cursor(page.cursor)
-        query = query.where(
-            or_(
-                Bot.created_at < created_at,
-                and_(Bot.created_at == created_at, Bot.id < bot_id),
-            )
-        )
+        # A row comparison, not an OR of two: one range of ix_bots_created_id.
+        query = query.where(tuple_(Bot.created_at, Bot.id) < tuple_(created_at, bot_id))
     if page.offset:
         query = query.offset(page.offset)
     async with sessions() as session:

@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from botfleet.auth import hash_token, new_bot_token
+from botfleet.bot_events import deleted_event, restored_event
 from botfleet.bot_queries import BotFilter, get_bot, list_bots, live_counts
 from botfleet.bot_spec import NewBot, container_spec, resources_json
 from botfleet.config import Settings
@@ -161,6 +162,7 @@ class BotService:
                 bot.deleted_at = now
                 # How it ended decides its retention (a policy's retention by outcome).
                 bot.status_at_deletion = bot.status
+                session.add(deleted_event(bot_id, bot.status, now))
                 set_status(bot, STATUS_DELETED, now)
                 bot.updated_at = now
         if bot.container_id and bot.engine:
@@ -212,6 +214,8 @@ class BotService:
                 row.updated_at = now
                 if token is not None:
                     row.token_hash = hash_token(token)
+                # In the restore's own transaction: recorded if and only if it happened.
+                session.add(restored_event(bot_id, now, fresh=fresh))
         except BaseException:
             await asyncio.shield(self._undo_revive(engine, info.id, fresh=fresh))
             await asyncio.shield(self._mark_deleted_again(bot))

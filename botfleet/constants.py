@@ -47,6 +47,20 @@ BOT_STATUSES: Final = (
     STATUS_DELETED,
 )
 
+# A bot's history (GET /bots/{id}/history): what happened to it, oldest first.
+EVENT_CREATED: Final = "created"
+EVENT_DELETED: Final = "deleted"
+EVENT_RESTORED: Final = "restored"
+EVENT_PLANNED: Final = "planned"  # a run's stored plan included it
+EVENT_CONTAINER_REMOVED: Final = "container_removed"
+HISTORY_EVENTS: Final = (
+    EVENT_CREATED,
+    EVENT_DELETED,
+    EVENT_RESTORED,
+    EVENT_PLANNED,
+    EVENT_CONTAINER_REMOVED,
+)
+
 # Cleanup resource kinds (report keys; the first four are a contract).
 KIND_BOTS: Final = "bots"
 KIND_BOT_RESULTS: Final = "bot_results"

@@ -26,6 +26,7 @@ from botfleet.constants import (
 from botfleet.errors import EngineUnavailable
 from botfleet.reconcile_plan import (
     ACTIVE_STATES,
+    ReconcilePlan,
     StopContainer,
     plan_reconcile,
 )
@@ -33,8 +34,8 @@ from botfleet.reconcile_store import (
     apply_changes,
     deleted_bots,
     is_live,
+    judged_bots,
     still_deleted,
-    unsettled_bots,
 )
 from botfleet.runtime.base import ContainerEngine, ContainerInfo, EventStream
 from botfleet.runtime.fleet import Fleet
@@ -153,19 +154,24 @@ class Reconciler:
     async def reconcile_once(self, now: datetime | None = None) -> ReconcileStats:
         now = now or self._clock()
         stats = ReconcileStats()
-        # Bots first, containers second: a container recorded after this read is not judged.
-        bots = await unsettled_bots(self._sessions)
-        containers: dict[str, Sequence[ContainerInfo]] = {}
-        for name, engine in self._fleet.engines.items():
-            try:
-                containers[name] = await engine.list_managed(self._instance)
-            except EngineUnavailable as exc:
-                stats.engines_down.append(name)
-                log.warning("reconcile: skipping unreachable engine %s: %s", name, exc)
-        known = {bot.id for bot in bots}
-        bots += await deleted_bots(self._sessions, _active_bot_ids(containers) - known)
-        stats.checked = len(bots)
-        plan = plan_reconcile(bots, containers, now=now)
+        plan = ReconcilePlan()
+        seen_active: set[uuid.UUID] = set()
+        # Bots first, containers second: a container recorded after the bots' read is not
+        # judged. The bots come from one cursor whose snapshot is taken by its first page,
+        # before the listing, and are planned a page at a time: a pass never holds the whole
+        # fleet's rows (a 100,000-bot fleet took the server up ~40 MB every pass).
+        async with judged_bots(self._sessions, PAGE_ROWS) as pages:
+            page = await pages.next()
+            containers = await self._listings(stats)
+            active = _active_bot_ids(containers)
+            while page:
+                stats.checked += len(page)
+                seen_active.update(bot.id for bot in page if bot.id in active)
+                plan.extend(plan_reconcile(page, containers, now=now))
+                page = await pages.next()
+        deleted = await deleted_bots(self._sessions, active - seen_active)
+        stats.checked += len(deleted)
+        plan.extend(plan_reconcile(deleted, containers, now=now))
         stats.updated = await apply_changes(self._sessions, plan.changes, now)
         stats.stopped = await self._stop_deleted(plan.stops)
         self.passes += 1
@@ -176,6 +182,17 @@ class Reconciler:
                 stats.stopped,
             )
         return stats
+
+    async def _listings(self, stats: ReconcileStats) -> dict[str, Sequence[ContainerInfo]]:
+        """The workloads of every reachable engine, by engine name."""
+        containers: dict[str, Sequence[ContainerInfo]] = {}
+        for name, engine in self._fleet.engines.items():
+            try:
+                containers[name] = await engine.list_managed(self._instance)
+            except EngineUnavailable as exc:
+                stats.engines_down.append(name)
+                log.warning("reconcile: skipping unreachable engine %s: %s", name, exc)
+        return containers
 
     async def _stop_deleted(self, stops: Sequence[StopContainer]) -> int:
         stopped = 0
@@ -215,6 +232,8 @@ class Reconciler:
 
 
 EVENT_RECONNECT_SECONDS = 5.0
+# Bots planned at a time: a page of views, a few hundred KB.
+PAGE_ROWS = 1000
 # The least time from the start of one pass to the start of the next when events wake it.
 EVENT_PASS_GAP_SECONDS = 0.5
 

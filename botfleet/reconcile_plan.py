@@ -118,6 +118,11 @@ class ReconcilePlan:
     changes: list[StatusChange] = field(default_factory=list)
     stops: list[StopContainer] = field(default_factory=list)
 
+    def extend(self, other: ReconcilePlan) -> None:
+        """Add another part of the fleet's plan (a pass plans its bots a page at a time)."""
+        self.changes.extend(other.changes)
+        self.stops.extend(other.stops)
+
 
 def plan_reconcile(
     bots: Iterable[BotView],

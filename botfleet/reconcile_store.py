@@ -7,14 +7,15 @@ wins over the pass.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import and_, or_, select, update
 
-from botfleet.constants import STATUS_DELETED
+from botfleet.constants import STATUS_DELETED, STATUS_PENDING
 from botfleet.reconcile_plan import BotView, StatusChange
 from botfleet.store.models import Bot
 from botfleet.store.session import SessionFactory
@@ -47,12 +48,37 @@ def bot_view(row: Any) -> BotView:
     )
 
 
-async def unsettled_bots(sessions: SessionFactory) -> list[BotView]:
-    """Live bots, and deleted ones whose status does not say so yet."""
-    query = select(*VIEW_COLUMNS).where(or_(Bot.deleted_at.is_(None), Bot.status != STATUS_DELETED))
+# The bots a pass judges: deleted ones whose status does not say so yet, and live ones with a
+# workload to compare or a create that may have been abandoned (pending). A live bot with no
+# workload that is not pending is one the plan leaves alone (reconcile_plan.plan_reconcile).
+JUDGED = or_(
+    and_(Bot.deleted_at.is_not(None), Bot.status != STATUS_DELETED),
+    and_(
+        Bot.deleted_at.is_(None),
+        or_(Bot.container_id.is_not(None), Bot.status == STATUS_PENDING),
+    ),
+)
+
+
+class BotPages:
+    """The bots a pass judges, a page at a time from one cursor (one snapshot)."""
+
+    def __init__(self, partitions: AsyncIterator[Sequence[Any]]) -> None:
+        self._partitions = partitions
+
+    async def next(self) -> list[BotView]:
+        """The next page; empty when the cursor is done."""
+        return [bot_view(row) for row in await anext(self._partitions, [])]
+
+
+@contextlib.asynccontextmanager
+async def judged_bots(sessions: SessionFactory, page_rows: int) -> AsyncIterator[BotPages]:
+    """A cursor over :data:`JUDGED`, open while the pass reads it: its snapshot is taken by the
+    first page, so read that before listing the engines."""
     async with sessions() as session:
-        rows = (await session.execute(query)).all()
-    return [bot_view(row) for row in rows]
+        query = select(*VIEW_COLUMNS).where(JUDGED).execution_options(yield_per=page_rows)
+        result = await session.stream(query)
+        yield BotPages(result.partitions(page_rows))
 
 
 async def deleted_bots(sessions: SessionFactory, ids: set[uuid.UUID]) -> list[BotView]:

@@ -1,24 +1,27 @@
 """Results out of the store as NDJSON or CSV, streamed: constant memory whatever the size.
 
-Rows come from a server-side cursor (SQLAlchemy ``stream`` with ``yield_per``: a named cursor
-on PostgreSQL, sqlite3's own stepping on SQLite), a partition at a time, oldest first by id, and
-leave as one chunk of bytes per partition, so nothing holds more than ``PARTITION_ROWS`` rows.
+On PostgreSQL the rows leave the database through ``COPY (SELECT …) TO STDOUT``: no round trip
+per batch of rows, and the server renders every line itself (string concatenation, cheaper for
+it than ``json_build_object``), so Python only hands bytes on. asyncpg's COPY stops reading the
+socket while a chunk waits for the client, and the chunks go to the response through a queue of
+``QUEUE_CHUNKS``: what is in flight is bounded, whatever the export's size. Each record is one
+CSV row of COPY's: for CSV the four columns; for NDJSON the whole line as one column, with a
+delimiter and a quote character (``\x01``, ``\x02``) that JSON text never holds raw (it
+escapes every control character), so COPY writes it as it is — its text format would double
+every backslash of the JSON.
 
-On PostgreSQL the server renders each line itself (string concatenation: cheaper for it than
-``json_build_object``), read through asyncpg's own cursor, so Python only joins text: the
-per-row cost in Python (row objects, type conversions, ``json.dumps``, ``isoformat``) is what
-kept a generic loop far below PostgreSQL's own COPY (BENCHMARKS.md, "Results export"). SQLite
-gets the same lines from a plain loop over typed rows; a test holds the two to the same parsed
-values.
+SQLite gets the same records from a server-side cursor (sqlite3's own stepping), a partition of
+``PARTITION_ROWS`` rows at a time, written by a plain loop over typed rows; a test holds the two
+to the same parsed values. A cursor on PostgreSQL, even one fetching ready-made lines, did half
+as well as COPY (BENCHMARKS.md, "Results export").
 
 Columns, in this order: ``id``, ``bot_id``, ``created_at`` (RFC 3339, UTC), ``data`` (the JSON
-value, as JSON text in a CSV field).
+value, as JSON text in a CSV field). Lines end with ``\n`` (COPY's CSV knows no other ending).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import csv
 import io
 import json
@@ -38,8 +41,11 @@ NDJSON, CSV = "ndjson", "csv"
 FORMATS = (NDJSON, CSV)
 MEDIA_TYPES = {NDJSON: "application/x-ndjson", CSV: "text/csv; charset=utf-8"}
 COLUMNS = ("id", "bot_id", "created_at", "data")
-# Rows per fetch from the cursor and per chunk sent: ~100-200 bytes a row, so a few hundred KB.
+# SQLite: rows per fetch from the cursor and per chunk sent (~100-200 bytes a row).
 PARTITION_ROWS = 2000
+# PostgreSQL: COPY's chunks (what one read of the socket brought: 17-25 KB on average, at most
+# ~256 KB) waiting for the client; sent joined, as many as are there.
+QUEUE_CHUNKS = 16
 
 
 @dataclass(frozen=True)
@@ -55,7 +61,7 @@ class ExportFilter:
 
 
 def csv_header() -> bytes:
-    return (",".join(COLUMNS) + "\r\n").encode()
+    return (",".join(COLUMNS) + "\n").encode()
 
 
 async def export(db: AsyncEngine, flt: ExportFilter, fmt: str) -> AsyncIterator[bytes]:
@@ -76,47 +82,96 @@ async def export(db: AsyncEngine, flt: ExportFilter, fmt: str) -> AsyncIterator[
 
 
 async def _postgres(db: AsyncEngine, flt: ExportFilter, fmt: str) -> AsyncIterator[bytes]:
-    """asyncpg's own cursor under the pooled connection: each fetch is one round trip of
-    ``PARTITION_ROWS`` ready-made lines, and the next one is asked for while this one is sent,
-    so PostgreSQL renders and Python sends at the same time (two cores, not one after the
-    other)."""
+    """COPY's chunks as they come. The COPY runs in a task of its own, which owns its
+    connection from checkout to return: when the client goes away, the response's cancellation
+    ends this generator, which only cancels that task — the connection's cleanup is the task's,
+    never interrupted by the response's cancel scope. The task's last item says how it ended."""
     sql, args = postgres_sql(flt, fmt)
-    async with db.connect() as conn:
-        raw = await conn.get_raw_connection()
-        pg: Any = raw.driver_connection
-        async with pg.transaction(readonly=True):
-            # to_json renders a time in the session's zone: make that UTC.
-            await pg.execute("SET LOCAL TIME ZONE 'UTC'")
-            cursor = await pg.cursor(sql, *args)
-            pending = asyncio.ensure_future(cursor.fetch(PARTITION_ROWS))
+    chunks: asyncio.Queue[bytes | _End] = asyncio.Queue(maxsize=QUEUE_CHUNKS)
+    copying = asyncio.ensure_future(_copy(db, sql, args, _COPY_OPTIONS[fmt], chunks))
+    _COPIES.add(copying)
+    copying.add_done_callback(_COPIES.discard)
+    try:
+        while True:
+            item = await chunks.get()
+            ready: list[bytes] = []
+            # With whatever else is queued: fewer, larger writes to the client.
+            while isinstance(item, bytes):
+                ready.append(item)
+                if chunks.empty():
+                    break
+                item = chunks.get_nowait()
+            if ready:
+                yield b"".join(ready) if len(ready) > 1 else ready[0]
+            if isinstance(item, _End):
+                if item.error is not None:
+                    raise item.error
+                return
+    finally:
+        copying.cancel()  # a no-op once it has ended
+
+
+@dataclass(frozen=True)
+class _End:
+    """The COPY's last item: it ended, with this error or none."""
+
+    error: BaseException | None = None
+
+
+# COPYs in flight (the loop keeps only weak references to tasks).
+_COPIES: set[asyncio.Future[None]] = set()
+
+
+async def _copy(
+    db: AsyncEngine,
+    sql: str,
+    args: Sequence[Any],
+    options: Mapping[str, str],
+    chunks: asyncio.Queue[bytes | _End],
+) -> None:
+    async def keep(chunk: bytearray) -> None:
+        await chunks.put(bytes(chunk))  # asyncpg's buffer, as the response sends it
+
+    error: BaseException | None = None
+    try:
+        async with db.connect() as conn:
+            raw = await conn.get_raw_connection()
+            pg: Any = raw.driver_connection
             try:
-                while True:
-                    rows = await pending
-                    if not rows:
-                        return
-                    pending = asyncio.ensure_future(cursor.fetch(PARTITION_ROWS))
-                    yield "".join([row[0] for row in rows]).encode()
-            finally:
-                if not pending.done():
-                    pending.cancel()
-                    with contextlib.suppress(BaseException):
-                        await pending
+                # to_json renders a time in the session's zone: make that UTC.
+                await pg.execute("BEGIN READ ONLY; SET LOCAL TIME ZONE 'UTC'")
+                await pg.copy_from_query(sql, *args, output=keep, **options)
+                await pg.execute("COMMIT")
+            except BaseException:
+                # Cut short (the client went away) or failed: the connection may still be in
+                # its COPY, where no rollback can be sent, so it never goes back to the pool
+                # (where the next request's checkout failed on it).
+                await conn.invalidate()
+                raise
+    except asyncio.CancelledError:
+        raise  # the generator cancelled it: nobody reads on
+    except Exception as exc:
+        error = exc
+    await chunks.put(_End(error))
 
 
-# Each line rendered by PostgreSQL (``r`` is results): JSON text needs no escaping into NDJSON
-# (jsonb's text has no raw newline); in CSV its quotes are doubled, and the time is to_json's
-# quoted string, which is a quoted CSV field as it stands.
-_PG_LINES = {
+# Each record as PostgreSQL renders it (``r`` is results). NDJSON: the line is one column (its
+# newline is COPY's): jsonb's text has no raw newline or control character. CSV: the time is
+# to_json's string without its quotes (cheaper than to_char), and COPY quotes what needs it.
+_PG_RECORDS = {
     NDJSON: """'{"id":' || r.id || ',"bot_id":"' || r.bot_id || '","created_at":'"""
-    """ || to_json(r.created_at)::text || ',"data":' || coalesce(r.data::text, 'null')"""
-    """ || E'}\\n'""",
-    CSV: """r.id || ',' || r.bot_id || ',' || to_json(r.created_at)::text || ',"'"""
-    """ || replace(coalesce(r.data::text, 'null'), '"', '""') || E'"\\r\\n'""",
+    """ || to_json(r.created_at)::text || ',"data":' || coalesce(r.data::text, 'null') || '}'""",
+    CSV: """r.id, r.bot_id, btrim(to_json(r.created_at)::text, '"'),"""
+    """ coalesce(r.data::text, 'null')""",
+}
+_COPY_OPTIONS: dict[str, dict[str, str]] = {
+    NDJSON: {"format": "csv", "delimiter": "\x01", "quote": "\x02"},
+    CSV: {"format": "csv"},
 }
 
 
 def postgres_sql(flt: ExportFilter, fmt: str) -> tuple[str, list[Any]]:
-    """The export's statement for PostgreSQL with its positional arguments ($1, $2, …)."""
+    """The export's query for PostgreSQL's COPY with its positional arguments ($1, $2, …)."""
     args: list[Any] = []
 
     def arg(value: Any) -> str:
@@ -136,7 +191,7 @@ def postgres_sql(flt: ExportFilter, fmt: str) -> tuple[str, list[Any]]:
         for key, value in flt.labels.items():
             where.append(f"b.labels ->> {arg(key)} = {arg(value)}")
     condition = f" WHERE {' AND '.join(where)}" if where else ""
-    sql = f"SELECT {_PG_LINES[fmt]} FROM results r{join}{condition} ORDER BY r.id"
+    sql = f"SELECT {_PG_RECORDS[fmt]} FROM results r{join}{condition} ORDER BY r.id"
     return sql, args
 
 
@@ -179,7 +234,7 @@ def _render(rows: Sequence[Any], fmt: str) -> bytes:
             for row in rows
         ).encode()
     out = io.StringIO()
-    writer = csv.writer(out)
+    writer = csv.writer(out, lineterminator="\n")
     writer.writerows((row[0], row[1], row[2].isoformat(), _json_text(row[3])) for row in rows)
     return out.getvalue().encode()
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -28,12 +28,14 @@ from botfleet.constants import NOTIFY_LOCK_KEY
 from botfleet.logs import register_settings_secrets, track_cleanup_runs
 from botfleet.metrics import Metrics
 from botfleet.notify.outbox import Notifier, notifier_for
-from botfleet.notify.sender import Sender
 from botfleet.reconcile import Reconciler
 from botfleet.result_writer import ResultWriter
 from botfleet.runtime.fleet import Fleet
 from botfleet.store.models import utcnow
 from botfleet.store.session import SessionFactory, create_engine, create_session_factory
+
+if TYPE_CHECKING:
+    from botfleet.notify.sender import Sender
 
 
 class Component(Protocol):
@@ -101,6 +103,10 @@ def build_services(settings: Settings, *, background_lease: Path | None = None) 
     background: list[Component] = [reconciler]
     sender = None
     if notifier is not None:
+        # Imported here: httpx (and the command-line extras its import pulls in) is for a
+        # server that sends webhooks, not for every one.
+        from botfleet.notify.sender import Sender
+
         # Every replica runs one (in one of its workers); the one holding the sender's lock
         # delivers.
         sender = Sender(

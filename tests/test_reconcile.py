@@ -385,3 +385,42 @@ async def test_a_burst_of_events_is_a_few_passes_and_the_last_event_still_gets_o
     finally:
         await reconciler.stop()
         await db.dispose()
+
+
+async def test_a_pass_reads_only_the_bots_it_judges_a_page_at_a_time(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pass never holds the whole fleet: the bots come a page at a time from one cursor, and
+    the ones the plan would leave alone (live, no workload, not pending) are not read at all."""
+    from botfleet import reconcile
+
+    monkeypatch.setattr(reconcile, "PAGE_ROWS", 2)
+    planned: list[int] = []
+    real_plan = reconcile.plan_reconcile
+
+    def counting_plan(bots: Any, containers: Any, *, now: datetime) -> Any:
+        bots = list(bots)
+        planned.append(len(bots))
+        return real_plan(bots, containers, now=now)
+
+    monkeypatch.setattr(reconcile, "plan_reconcile", counting_plan)
+    old = NOW - timedelta(seconds=PENDING_GRACE_SECONDS + 60)
+    abandoned = [
+        (await insert_bot(settings, f"abandoned-{i}", status=STATUS_PENDING, created_at=old))[0]
+        for i in range(5)
+    ]
+    idle = [(await insert_bot(settings, f"idle-{i}"))[0] for i in range(3)]
+    db = create_engine(settings)
+    sessions = create_session_factory(db)
+    reconciler = Reconciler(
+        sessions=sessions, fleet=Fleet([]), settings=settings, watch_events=False
+    )
+    service = BotService(sessions=sessions, fleet=Fleet([]), settings=settings)
+    try:
+        stats = await reconciler.reconcile_once(NOW)
+        assert (stats.checked, stats.updated) == (5, 5)
+        assert max(planned) <= 2 and sum(planned) == 5, planned
+        assert {(await service.get(b)).status for b in abandoned} == {STATUS_FAILED}
+        assert {(await service.get(b)).status for b in idle} == {STATUS_RUNNING}
+    finally:
+        await db.dispose()

@@ -27,8 +27,8 @@ from botfleet.cleanup.plan import SAMPLE_SIZE, SKIPPED_LIMIT, Selection
 from botfleet.cleanup.policy import Policy, Rule
 from botfleet.cleanup.predicates import Dialect, Fragment
 from botfleet.cleanup.sql import Runner, bound_text, scalar
-from botfleet.constants import KIND_IDLE_BOTS, STATUS_DELETED, STATUS_FAILED
-from botfleet.store.models import Bot, CleanupAudit, UTCDateTime
+from botfleet.constants import EVENT_DELETED, KIND_IDLE_BOTS, STATUS_DELETED, STATUS_FAILED
+from botfleet.store.models import Bot, BotEvent, CleanupAudit, UTCDateTime
 
 _COLUMNS = (
     "SELECT b.id, b.labels, b.status, b.created_at, b.status_changed_at,"
@@ -141,9 +141,24 @@ class IdleBotsStage:
         ).columns(id=Uuid())
         gone = {str(i) for i in (await runner.execute(stmt)).scalars()}
         if gone:
+            done = [bot for bot in victims if bot.id in gone]
             await runner.execute(
-                insert(CleanupAudit),
-                [self._audit(bot, policy, now, at) for bot in victims if bot.id in gone],
+                insert(CleanupAudit), [self._audit(bot, policy, now, at) for bot in done]
+            )
+            # The bot's own history (bot_history.py), as an API delete writes it.
+            await runner.execute(
+                insert(BotEvent),
+                [
+                    {
+                        "bot_id": uuid.UUID(bot.id),
+                        "at": at,
+                        "event": EVENT_DELETED,
+                        "outcome": bot.status,
+                        "detail": f"{KIND_IDLE_BOTS}: {idle_decision(bot, policy, now).reason}",
+                        "run_id": stage.run_id,
+                    }
+                    for bot in done
+                ],
             )
         return Batch(len(victims), len(gone), cursor=uuid.UUID(victims[-1].id))
 

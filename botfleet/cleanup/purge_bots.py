@@ -186,9 +186,10 @@ class BotPurge:
         last_type: Any = None,
         archive: str | None = None,
     ) -> Any:
-        """One data-modifying statement: the bots (condition re-stated), exactly their results,
-        and their audit: one record per engine and reason listing the bots, each with its
-        snapshot (:mod:`botfleet.cleanup.audit`), aggregated as json text. With an ``archive``
+        """One data-modifying statement: the bots (condition re-stated), exactly their results
+        and their history's events (bot_history.py), and their audit: one record per engine and
+        reason listing the bots, each with its snapshot (:mod:`botfleet.cleanup.audit`),
+        aggregated as json text. With an ``archive``
         file name, the audit names it and the statement also returns every deleted row as
         archive lines (:mod:`botfleet.archive.format`)."""
         why = bot_reason(self.dialect, self.policy, alias="g")
@@ -220,6 +221,8 @@ WITH victims AS ({victims}
     RETURNING {res_columns}
 ), per_bot AS (
     SELECT bot_id, count(*) AS n FROM res GROUP BY bot_id
+), events AS (
+    DELETE FROM bot_events e WHERE e.bot_id = ANY(ARRAY(SELECT id FROM gone))
 ), audit AS (
     INSERT INTO cleanup_audit (run_id, kind, resource_id, engine, reason, actor, resource_count,
                                snapshot, deleted_at)

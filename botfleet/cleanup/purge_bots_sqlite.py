@@ -74,6 +74,12 @@ class SqliteBotBatches:
         per_bot: dict[uuid.UUID, int] = {}
         for result in deleted:
             per_bot[result.bot_id] = per_bot.get(result.bot_id, 0) + 1
+        await session.execute(
+            bound_text(
+                "DELETE FROM bot_events WHERE bot_id IN :ids",
+                [bindparam("ids", ids, type_=Uuid(), expanding=True)],
+            )
+        )
         await session.execute(insert(CleanupAudit), self._audit(gone, per_bot, archive))
         last = max(row.deleted_at for row in gone)
         body = self._body(gone, deleted, per_bot) if archive else None

@@ -18,11 +18,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from botfleet.config import Settings
+
+if TYPE_CHECKING:
+    import httpx
 
 EXIT_REFUSED = 1
 EXIT_UNREACHABLE = 3
@@ -67,6 +68,8 @@ class ServerClient:
         json: Any = None,
     ) -> Any:
         """The decoded JSON answer of a 2xx response; :class:`ClientError` otherwise."""
+        import httpx  # here, not at the top: `botfleet serve` loads this module too
+
         clean = {k: v for k, v in (params or {}).items() if v is not None and v != []}
         with self._reaching(), httpx.Client(base_url=self.base_url, timeout=self._timeout) as c:
             answer = c.request(method, path, params=clean, json=json, headers=self._headers)
@@ -85,6 +88,8 @@ class ServerClient:
         """A GET whose 2xx body is read as it comes (``iter_lines``, ``iter_bytes``); the
         same :class:`ClientError` as :meth:`request` otherwise. ``timeout`` bounds the wait
         for each chunk (None: no bound, for a follow)."""
+        import httpx
+
         clean = {k: v for k, v in (params or {}).items() if v is not None and v != []}
         limits = httpx.Timeout(self._timeout, read=timeout)
         with (
@@ -104,6 +109,8 @@ class ServerClient:
     @contextmanager
     def _reaching(self) -> Iterator[None]:
         """Connection failures as the one-line :class:`ClientError` the commands print."""
+        import httpx
+
         try:
             yield
         except httpx.TimeoutException:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import getpass
 
-import httpx
 import typer
 
 from botfleet.cli.common import EXIT_CONFIG, fail, settings_or_exit
@@ -37,6 +36,8 @@ def send_test(
     signed = headers(notifier.key, event.id, int(now.timestamp()), body)
 
     async def send() -> list[tuple[str, str, bool]]:
+        import httpx  # here: `botfleet serve` loads this module too, and never sends from it
+
         async with httpx.AsyncClient(timeout=timeout) as http:
 
             async def one(url: str) -> tuple[str, str, bool]:

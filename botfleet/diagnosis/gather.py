@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import httpx
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -137,6 +136,8 @@ def _cmdline(pid: int) -> str:
 
 async def gather_status(url: str, token: str | None) -> tuple[dict[str, Any] | None, str | None]:
     """``GET /admin/cleanup/status`` of a running server (breakers live in its memory)."""
+    import httpx  # here: `botfleet serve` loads the CLI, and with it this module
+
     if not token:
         return None, "ADMIN_TOKEN is not set, so the server cannot be asked"
     headers = {"Authorization": f"Bearer {token}"}

@@ -126,6 +126,8 @@ class Bot(Base):
             sqlite_where=text("deleted_at IS NULL"),
         ),
         Index("ix_bots_status", "status"),
+        # The fleet page's order, newest first, and its keyset cursor (bot_queries.list_bots).
+        Index("ix_bots_created_id", "created_at", "id"),
         # The cleanup's counts: soft-deleted bots in id order, with deleted_at, read index-only
         # in a merge against ix_results_bot_id (cleanup/result_slices.py).
         Index(
@@ -186,7 +188,8 @@ class CleanupAudit(Base):
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     run_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
     kind: Mapped[str] = mapped_column(String(32))
-    resource_id: Mapped[str] = mapped_column(String(128))
+    # Indexed: a bot's history asks which records name its container, or the bot itself.
+    resource_id: Mapped[str] = mapped_column(String(128), index=True)
     engine: Mapped[str | None] = mapped_column(String(255), nullable=True)
     reason: Mapped[str] = mapped_column(Text)
     actor: Mapped[str] = mapped_column(String(200))
@@ -196,6 +199,26 @@ class CleanupAudit(Base):
     # How many resources the record covers: 1, or the size of a batch (cleanup/audit.py).
     resource_count: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     deleted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class BotEvent(Base):
+    """A soft delete or a restore of a bot, written in the transaction that made it: the row
+    keeps only its latest ``deleted_at``, which a restore clears (bot_history.py). Purged with
+    the bot."""
+
+    __tablename__ = "bot_events"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    bot_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    event: Mapped[str] = mapped_column(String(20))  # deleted | restored
+    # A delete: the status the bot ended with (its status_at_deletion then).
+    outcome: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    detail: Mapped[str] = mapped_column(Text)
+    # The cleanup run that did it (an idle rule's soft delete); NULL: the API did.
+    run_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+
+    __table_args__ = (Index("ix_bot_events_bot", "bot_id", "at"),)
 
 
 class NotifyOutbox(Base):

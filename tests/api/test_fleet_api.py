@@ -1,5 +1,5 @@
 """``GET /fleet`` and ``GET /bots/{id}/history`` on both stores: counts, figures, filters,
-paging, and a history read from the audit trail."""
+paging, and a history from the bot's events, the runs' stored plans and the audit trail."""
 
 from __future__ import annotations
 
@@ -9,10 +9,15 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import insert
 
+from botfleet.bot_spec import NewBot
+from botfleet.bots import BotService
 from botfleet.config import Settings
+from botfleet.runtime.fleet import Fleet
 from botfleet.store.models import Bot, CleanupAudit, Result
+from botfleet.store.session import create_engine, create_session_factory
 from tests.support.store import Store
 
 
@@ -163,3 +168,59 @@ async def test_history_from_the_row_and_the_audit_trail(
     assert items[2]["run_id"] == str(run_id) and "owner deleted" in items[2]["detail"]
     missing = await client.get(f"/bots/{uuid.uuid4()}/history", headers=admin_headers)
     assert missing.status_code == 404
+
+
+@pytest.mark.docker
+async def test_history_shows_deletes_restores_and_the_runs_that_planned_it(
+    client: httpx.AsyncClient,
+    admin_headers: dict[str, str],
+    app: FastAPI,
+    settings: Settings,
+    sample_image: str,
+    cleanup_containers: None,
+) -> None:
+    """Each delete and restore is recorded; a run's stored plan shows where it included the bot
+    (its stopped container's removal, later its purge) and nowhere else: not a plan made while
+    the bot lived, nor one whose retention had not run out."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    cleanup = app.state.services.cleanup
+    db = create_engine(settings)
+    fleet = Fleet.from_settings(settings)
+    service = BotService(sessions=create_session_factory(db), fleet=fleet, settings=settings)
+
+    async def dry_run(at: datetime) -> str:
+        cleanup.clock = lambda: at
+        answer = await client.post(
+            "/admin/cleanup", params={"dry_run": "true"}, headers=admin_headers
+        )
+        assert answer.status_code == 200, answer.text
+        return str(answer.json()["run_id"])
+
+    try:
+        quick = NewBot(name="phoenix", image=sample_image, command=["sh", "-c", "exit 0"])
+        bot, _ = await service.create(quick, now=now - timedelta(days=1))
+        await service.delete(bot.id, now=now - timedelta(days=1))
+        # An hour after its container exited (past the grace): the plan removes it.
+        removal = await dry_run(now + timedelta(hours=1))
+        await service.restore(bot.id, now=now + timedelta(hours=2))
+        await dry_run(now + timedelta(hours=2, minutes=30))  # live: not this bot's plan
+        await service.delete(bot.id, now=now + timedelta(hours=3))
+        later = await dry_run(now + timedelta(days=2))  # within retention: its container only
+        purge = await dry_run(now + timedelta(days=8))  # past the 7 days: purge and container
+    finally:
+        await fleet.close()
+        await db.dispose()
+    answer = await client.get(f"/bots/{bot.id}/history", headers=admin_headers)
+    assert answer.status_code == 200, answer.text
+    got = [(i["event"], i["run_id"], i["detail"].split(" (")[0]) for i in answer.json()["items"]]
+    container = f"removal of containers {bot.container_id[:12]}"
+    assert got == [
+        ("created", None, f"image {sample_image} on local"),
+        ("deleted", None, "soft delete"),
+        ("planned", removal, f"dry run: {container}"),
+        ("restored", None, "restored: its container started again"),
+        ("deleted", None, "soft delete"),
+        ("planned", later, f"dry run: {container}"),
+        ("planned", purge, "dry run: purge of the bot"),
+        ("planned", purge, f"dry run: {container}"),
+    ], got

@@ -6,19 +6,23 @@ parse back to exactly the stored rows and values.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import insert, text
 
 from botfleet.config import Settings
 from botfleet.store.models import Result
+from tests.conftest import TEST_TOKEN, postgres_only
+from tests.servers import free_port, live_server
 from tests.support.store import Store
 
 TRICKY = [
@@ -27,6 +31,8 @@ TRICKY = [
     "plain string",
     None,
     {"unicode": "żółw ✓", "nested": {"deep": [{"x": -(2**63)}]}},
+    # What the NDJSON COPY's delimiter and quote are (\x01, \x02), and backslashes.
+    {"control": "\x01\x02\x1f\t", "path": "C:\\temp\\", "quote": "\\\""},
 ]
 
 
@@ -119,7 +125,7 @@ async def test_the_json_page_is_unchanged(
     client: httpx.AsyncClient, admin_headers: dict[str, str], seeded: dict[str, Any]
 ) -> None:
     page = await client.get(f"/bots/{seeded['ops']}/results", headers=admin_headers)
-    assert page.status_code == 200 and page.json()["total"] == 5
+    assert page.status_code == 200 and page.json()["total"] == 6
     assert page.headers["content-type"] == "application/json"
 
 
@@ -175,3 +181,46 @@ async def test_unknown_bot_is_404_before_any_byte(
     )
     assert answer.status_code == 404
     assert answer.headers["content-type"] == "application/json"
+
+
+@postgres_only
+async def test_a_client_that_walks_away_leaves_no_broken_connection(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    """A client that drops an export mid-way (over real HTTP: the response is cancelled while
+    the COPY runs) must leave the pool as it found it: every later request still answers."""
+    port = free_port()
+    settings = settings_factory(port=port, main_server_url=f"http://127.0.0.1:{port}")
+    store = Store(settings)
+    try:
+        bot = await store.bot(name="talkative")
+        async with store.engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO results (bot_id, created_at, data) SELECT :b, now(),"
+                    " jsonb_build_object('n', g, 'pad', repeat('x', 200))"
+                    " FROM generate_series(1, 50000) AS g"
+                ),
+                {"b": bot},
+            )
+    finally:
+        await store.close()
+    headers = {"Authorization": f"Bearer {TEST_TOKEN}"}
+
+    def walk_away(fmt: str) -> None:
+        with (
+            httpx.Client(base_url=url, headers=headers, timeout=30) as http,
+            http.stream("GET", "/results/export", params={"format": fmt}) as answer,
+        ):
+            assert answer.status_code == 200
+            next(answer.iter_raw(1 << 16))  # one chunk, then the connection closes
+
+    with live_server(settings) as url:
+        for fmt in ("ndjson", "csv", "ndjson"):
+            await asyncio.to_thread(walk_away, fmt)
+        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as http:
+            # More requests than the pool holds connections: each pooled one is used again.
+            for _ in range(25):
+                assert (await http.get("/bots", params={"limit": 1})).status_code == 200
+            whole = await http.get("/results/export", params={"format": "csv"})
+        assert len(parse_csv(whole.content)) == 50000

@@ -1,8 +1,10 @@
 """The purge of bots on PostgreSQL: walks of the heap in physical order (side by side, within
-the stage's limit), the index sweep for what a walk cannot see, and a walk's failure."""
+the stage's limit), the index sweep for what a walk cannot see, and a walk's failure; on both
+stores, what goes with a purged bot."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,6 +15,7 @@ from botfleet.cleanup.batches import Tally
 from botfleet.cleanup.postgres_heap_walk import HeapWalk
 from botfleet.cleanup.purge_bots import BotPurge
 from botfleet.config import Settings
+from botfleet.store.models import BotEvent
 from tests.conftest import postgres_only
 from tests.support.cleanup import Clock, Recorder, batch_loop, days, deleted, make_service
 from tests.support.store import Store, store
@@ -144,3 +147,22 @@ async def test_when_one_concurrent_walk_fails_the_other_ends_after_its_batch(
     assert 300 - len(await store.bot_ids()) == tally.deleted > 0
     assert tally.in_flight == 0 and not tally.aborted
     assert calls < 10  # the other walk stopped after its batch, it did not go on alone
+
+
+async def test_a_purged_bot_takes_its_history_events_with_it(
+    settings: Settings, store: Store
+) -> None:
+    """Both stores: bot_events go in the purge's own batch; a live bot's stay."""
+    expired = [await store.bot(deleted_at=NOW - days(8), results=1) for _ in range(3)]
+    live = await store.bot()
+    async with store.sessions() as session, session.begin():
+        session.add_all(
+            BotEvent(bot_id=b, at=NOW - days(9), event="deleted", detail="d")
+            for b in [*expired, live]
+        )
+    service = make_service(settings, store, Clock(NOW))
+    report = await service.run(trigger="cli", actor="cli:x", dry_run=False, only=["bots"])
+    assert report["status"] == "succeeded", report["errors"]
+    assert deleted(report)["bots"] == 3
+    left = await store.rows("SELECT bot_id FROM bot_events")
+    assert [uuid.UUID(str(r[0])) for r in left] == [live]

@@ -277,3 +277,11 @@ def _audit_row(kind: str, resource_id: str, snapshot: dict[str, Any]) -> dict[st
         "snapshot": snapshot,
         "deleted_at": datetime.now(UTC),
     }
+
+
+def test_the_schema_head_the_server_checks_is_alembics() -> None:
+    """``SCHEMA_HEAD`` spares a server on a current schema Alembic's import; a new migration
+    must move it, or every start would run Alembic for nothing (or skip a migration)."""
+    from botfleet.store.migrate import SCHEMA_HEAD, head_revision
+
+    assert head_revision(make_settings(database_url="sqlite:///unused.db")) == SCHEMA_HEAD

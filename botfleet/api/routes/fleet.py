@@ -63,7 +63,10 @@ async def get_fleet(
 
 @router.get("/bots/{bot_id}/history", response_model=HistoryList, responses=errors(*AUTH, 404, 422))
 async def get_history(bot_id: uuid.UUID, services: ServicesDep, _admin: AdminDep) -> HistoryList:
-    """Created, deleted, and the cleanup runs that removed its container (the audit trail)."""
-    events = await bot_history(services.sessions, bot_id)
+    """Created, deleted and restored, the cleanup runs whose plan included it, and those that
+    removed its container."""
+    events = await bot_history(
+        services.sessions, bot_id, instance=services.settings.botfleet_instance
+    )
     items = [HistoryItem(at=e.at, event=e.event, detail=e.detail, run_id=e.run_id) for e in events]
     return HistoryList(items=items, total=len(items))

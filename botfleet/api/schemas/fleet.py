@@ -27,9 +27,14 @@ class FleetList(BaseModel):
 
 class HistoryItem(BaseModel):
     at: datetime
-    event: str = Field(description="`created`, `deleted` or `container_removed`.")
+    event: str = Field(
+        description="`created`, `deleted`, `restored`, `planned` (a cleanup run's plan "
+        "included it: its purge, or its workload's removal) or `container_removed`."
+    )
     detail: str
-    run_id: uuid.UUID | None = Field(None, description="The cleanup run, if one did it.")
+    run_id: uuid.UUID | None = Field(
+        None, description="The cleanup run, if one did it or planned it."
+    )
 
 
 class HistoryList(BaseModel):
