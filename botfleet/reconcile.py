@@ -160,7 +160,7 @@ class Reconciler:
             # Bots first, containers second: a container recorded after the bots' read is not
             # judged. The bots come from one cursor whose snapshot is taken by its first page,
             # before the listing, and are planned a page at a time: a pass never holds the
-            # whole fleet's rows (a 100,000-bot fleet took the server up ~40 MB every pass).
+            # whole fleet's rows (BENCHMARKS.md, "Issue 20, second round").
             result = await session.stream(
                 select(*_VIEW_COLUMNS).where(_JUDGED).execution_options(yield_per=PAGE_ROWS)
             )
