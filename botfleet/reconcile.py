@@ -159,7 +159,7 @@ class Reconciler:
         # Bots first, containers second: a container recorded after the bots' read is not
         # judged. The bots come from one cursor whose snapshot is taken by its first page,
         # before the listing, and are planned a page at a time: a pass never holds the whole
-        # fleet's rows (a 100,000-bot fleet took the server up ~40 MB every pass).
+        # fleet's rows (BENCHMARKS.md, "Issue 20, second round").
         async with judged_bots(self._sessions, PAGE_ROWS) as pages:
             page = await pages.next()
             containers = await self._listings(stats)

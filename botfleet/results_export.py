@@ -12,8 +12,8 @@ every backslash of the JSON.
 
 SQLite gets the same records from a server-side cursor (sqlite3's own stepping), a partition of
 ``PARTITION_ROWS`` rows at a time, written by a plain loop over typed rows; a test holds the two
-to the same parsed values. A cursor on PostgreSQL, even one fetching ready-made lines, did half
-as well as COPY (BENCHMARKS.md, "Results export").
+to the same parsed values. On PostgreSQL a cursor, even one fetching ready-made lines, did less
+well than COPY (BENCHMARKS.md, "Results export").
 
 Columns, in this order: ``id``, ``bot_id``, ``created_at`` (RFC 3339, UTC), ``data`` (the JSON
 value, as JSON text in a CSV field). Lines end with ``\n`` (COPY's CSV knows no other ending).
@@ -43,8 +43,8 @@ MEDIA_TYPES = {NDJSON: "application/x-ndjson", CSV: "text/csv; charset=utf-8"}
 COLUMNS = ("id", "bot_id", "created_at", "data")
 # SQLite: rows per fetch from the cursor and per chunk sent (~100-200 bytes a row).
 PARTITION_ROWS = 2000
-# PostgreSQL: COPY's chunks (what one read of the socket brought: 17-25 KB on average, at most
-# ~256 KB) waiting for the client; sent joined, as many as are there.
+# PostgreSQL: COPY's chunks (what one read of the socket brought) waiting for the client; sent
+# joined, as many as are there.
 QUEUE_CHUNKS = 16
 
 

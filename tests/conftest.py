@@ -31,7 +31,7 @@ PG_ADMIN_URL = os.environ.get("BOTFLEET_TEST_PG", "postgresql://postgres@127.0.0
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_IMAGE = "botfleet/sample-bot:latest"
 TEST_TOKEN = "test-admin-token-" + "x" * 24
-TABLES = ("bots", "results", "cleanup_runs", "cleanup_audit", "notify_outbox")
+TABLES = ("bots", "results", "cleanup_runs", "cleanup_audit", "notify_outbox", "bot_events")
 
 
 def missing_service(what: str) -> None:

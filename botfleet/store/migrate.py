@@ -1,8 +1,9 @@
 """Bring the schema up to date, under a lock so that replicas starting together do not race.
 
-Alembic (with Mako, ~11 MB of a server's memory for as long as it runs) is imported only when
-the schema is behind: a server starting on a current schema finds so with one query against
-``alembic_version`` and never loads it (``SCHEMA_HEAD``; a test holds it to Alembic's head).
+Alembic (with Mako: a good part of an idle server's memory, for as long as it runs —
+BENCHMARKS.md, "Issue 20, second round") is imported only when the schema is behind: a server
+starting on a current schema finds so with one query against ``alembic_version`` and never
+loads it (``SCHEMA_HEAD``; a test holds it to Alembic's head).
 """
 
 from __future__ import annotations
