@@ -4,6 +4,7 @@
                                                # expired), 3,000,000 results + 50,000 orphans
     BENCH_SCALE=small python -m bench.archive  # 1/20 of that
     BENCH_ROUNDS=3 python -m bench.archive     # off/on pairs (default 2), alternating
+    BENCH_DB_PREFIX=mine_ python -m bench.archive  # its databases' names (default botfleet_bench_)
 
 Each run gets a fresh copy of one template database and botfleet's real run (stages ``bots`` and
 ``orphaned_results``, default settings) in a process of its own, alternating off, on, off, on, so
@@ -32,31 +33,75 @@ from bench import pgtools
 from bench.purge import spec_for
 from bench.report import cleanup_service, scale, write_result
 
+# Where a batch's time goes, summed over every batch of every walk (walks overlap, so the sums
+# exceed the run's time; their shares say which part a walk waits on).
+PHASES = ("statement", "compress_write", "fsync_file", "rename_fsync_dir", "begin_commit")
+
+
+def _instrument(spent: dict[str, float]) -> None:
+    """Time the phases of each batch by wrapping the functions that do them (this process only)."""
+    from botfleet.archive import writer
+    from botfleet.cleanup.archived_batches import ArchivedBatches
+    from botfleet.cleanup.batches import BatchLoop
+    from botfleet.cleanup.purge_bots import BotPurge
+    from botfleet.cleanup.purge_results import ResultPurge
+
+    def timed(key: str, fn: Any) -> Any:
+        def sync(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[key] += time.perf_counter() - started
+
+        async def asynchronous(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return await fn(*args, **kwargs)
+            finally:
+                spent[key] += time.perf_counter() - started
+
+        return asynchronous if asyncio.iscoroutinefunction(fn) else sync
+
+    real_fsync = os.fsync
+    real_fsync_dir = writer.fsync_dir
+
+    def fsync(fd: int) -> None:
+        started = time.perf_counter()
+        real_fsync(fd)
+        spent["fsyncs"] += 1
+        spent["fsync_s"] += time.perf_counter() - started
+
+    writer.os.fsync = fsync  # type: ignore[attr-defined]
+    writer.fsync_dir = timed("dir_s", real_fsync_dir)  # type: ignore[attr-defined]
+    writer.os.replace = timed("rename_s", os.replace)  # type: ignore[attr-defined]
+    writer.RunArchive.write = timed("write_s", writer.RunArchive.write)  # type: ignore[method-assign]
+    BotPurge._delete_bots = timed("statement", BotPurge._delete_bots)  # type: ignore[method-assign]
+    ResultPurge._results_pg = timed("statement", ResultPurge._results_pg)  # type: ignore[method-assign]
+    ArchivedBatches.on = timed("batch_s", ArchivedBatches.on)  # type: ignore[method-assign]
+    BatchLoop._batch = timed("batch_s", BatchLoop._batch)  # type: ignore[method-assign]
+
+
+def _phases(spent: dict[str, float]) -> dict[str, float]:
+    """The batch time split into :data:`PHASES` (seconds, summed over batches)."""
+    fsync_file = spent["fsync_s"] - spent["dir_s"]  # fsync_dir's own fsync is counted in both
+    phases = {
+        "statement": spent["statement"],
+        "compress_write": spent["write_s"] - spent["fsync_s"] - spent["rename_s"],
+        "fsync_file": fsync_file,
+        "rename_fsync_dir": spent["rename_s"] + spent["dir_s"],
+    }
+    phases["begin_commit"] = spent["batch_s"] - sum(phases.values())
+    return {k: round(v, 3) for k, v in phases.items()}
+
 
 async def _worker(url: str, archive_dir: str) -> dict[str, Any]:
     import resource
 
-    from botfleet.archive import writer
-
-    spent = {"write_s": 0.0, "fsync_s": 0.0, "files": 0}
-    real_fsync = os.fsync
-    real_write = writer.RunArchive.write
-
-    def timed_fsync(fd: int) -> None:
-        started = time.perf_counter()
-        real_fsync(fd)
-        spent["fsync_s"] += time.perf_counter() - started
-
-    def timed_write(self: writer.RunArchive, *args: Any) -> Any:
-        started = time.perf_counter()
-        try:
-            return real_write(self, *args)
-        finally:
-            spent["write_s"] += time.perf_counter() - started
-            spent["files"] += 1
-
-    writer.os.fsync = timed_fsync  # type: ignore[attr-defined]
-    writer.RunArchive.write = timed_write  # type: ignore[method-assign]
+    spent: dict[str, float] = dict.fromkeys(
+        ("write_s", "fsync_s", "fsyncs", "dir_s", "rename_s", "statement", "batch_s"), 0.0
+    )
+    _instrument(spent)
     overrides = {"cleanup_archive_dir": archive_dir} if archive_dir else {}
     async with cleanup_service(url, **overrides) as service:
         started = time.perf_counter()
@@ -81,6 +126,8 @@ async def _worker(url: str, archive_dir: str) -> dict[str, Any]:
         "archive_rows": archived.get("rows", {}),
         "write_s": round(spent["write_s"], 3),
         "fsync_s": round(spent["fsync_s"], 3),
+        "fsyncs": int(spent["fsyncs"]),
+        "batch_phases_s": _phases(spent),
         "errors": report["errors"],
     }
 
@@ -103,7 +150,8 @@ def main() -> int:
     scale_name = scale()
     rounds = int(os.environ.get("BENCH_ROUNDS", "2"))
     spec = spec_for(scale_name)
-    template = f"botfleet_bench_archive_{scale_name}"
+    prefix = os.environ.get("BENCH_DB_PREFIX", "botfleet_bench_")
+    template = f"{prefix}archive_{scale_name}"
     print(f"seeding template {template}: {spec}", flush=True)
     counts = pgtools.make_template(template, spec)
     seeded_max = asyncio.run(pgtools.max_result_id(pgtools.db_url(template)))
@@ -113,7 +161,7 @@ def main() -> int:
     try:
         for round_ in range(rounds):
             for mode in ("off", "on"):
-                name = f"botfleet_bench_archive_{mode}"
+                name = f"{prefix}archive_{mode}"
                 url = pgtools.copy_database(template, name)
                 archive_dir = tempfile.mkdtemp(prefix="botfleet-archive-") if mode == "on" else ""
                 load.append(os.getloadavg()[0])
