@@ -92,8 +92,8 @@ class BotPurge:
 
                 async def walk_part(part: HeapWalk, own: AsyncConnection) -> None:
                     step = self._walk_step(part)
-                    await self.loop.run(
-                        KIND_BOTS, tally, limit, step, connection=own, autocommit=True
+                    await self.loop.run(  # windows of blocks apart: batches never share rows
+                        KIND_BOTS, tally, limit, step, connection=own, autocommit=True, overlap=True
                     )
 
                 async def walk_apart(part: HeapWalk) -> None:  # on a connection of its own
