@@ -132,6 +132,16 @@ async def _worker(url: str, archive_dir: str) -> dict[str, Any]:
     }
 
 
+def _median_phases(runs: list[dict[str, Any]]) -> dict[str, float]:
+    return {p: round(statistics.median(r["batch_phases_s"][p] for r in runs), 3) for p in PHASES}
+
+
+def _shares(phases: dict[str, float]) -> dict[str, float]:
+    """Each phase's share of a batch's time, summed over batches (statement to commit)."""
+    total = sum(phases.values()) or 1.0
+    return {p: round(v / total, 3) for p, v in phases.items()}
+
+
 def run_worker(url: str, archive_dir: str) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, "-m", "bench.archive", "--worker", url, archive_dir],
@@ -189,6 +199,9 @@ def main() -> int:
         "ratios": [round(r, 3) for r in ratios],
         "ratio_median": round(statistics.median(ratios), 3),
         "extra_seconds_median": round(statistics.median(extra), 3),
+        "batch_phases_on_median_s": _median_phases(on),
+        "batch_phases_off_median_s": _median_phases(off),
+        "batch_phase_shares_on": _shares(_median_phases(on)),
         "write_s_median": round(statistics.median(r["write_s"] for r in on), 3),
         "fsync_s_median": round(statistics.median(r["fsync_s"] for r in on), 3),
         "bytes_per_row": round(on[-1]["archive_bytes"] / purged, 2) if purged else None,
@@ -200,7 +213,8 @@ def main() -> int:
         f"ratio archive on/off rows/s: {summary['ratio_median']} (pairs {summary['ratios']}), "
         f"extra {summary['extra_seconds_median']} s of which file writes "
         f"{summary['write_s_median']} s (fsync {summary['fsync_s_median']} s); "
-        f"{summary['bytes_per_row']} bytes per purged row; same rows left: "
+        f"{summary['bytes_per_row']} bytes per purged row; batch time on: "
+        f"{summary['batch_phase_shares_on']}; same rows left: "
         f"{summary['same_rows_left']}"
     )
     return 0 if summary["same_rows_left"] else 1
