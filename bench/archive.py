@@ -5,6 +5,7 @@
     BENCH_SCALE=small python -m bench.archive  # 1/20 of that
     BENCH_ROUNDS=3 python -m bench.archive     # off/on pairs (default 2), alternating
     BENCH_DB_PREFIX=mine_ python -m bench.archive  # its databases' names (default botfleet_bench_)
+    BENCH_ARCHIVE_PROFILE=1 python -m bench.archive  # also the two ablations below, each round
 
 Each run gets a fresh copy of one template database and botfleet's real run (stages ``bots`` and
 ``orphaned_results``, default settings) in a process of its own, alternating off, on, off, on, so
@@ -14,6 +15,14 @@ row, and where the extra time goes: the worker's time inside the batch file writ
 aggregated by PostgreSQL, gzip, write), inside their fsyncs, and the rest (each batch's own
 transaction: BEGIN and COMMIT round trips, the wider RETURNING and json aggregation).
 Both copies must leave the same rows.
+
+With ``BENCH_ARCHIVE_PROFILE=1`` each round also runs two ablations of the archived run, so that
+the extra time can be split by what causes it: ``no_lines`` (each batch in its transaction, its
+file written and fsynced, but the statement returns no lines: the file holds only its header)
+and ``lines_kept`` (PostgreSQL renders every line, as for the archive, but hands over none).
+Then no_lines - off is the batch structure (transactions, files, fsyncs), lines_kept - no_lines
+the rendering in the database, on - lines_kept the handover, compression and writing of the
+lines. The ablations patch this worker process only; their archives are not readable.
 """
 
 from __future__ import annotations
@@ -95,9 +104,30 @@ def _phases(spent: dict[str, float]) -> dict[str, float]:
     return {k: round(v, 3) for k, v in phases.items()}
 
 
-async def _worker(url: str, archive_dir: str) -> dict[str, Any]:
+PROFILED = ("no_lines", "lines_kept")
+
+
+def _ablate(mode: str) -> None:
+    """The ablations of BENCH_ARCHIVE_PROFILE (see the module's docstring)."""
+    from botfleet.cleanup import archived_results, purge_bots
+
+    def no_lines(expression: str, source: str) -> str:
+        return "''::bytea"
+
+    def lines_kept(expression: str, source: str) -> str:
+        rendered = f"(SELECT length(string_agg({expression}, E'\\n')) AS n FROM {source}) s"
+        return f"(SELECT ''::bytea FROM {rendered} WHERE s.n >= 0 OR s.n IS NULL)"
+
+    ablated = no_lines if mode == "no_lines" else lines_kept
+    purge_bots.aggregated = ablated  # type: ignore[assignment]
+    archived_results.aggregated = ablated  # type: ignore[assignment]
+
+
+async def _worker(url: str, archive_dir: str, mode: str) -> dict[str, Any]:
     import resource
 
+    if mode in PROFILED:
+        _ablate(mode)
     spent: dict[str, float] = dict.fromkeys(
         ("write_s", "fsync_s", "fsyncs", "dir_s", "rename_s", "statement", "batch_s"), 0.0
     )
@@ -132,6 +162,26 @@ async def _worker(url: str, archive_dir: str) -> dict[str, Any]:
     }
 
 
+def _profile(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The archive's extra time split by the ablations: median seconds per mode, and each
+    cause's share of on - off."""
+    seconds = {
+        mode: statistics.median(r["seconds"] for r in runs if r["mode"] == mode)
+        for mode in ("off", "on", *PROFILED)
+    }
+    causes = {
+        "batch_structure": seconds["no_lines"] - seconds["off"],
+        "rendering_in_db": seconds["lines_kept"] - seconds["no_lines"],
+        "handover_compress_write": seconds["on"] - seconds["lines_kept"],
+    }
+    extra = seconds["on"] - seconds["off"] or 1.0
+    return {
+        "median_seconds": {k: round(v, 3) for k, v in seconds.items()},
+        "extra_seconds": {k: round(v, 3) for k, v in causes.items()},
+        "shares_of_extra": {k: round(v / extra, 3) for k, v in causes.items()},
+    }
+
+
 def _median_phases(runs: list[dict[str, Any]]) -> dict[str, float]:
     return {p: round(statistics.median(r["batch_phases_s"][p] for r in runs), 3) for p in PHASES}
 
@@ -142,9 +192,9 @@ def _shares(phases: dict[str, float]) -> dict[str, float]:
     return {p: round(v / total, 3) for p, v in phases.items()}
 
 
-def run_worker(url: str, archive_dir: str) -> dict[str, Any]:
+def run_worker(url: str, archive_dir: str, mode: str) -> dict[str, Any]:
     out = subprocess.run(
-        [sys.executable, "-m", "bench.archive", "--worker", url, archive_dir],
+        [sys.executable, "-m", "bench.archive", "--worker", url, archive_dir, mode],
         check=True,
         capture_output=True,
         text=True,
@@ -154,11 +204,12 @@ def run_worker(url: str, archive_dir: str) -> dict[str, Any]:
 
 def main() -> int:
     if "--worker" in sys.argv:
-        url, archive_dir = sys.argv[-2], sys.argv[-1]
-        print(json.dumps(asyncio.run(_worker(url, archive_dir))))
+        url, archive_dir, mode = sys.argv[-3:]
+        print(json.dumps(asyncio.run(_worker(url, archive_dir, mode))))
         return 0
     scale_name = scale()
     rounds = int(os.environ.get("BENCH_ROUNDS", "2"))
+    modes = ("off", "on", *PROFILED) if os.environ.get("BENCH_ARCHIVE_PROFILE") else ("off", "on")
     spec = spec_for(scale_name)
     prefix = os.environ.get("BENCH_DB_PREFIX", "botfleet_bench_")
     template = f"{prefix}archive_{scale_name}"
@@ -170,13 +221,14 @@ def main() -> int:
     load: list[float] = []
     try:
         for round_ in range(rounds):
-            for mode in ("off", "on"):
+            # off, on, … then the reverse order: no mode always runs right after another one.
+            for mode in modes if round_ % 2 == 0 else modes[::-1]:
                 name = f"{prefix}archive_{mode}"
                 url = pgtools.copy_database(template, name)
-                archive_dir = tempfile.mkdtemp(prefix="botfleet-archive-") if mode == "on" else ""
+                archive_dir = tempfile.mkdtemp(prefix="botfleet-archive-") if mode != "off" else ""
                 load.append(os.getloadavg()[0])
                 try:
-                    result = run_worker(url, archive_dir)
+                    result = run_worker(url, archive_dir, mode)
                     result["fingerprint"] = asyncio.run(pgtools.fingerprint(url, seeded_max))
                 finally:
                     pgtools.drop_database(name)
@@ -190,6 +242,7 @@ def main() -> int:
         pgtools.drop_database(template)
     off = [r for r in runs if r["mode"] == "off"]
     on = [r for r in runs if r["mode"] == "on"]
+    # Rounds alternate the order: pair each round's off with the same round's on.
     ratios = [b["rows_per_s"] / a["rows_per_s"] for a, b in zip(off, on, strict=True)]
     extra = [b["seconds"] - a["seconds"] for a, b in zip(off, on, strict=True)]
     purged = on[-1]["rows"]
@@ -208,6 +261,8 @@ def main() -> int:
         "load_avg_1m": [round(x, 2) for x in load],
         "same_rows_left": len(prints) == 1,
     }
+    if len(modes) > 2:
+        summary["profile"] = _profile(runs)
     write_result("archive", summary)
     print(
         f"ratio archive on/off rows/s: {summary['ratio_median']} (pairs {summary['ratios']}), "
