@@ -4,6 +4,8 @@
                                                # expired), 3,000,000 results + 50,000 orphans
     BENCH_SCALE=small python -m bench.archive  # 1/20 of that
     BENCH_ROUNDS=3 python -m bench.archive     # off/on pairs (default 2), alternating
+    BENCH_DB_PREFIX=mine_ python -m bench.archive  # its databases' names (default botfleet_bench_)
+    BENCH_ARCHIVE_PROFILE=1 python -m bench.archive  # also the two ablations below, each round
 
 Each run gets a fresh copy of one template database and botfleet's real run (stages ``bots`` and
 ``orphaned_results``, default settings) in a process of its own, alternating off, on, off, on, so
@@ -13,6 +15,14 @@ row, and where the extra time goes: the worker's time inside the batch file writ
 aggregated by PostgreSQL, gzip, write), inside their fsyncs, and the rest (each batch's own
 transaction: BEGIN and COMMIT round trips, the wider RETURNING and json aggregation).
 Both copies must leave the same rows.
+
+With ``BENCH_ARCHIVE_PROFILE=1`` each round also runs two ablations of the archived run, so that
+the extra time can be split by what causes it: ``no_lines`` (each batch in its transaction, its
+file written and fsynced, but the statement returns no lines: the file holds only its header)
+and ``lines_kept`` (PostgreSQL renders every line, as for the archive, but hands over none).
+Then no_lines - off is the batch structure (transactions, files, fsyncs), lines_kept - no_lines
+the rendering in the database, on - lines_kept the handover, compression and writing of the
+lines. The ablations patch this worker process only; their archives are not readable.
 """
 
 from __future__ import annotations
@@ -32,31 +42,96 @@ from bench import pgtools
 from bench.purge import spec_for
 from bench.report import cleanup_service, scale, write_result
 
+# Where a batch's time goes, summed over every batch of every walk (walks overlap, so the sums
+# exceed the run's time; their shares say which part a walk waits on).
+PHASES = ("statement", "compress_write", "fsync_file", "rename_fsync_dir", "begin_commit")
 
-async def _worker(url: str, archive_dir: str) -> dict[str, Any]:
-    import resource
 
+def _instrument(spent: dict[str, float]) -> None:
+    """Time the phases of each batch by wrapping the functions that do them (this process only)."""
     from botfleet.archive import writer
+    from botfleet.cleanup.archived_batches import ArchivedBatches
+    from botfleet.cleanup.batches import BatchLoop
+    from botfleet.cleanup.purge_bots import BotPurge
+    from botfleet.cleanup.purge_results import ResultPurge
 
-    spent = {"write_s": 0.0, "fsync_s": 0.0, "files": 0}
+    def timed(key: str, fn: Any) -> Any:
+        def sync(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[key] += time.perf_counter() - started
+
+        async def asynchronous(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return await fn(*args, **kwargs)
+            finally:
+                spent[key] += time.perf_counter() - started
+
+        return asynchronous if asyncio.iscoroutinefunction(fn) else sync
+
     real_fsync = os.fsync
-    real_write = writer.RunArchive.write
+    real_fsync_dir = writer.fsync_dir
 
-    def timed_fsync(fd: int) -> None:
+    def fsync(fd: int) -> None:
         started = time.perf_counter()
         real_fsync(fd)
+        spent["fsyncs"] += 1
         spent["fsync_s"] += time.perf_counter() - started
 
-    def timed_write(self: writer.RunArchive, *args: Any) -> Any:
-        started = time.perf_counter()
-        try:
-            return real_write(self, *args)
-        finally:
-            spent["write_s"] += time.perf_counter() - started
-            spent["files"] += 1
+    writer.os.fsync = fsync  # type: ignore[attr-defined]
+    writer.fsync_dir = timed("dir_s", real_fsync_dir)  # type: ignore[attr-defined]
+    writer.os.replace = timed("rename_s", os.replace)  # type: ignore[attr-defined]
+    writer.RunArchive.write = timed("write_s", writer.RunArchive.write)  # type: ignore[method-assign]
+    BotPurge._delete_bots = timed("statement", BotPurge._delete_bots)  # type: ignore[method-assign]
+    ResultPurge._results_pg = timed("statement", ResultPurge._results_pg)  # type: ignore[method-assign]
+    ArchivedBatches.on = timed("batch_s", ArchivedBatches.on)  # type: ignore[method-assign]
+    BatchLoop._batch = timed("batch_s", BatchLoop._batch)  # type: ignore[method-assign]
 
-    writer.os.fsync = timed_fsync  # type: ignore[attr-defined]
-    writer.RunArchive.write = timed_write  # type: ignore[method-assign]
+
+def _phases(spent: dict[str, float]) -> dict[str, float]:
+    """The batch time split into :data:`PHASES` (seconds, summed over batches)."""
+    fsync_file = spent["fsync_s"] - spent["dir_s"]  # fsync_dir's own fsync is counted in both
+    phases = {
+        "statement": spent["statement"],
+        "compress_write": spent["write_s"] - spent["fsync_s"] - spent["rename_s"],
+        "fsync_file": fsync_file,
+        "rename_fsync_dir": spent["rename_s"] + spent["dir_s"],
+    }
+    phases["begin_commit"] = spent["batch_s"] - sum(phases.values())
+    return {k: round(v, 3) for k, v in phases.items()}
+
+
+PROFILED = ("no_lines", "lines_kept")
+
+
+def _ablate(mode: str) -> None:
+    """The ablations of BENCH_ARCHIVE_PROFILE (see the module's docstring)."""
+    from botfleet.cleanup import archived_results, purge_bots
+
+    def no_lines(expression: str, source: str) -> str:
+        return "''::bytea"
+
+    def lines_kept(expression: str, source: str) -> str:
+        rendered = f"(SELECT length(string_agg({expression}, E'\\n')) AS n FROM {source}) s"
+        return f"(SELECT ''::bytea FROM {rendered} WHERE s.n >= 0 OR s.n IS NULL)"
+
+    ablated = no_lines if mode == "no_lines" else lines_kept
+    purge_bots.aggregated = ablated  # type: ignore[assignment]
+    archived_results.aggregated = ablated  # type: ignore[assignment]
+
+
+async def _worker(url: str, archive_dir: str, mode: str) -> dict[str, Any]:
+    import resource
+
+    if mode in PROFILED:
+        _ablate(mode)
+    spent: dict[str, float] = dict.fromkeys(
+        ("write_s", "fsync_s", "fsyncs", "dir_s", "rename_s", "statement", "batch_s"), 0.0
+    )
+    _instrument(spent)
     overrides = {"cleanup_archive_dir": archive_dir} if archive_dir else {}
     async with cleanup_service(url, **overrides) as service:
         started = time.perf_counter()
@@ -81,13 +156,45 @@ async def _worker(url: str, archive_dir: str) -> dict[str, Any]:
         "archive_rows": archived.get("rows", {}),
         "write_s": round(spent["write_s"], 3),
         "fsync_s": round(spent["fsync_s"], 3),
+        "fsyncs": int(spent["fsyncs"]),
+        "batch_phases_s": _phases(spent),
         "errors": report["errors"],
     }
 
 
-def run_worker(url: str, archive_dir: str) -> dict[str, Any]:
+def _profile(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The archive's extra time split by the ablations: median seconds per mode, and each
+    cause's share of on - off."""
+    seconds = {
+        mode: statistics.median(r["seconds"] for r in runs if r["mode"] == mode)
+        for mode in ("off", "on", *PROFILED)
+    }
+    causes = {
+        "batch_structure": seconds["no_lines"] - seconds["off"],
+        "rendering_in_db": seconds["lines_kept"] - seconds["no_lines"],
+        "handover_compress_write": seconds["on"] - seconds["lines_kept"],
+    }
+    extra = seconds["on"] - seconds["off"] or 1.0
+    return {
+        "median_seconds": {k: round(v, 3) for k, v in seconds.items()},
+        "extra_seconds": {k: round(v, 3) for k, v in causes.items()},
+        "shares_of_extra": {k: round(v / extra, 3) for k, v in causes.items()},
+    }
+
+
+def _median_phases(runs: list[dict[str, Any]]) -> dict[str, float]:
+    return {p: round(statistics.median(r["batch_phases_s"][p] for r in runs), 3) for p in PHASES}
+
+
+def _shares(phases: dict[str, float]) -> dict[str, float]:
+    """Each phase's share of a batch's time, summed over batches (statement to commit)."""
+    total = sum(phases.values()) or 1.0
+    return {p: round(v / total, 3) for p, v in phases.items()}
+
+
+def run_worker(url: str, archive_dir: str, mode: str) -> dict[str, Any]:
     out = subprocess.run(
-        [sys.executable, "-m", "bench.archive", "--worker", url, archive_dir],
+        [sys.executable, "-m", "bench.archive", "--worker", url, archive_dir, mode],
         check=True,
         capture_output=True,
         text=True,
@@ -97,13 +204,15 @@ def run_worker(url: str, archive_dir: str) -> dict[str, Any]:
 
 def main() -> int:
     if "--worker" in sys.argv:
-        url, archive_dir = sys.argv[-2], sys.argv[-1]
-        print(json.dumps(asyncio.run(_worker(url, archive_dir))))
+        url, archive_dir, mode = sys.argv[-3:]
+        print(json.dumps(asyncio.run(_worker(url, archive_dir, mode))))
         return 0
     scale_name = scale()
     rounds = int(os.environ.get("BENCH_ROUNDS", "2"))
+    modes = ("off", "on", *PROFILED) if os.environ.get("BENCH_ARCHIVE_PROFILE") else ("off", "on")
     spec = spec_for(scale_name)
-    template = f"botfleet_bench_archive_{scale_name}"
+    prefix = os.environ.get("BENCH_DB_PREFIX", "botfleet_bench_")
+    template = f"{prefix}archive_{scale_name}"
     print(f"seeding template {template}: {spec}", flush=True)
     counts = pgtools.make_template(template, spec)
     seeded_max = asyncio.run(pgtools.max_result_id(pgtools.db_url(template)))
@@ -112,13 +221,14 @@ def main() -> int:
     load: list[float] = []
     try:
         for round_ in range(rounds):
-            for mode in ("off", "on"):
-                name = f"botfleet_bench_archive_{mode}"
+            # off, on, … then the reverse order: no mode always runs right after another one.
+            for mode in modes if round_ % 2 == 0 else modes[::-1]:
+                name = f"{prefix}archive_{mode}"
                 url = pgtools.copy_database(template, name)
-                archive_dir = tempfile.mkdtemp(prefix="botfleet-archive-") if mode == "on" else ""
+                archive_dir = tempfile.mkdtemp(prefix="botfleet-archive-") if mode != "off" else ""
                 load.append(os.getloadavg()[0])
                 try:
-                    result = run_worker(url, archive_dir)
+                    result = run_worker(url, archive_dir, mode)
                     result["fingerprint"] = asyncio.run(pgtools.fingerprint(url, seeded_max))
                 finally:
                     pgtools.drop_database(name)
@@ -132,6 +242,7 @@ def main() -> int:
         pgtools.drop_database(template)
     off = [r for r in runs if r["mode"] == "off"]
     on = [r for r in runs if r["mode"] == "on"]
+    # Rounds alternate the order: pair each round's off with the same round's on.
     ratios = [b["rows_per_s"] / a["rows_per_s"] for a, b in zip(off, on, strict=True)]
     extra = [b["seconds"] - a["seconds"] for a, b in zip(off, on, strict=True)]
     purged = on[-1]["rows"]
@@ -141,18 +252,24 @@ def main() -> int:
         "ratios": [round(r, 3) for r in ratios],
         "ratio_median": round(statistics.median(ratios), 3),
         "extra_seconds_median": round(statistics.median(extra), 3),
+        "batch_phases_on_median_s": _median_phases(on),
+        "batch_phases_off_median_s": _median_phases(off),
+        "batch_phase_shares_on": _shares(_median_phases(on)),
         "write_s_median": round(statistics.median(r["write_s"] for r in on), 3),
         "fsync_s_median": round(statistics.median(r["fsync_s"] for r in on), 3),
         "bytes_per_row": round(on[-1]["archive_bytes"] / purged, 2) if purged else None,
         "load_avg_1m": [round(x, 2) for x in load],
         "same_rows_left": len(prints) == 1,
     }
+    if len(modes) > 2:
+        summary["profile"] = _profile(runs)
     write_result("archive", summary)
     print(
         f"ratio archive on/off rows/s: {summary['ratio_median']} (pairs {summary['ratios']}), "
         f"extra {summary['extra_seconds_median']} s of which file writes "
         f"{summary['write_s_median']} s (fsync {summary['fsync_s_median']} s); "
-        f"{summary['bytes_per_row']} bytes per purged row; same rows left: "
+        f"{summary['bytes_per_row']} bytes per purged row; batch time on: "
+        f"{summary['batch_phase_shares_on']}; same rows left: "
         f"{summary['same_rows_left']}"
     )
     return 0 if summary["same_rows_left"] else 1

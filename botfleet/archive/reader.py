@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,17 @@ def file_summary(path: Path) -> dict[str, Any]:
     return {"name": path.name, "rows": dict(first["rows"]), "bytes": path.stat().st_size}
 
 
+def _summary_or_unreadable(path: Path) -> dict[str, Any]:
+    """A file of a run not yet sealed: one a crash cut short belongs to a batch that never
+    committed (its rows are still in the store; the next run removes it), so it is shown, not
+    fatal."""
+    try:
+        return file_summary(path)
+    except (OSError, EOFError, ValueError, zlib.error) as exc:
+        problem = f"{type(exc).__name__}: {exc}"
+        return {"name": path.name, "rows": {}, "bytes": path.stat().st_size, "unreadable": problem}
+
+
 def run_path(archive: Archive, run_id: str) -> Path:
     path = archive.run_dir(run_id)
     if not path.is_dir():
@@ -66,7 +78,7 @@ def run_view(archive: Archive, run_id: str) -> dict[str, Any]:
         view: dict[str, Any] = json.loads(manifest_path.read_text())
         view["sealed"] = True
     else:
-        files = [file_summary(p) for p in batch_files(path)]
+        files = [_summary_or_unreadable(p) for p in batch_files(path)]
         rows: dict[str, int] = {}
         for f in files:
             for table, n in f["rows"].items():

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import bindparam
 
 from botfleet.archive.format import AUDIT_KEY, TABLE_RESULTS, BatchBody, row_line
+from botfleet.cleanup.archive_lines import aggregated, line
 from botfleet.cleanup.sql import jsonable
 from botfleet.store.models import Result
 
@@ -32,9 +33,7 @@ def lines_column(archive: str | None) -> str:
     if not archive:
         return ""
     return f""",
-       (SELECT convert_to(string_agg(json_build_object('table', '{TABLE_RESULTS}',
-                                            'row', row_to_json(g))::text, E'\\n'), 'UTF8')
-        FROM gone g) AS lines"""
+       {aggregated(line(TABLE_RESULTS, "g", RESULT_COLUMNS), "gone g")} AS lines"""
 
 
 def rendered_body(lines: bytes | None, rows: int, reason: str) -> BatchBody:

@@ -7,10 +7,12 @@ so each starts where the last one ended; the run's checkpoint comes before every
 batch governor sizes it and may pause between batches to let live traffic through.
 
 With an archive (CLEANUP_ARCHIVE_DIR), every batch runs in a transaction of its own: its
-statement deletes and returns what it deleted, the batch file is written and fsynced
-(:mod:`botfleet.archive.writer`), and only then does the transaction commit (safety rule 8).
-A batch's step is told the name of its file, so that its audit record names it: that record,
-committed with the batch, is what proves the file committed.
+statement deletes and returns what it deleted, the batch file is written and fsynced, and only
+then does the transaction commit (safety rule 8; :mod:`botfleet.archive.writer`); a walk whose
+batches never share rows overlaps one batch's file with the next one's statement
+(:mod:`botfleet.cleanup.archived_batches`). A batch's step is told the name of its file, so that
+its audit record names it: that record, committed with the batch, is what proves the file
+committed.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,11 +28,15 @@ from typing import Any
 from sqlalchemy import Uuid, bindparam
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from botfleet.archive.format import ArchivedFile, BatchBody
-from botfleet.archive.writer import RunArchive
+from botfleet.cleanup.archived_batches import ArchivedBatches, OverlappedBatches
+from botfleet.cleanup.batch_steps import Batch, InFlight, Step
 from botfleet.cleanup.context import StageContext
-from botfleet.cleanup.sql import Runner, dedicated_connection
+from botfleet.cleanup.sql import dedicated_connection
 from botfleet.store.models import UTCDateTime
+
+__all__ = ["Batch", "BatchLoop", "Step", "Tally", "together"]
+# How the loop starts its batch number ``seq`` of ``size`` rows after ``cursor``.
+Start = Callable[[int, Any, int], Awaitable[InFlight]]
 
 
 @dataclass
@@ -62,25 +69,6 @@ class Tally:
 
 
 @dataclass(frozen=True)
-class Batch:
-    """What one batch did: rows it selected and deleted, related rows, where the next starts."""
-
-    selected: int
-    rows: int
-    related: int = 0
-    cursor: Any = None
-    # None: the walk ends when a batch selects fewer rows than asked (keyset walks); a heap walk
-    # ends when its window passes the end of the table, however many rows the last one held.
-    done: bool | None = None
-    archive: BatchBody | None = None  # what it deleted, when the run archives
-
-
-# One batch: (runner, size, cursor of the previous batch, its archive file's name or None)
-# -> what it did.
-Step = Callable[[Runner, int, Any, str | None], Awaitable[Batch]]
-
-
-@dataclass(frozen=True)
 class BatchLoop:
     """Runs a stage's batches for one run (:class:`StageContext`)."""
 
@@ -95,15 +83,54 @@ class BatchLoop:
         *,
         connection: AsyncConnection | None = None,
         autocommit: bool = False,
+        overlap: bool = False,
     ) -> None:
-        """Batches until the stage's rows are gone or ``limit`` (the plan's count) is reached."""
-        governor = self.stage.run.governor
+        """Batches until the stage's rows are gone or ``limit`` (the plan's count) is reached.
+        ``overlap``: no two batches of this walk touch the same rows, so with an archive the next
+        batch's statement may run on a second connection while this one's file is written."""
         archive = self.stage.archive
-        walk = archive.walk(kind) if archive is not None else 0
+        if archive is None:
+            await self._loop(tally, limit, kind, self._plain(step, connection, autocommit))
+            return
+        batches = ArchivedBatches(self.stage, archive, kind, step)
+        walk = archive.walk(kind)
+        if connection is not None and overlap:
+            async with self.dedicated() as second:
+                overlapped = OverlappedBatches(batches, (connection, second))
+
+                async def start(size: int, cursor: Any, seq: int) -> InFlight:
+                    return await overlapped.start(size, cursor, archive.name(kind, walk, seq))
+
+                await self._loop(tally, limit, kind, start)
+            return
+
+        async def one(size: int, cursor: Any, seq: int) -> InFlight:
+            started = time.perf_counter()
+            name = archive.name(kind, walk, seq)
+            return InFlight.done(await batches.one(size, cursor, name, connection), size, started)
+
+        await self._loop(tally, limit, kind, one)
+
+    async def _loop(self, tally: Tally, limit: int, kind: str, start: Start) -> None:
+        pending: deque[InFlight] = deque()  # statement run, commit not yet counted: oldest first
+        try:
+            await self._batches(tally, limit, kind, start, pending)
+        except BaseException:
+            await self._drain(tally, limit, kind, pending, raising=False)
+            raise
+        await self._drain(tally, limit, kind, pending, raising=True)
+
+    async def _batches(
+        self, tally: Tally, limit: int, kind: str, start: Start, pending: deque[InFlight]
+    ) -> None:
+        governor = self.stage.run.governor
         seq = 0
         cursor: Any = None
         while True:
             if tally.deleted + tally.in_flight >= limit:
+                if pending:  # ours: settle it, then look again
+                    await self._settle(tally, limit, kind, pending.popleft())
+                    continue
                 if tally.in_flight == 0:
                     return
                 # The rest is reserved by a concurrent walk's batch, which may find fewer rows
@@ -119,33 +146,66 @@ class BatchLoop:
             size = max(1, min(governor.next_size(), room))
             # Reserved until the batch commits: concurrent walks never delete more than planned.
             tally.in_flight += size
-            started = time.perf_counter()
             seq += 1
             try:
-                if archive is None:
-                    batch = await self._batch(step, size, cursor, connection, autocommit)
-                else:
-                    name = archive.name(kind, walk, seq)
-                    batch = await self._archived_batch(
-                        archive, kind, name, step, size, cursor, connection
-                    )
+                batch = await start(size, cursor, seq)
             except BaseException:
                 tally.in_flight -= size
                 tally.settle()
                 raise
-            governor.observe(time.perf_counter() - started, batch.rows + batch.related)
-            tally.in_flight -= size
-            tally.deleted += batch.rows
-            tally.related += batch.related
-            tally.batches += 1
-            tally.settle()
-            self.stage.report_progress(kind, tally.deleted, limit)
-            if batch.done if batch.done is not None else batch.selected < size:
+            pending.append(batch)
+            while len(pending) > 1 or pending[0].committed.done():
+                await self._settle(tally, limit, kind, pending.popleft())
+                if not pending:
+                    break
+            if batch.ends_walk():
                 return
-            cursor = batch.cursor
+            cursor = batch.batch.cursor
             # A busy database (timing.BatchGovernor): let live traffic through between batches.
             if governor.pause_seconds > 0:
                 await asyncio.sleep(governor.pause_seconds)
+
+    async def _settle(self, tally: Tally, limit: int, kind: str, batch: InFlight) -> None:
+        """Counts a batch once it has committed; a batch that did not hands its rows back."""
+        try:
+            done = await batch.committed
+        except BaseException:
+            tally.in_flight -= batch.size
+            tally.settle()
+            raise
+        seconds = time.perf_counter() - batch.started
+        self.stage.run.governor.observe(seconds, done.rows + done.related)
+        tally.in_flight -= batch.size
+        tally.deleted += done.rows
+        tally.related += done.related
+        tally.batches += 1
+        tally.settle()
+        self.stage.report_progress(kind, tally.deleted, limit)
+
+    async def _drain(
+        self, tally: Tally, limit: int, kind: str, pending: deque[InFlight], *, raising: bool
+    ) -> None:
+        """The walk ends (done, stopped or failed): its batches under way commit, or not, and are
+        counted either way; the first of their failures is raised if ``raising`` (a walk that
+        failed already raises its own)."""
+        failure: Exception | None = None
+        while pending:
+            try:
+                await self._settle(tally, limit, kind, pending.popleft())
+            except Exception as exc:
+                failure = failure or exc
+        if failure is not None and raising:
+            raise failure
+
+    def _plain(self, step: Step, connection: AsyncConnection | None, autocommit: bool) -> Start:
+        """Batches without an archive: each one committed when its step returns."""
+
+        async def start(size: int, cursor: Any, _seq: int) -> InFlight:
+            started = time.perf_counter()
+            batch = await self._batch(step, size, cursor, connection, autocommit)
+            return InFlight.done(batch, size, started)
+
+        return start
 
     async def _batch(
         self,
@@ -165,45 +225,6 @@ class BatchLoop:
         async with self.stage.run.sessions() as session, session.begin():
             await self.stage.run.bound(session, async_commit=True)
             return await step(session, size, cursor, None)
-
-    async def _archived_batch(
-        self,
-        archive: RunArchive,
-        kind: str,
-        name: str,
-        step: Step,
-        size: int,
-        cursor: Any,
-        connection: AsyncConnection | None,
-    ) -> Batch:
-        """Delete, write the batch file durably, then commit. A failure before the commit rolls
-        the batch back; its file, if written, is left for the audit to judge (a commit whose
-        answer was lost may have happened: :mod:`botfleet.archive.upkeep` keeps a file exactly
-        when the batch's audit record exists)."""
-        written: ArchivedFile | None = None
-        if connection is not None:
-            if connection.in_transaction():  # a read before the walk (HeapWalk.start)
-                await connection.commit()
-            # The stage's own connection has its limits for the session already.
-            async with connection.begin():
-                batch = await step(connection, size, cursor, name)
-                written = await self._write(archive, kind, name, batch)
-        else:
-            async with self.stage.run.sessions() as session, session.begin():
-                await self.stage.run.bound(session, async_commit=True)
-                batch = await step(session, size, cursor, name)
-                written = await self._write(archive, kind, name, batch)
-        if written is not None:
-            archive.committed(written)
-        return batch
-
-    @staticmethod
-    async def _write(
-        archive: RunArchive, kind: str, name: str, batch: Batch
-    ) -> ArchivedFile | None:
-        if batch.archive is None or batch.archive.rows == 0:
-            return None  # nothing deleted: no file, and no audit record names one
-        return await archive.write_async(kind, name, batch.archive)
 
     @contextlib.asynccontextmanager
     async def dedicated(self) -> AsyncIterator[AsyncConnection]:

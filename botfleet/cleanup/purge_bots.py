@@ -20,6 +20,7 @@ from sqlalchemy import String, bindparam
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from botfleet.archive.format import AUDIT_KEY, TABLE_BOTS, TABLE_RESULTS, BatchBody
+from botfleet.cleanup.archive_lines import aggregated, json_text, line
 from botfleet.cleanup.audit import BATCH_KEY
 from botfleet.cleanup.batches import Batch, BatchLoop, Step, Tally, together
 from botfleet.cleanup.policy import Policy
@@ -35,6 +36,7 @@ from botfleet.cleanup.purged_bot_rows import (
     BOT_COLUMNS,
     GONE_COLUMNS,
     KEYSET,
+    RESULT_COLUMNS,
     SNAPSHOT_COLUMNS,
     keyset_binds,
 )
@@ -90,8 +92,8 @@ class BotPurge:
 
                 async def walk_part(part: HeapWalk, own: AsyncConnection) -> None:
                     step = self._walk_step(part)
-                    await self.loop.run(
-                        KIND_BOTS, tally, limit, step, connection=own, autocommit=True
+                    await self.loop.run(  # windows of blocks apart: batches never share rows
+                        KIND_BOTS, tally, limit, step, connection=own, autocommit=True, overlap=True
                     )
 
                 async def walk_apart(part: HeapWalk) -> None:  # on a connection of its own
@@ -196,16 +198,12 @@ class BotPurge:
         gone_columns = ", ".join(f"b.{c.name}" for c in (BOT_COLUMNS if archive else GONE_COLUMNS))
         res_columns = "r.*" if archive else "r.bot_id"
         named = f"'{AUDIT_KEY}', CAST(:archive AS text), " if archive else ""
+        per_bot = "coalesce(p.n, 0)::text"
+        bot_line = line(TABLE_BOTS, "g", BOT_COLUMNS, reason=json_text(why.sql), results=per_bot)
         lines = (
             f""",
-       (SELECT convert_to(string_agg(
-                   json_build_object('table', '{TABLE_BOTS}', 'reason', {why.sql},
-                                     'results', coalesce(p.n, 0), 'row', row_to_json(g))::text,
-                   E'\\n'), 'UTF8')
-        FROM gone g LEFT JOIN per_bot p ON p.bot_id = g.id) AS bots_lines,
-       (SELECT convert_to(string_agg(json_build_object('table', '{TABLE_RESULTS}',
-                                            'row', row_to_json(x))::text, E'\\n'), 'UTF8')
-        FROM res x) AS results_lines"""
+       {aggregated(bot_line, "gone g LEFT JOIN per_bot p ON p.bot_id = g.id")} AS bots_lines,
+       {aggregated(line(TABLE_RESULTS, "x", RESULT_COLUMNS), "res x")} AS results_lines"""
             if archive
             else ""
         )

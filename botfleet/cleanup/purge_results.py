@@ -88,8 +88,14 @@ class ResultPurge:
             await self.loop.run(KIND_ORPHANED_RESULTS, tally, limit, step)
             return
         async with self.loop.dedicated() as conn:
-            await self.loop.run(
-                KIND_ORPHANED_RESULTS, tally, limit, step, connection=conn, autocommit=True
+            await self.loop.run(  # ids after the last batch's: batches never share rows
+                KIND_ORPHANED_RESULTS,
+                tally,
+                limit,
+                step,
+                connection=conn,
+                autocommit=True,
+                overlap=True,
             )
 
     async def purge_results(self, tally: Tally, limit: int, max_id: int) -> None:

@@ -147,3 +147,24 @@ def test_a_batch_written_again_replaces_its_own_file_byte_for_byte(tmp_path: Pat
     again = run.write("bots", batch_name("bots", 0, 1), body)
     assert again == first and (run.directory / first.name).read_bytes() == data
     assert sorted(p.name for p in run.directory.iterdir()) == [first.name]
+
+
+def test_a_file_cut_short_is_shown_unreadable_not_fatal(tmp_path: Path) -> None:
+    """A batch file is renamed before its fsync: a power loss may leave one cut short (its batch
+    never committed). ``archive show`` of that unsealed run lists it and reads the others."""
+    import uuid
+
+    from botfleet.archive.format import BatchBody
+    from botfleet.archive.reader import run_view
+
+    archive = Archive(tmp_path / "archive")
+    run = archive.open_run(uuid.uuid4(), "cli:t", Clock(NOW))
+    body = BatchBody(['{"table":"bots","row":{"id":"x"}}'], {"bots": 1})
+    whole = run.write("bots", batch_name("bots", 0, 1), body)
+    cut = run.directory / batch_name("bots", 0, 2)
+    cut.write_bytes((run.directory / whole.name).read_bytes()[:12])
+    view = run_view(archive, str(run.run_id))
+    assert view["sealed"] is False and view["rows"] == {"bots": 1}
+    files = {f["name"]: f for f in view["files"]}
+    assert "unreadable" not in files[whole.name] and files[whole.name]["rows"] == {"bots": 1}
+    assert files[cut.name]["unreadable"] and files[cut.name]["rows"] == {}

@@ -1,8 +1,9 @@
-"""kill -9 during an archived purge (CLEANUP_ARCHIVE_DIR): a real ``botfleet serve`` purges a
-seeded store in small batches and is killed with SIGKILL — at random points, and exactly between
-a batch file's fsync and its batch's commit (the server stops itself there: _serve_stopping.py).
+"""kill -9 during an archived purge (CLEANUP_ARCHIVE_DIR), on PostgreSQL and on a SQLite file:
+a real ``botfleet serve`` purges a seeded store in small batches and is killed with SIGKILL — at
+random points, and exactly between a batch file's fsync and its batch's commit (the server stops
+itself there: _serve_stopping.py).
 
-After each kill, reading PostgreSQL and the archive directly: the store is whole (as after any
+After each kill, reading the store and the archive directly: the store is whole (as after any
 kill: test_kill_mid_purge.check_whole), every purged row is in exactly one committed batch file
 (one its run's audit names), and every row of a file no audit names is still in the store. After
 a restart and a new run: the job is done, the files no batch committed are gone, and every
@@ -19,10 +20,14 @@ from pathlib import Path
 
 import httpx
 import psutil
+import pytest
+from sqlalchemy import select
 
 from bench.seed import SeedSpec, bot_uuid, group_of, seed
+from botfleet.archive.format import AUDIT_KEY
 from botfleet.archive.reader import read_lines
 from botfleet.store.migrate import upgrade
+from botfleet.store.models import CleanupAudit
 from tests.conftest import make_settings
 from tests.reliability._serve import AUTH, Serve
 from tests.reliability.test_kill_mid_purge import _none, server_sessions
@@ -54,11 +59,10 @@ async def check_whole(
 
 async def committed_files(db: Store) -> set[tuple[str, str]]:
     """(run id, file name) of every batch file an audit record names: those that committed."""
-    rows = await db.rows(
-        "SELECT DISTINCT run_id::text AS run_id, snapshot->>'archive' AS name FROM cleanup_audit"
-        " WHERE snapshot->>'archive' IS NOT NULL"
-    )
-    return {(r.run_id, r.name) for r in rows}
+    name = CleanupAudit.snapshot[AUDIT_KEY].as_string()
+    async with db.sessions() as session:
+        rows = await session.execute(select(CleanupAudit.run_id, name).distinct())
+    return {(str(run_id), file) for run_id, file in rows if file}
 
 
 def files_on_disk(root: Path) -> dict[tuple[str, str], tuple[list[str], list[int]]]:
@@ -104,10 +108,19 @@ async def check_archive(
     return len(uncommitted)
 
 
+@pytest.fixture(params=["postgres", "sqlite"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty store the server will migrate: a PostgreSQL database, or a SQLite file."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/botfleet.db"
+    url: str = request.getfixturevalue("fresh_pg_database")
+    return url
+
+
 async def test_kill_9_during_an_archived_purge(
-    fresh_pg_database: str, tmp_path: Path, instance: str
+    store_url: str, tmp_path: Path, instance: str
 ) -> None:
-    settings = make_settings(database_url=fresh_pg_database, botfleet_instance=instance)
+    settings = make_settings(database_url=store_url, botfleet_instance=instance)
     await upgrade(settings)
     spec = SeedSpec(
         bots=scale(4_000, 100_000),
@@ -116,13 +129,13 @@ async def test_kill_9_during_an_archived_purge(
         recent_deleted_fraction=0.1,
         orphaned_results=scale(300, 3_000),
     )
-    await asyncio.to_thread(seed, fresh_pg_database, spec)
+    await asyncio.to_thread(seed, store_url, spec)
     groups = {str(bot_uuid(spec.seed, i)): group_of(i, spec) for i in range(spec.bots)}
     expired = {b for b, g in groups.items() if g == "expired"}
     keep = set(groups) - expired
     root = tmp_path / "archive"
     env = {
-        "DATABASE_URL": fresh_pg_database,
+        "DATABASE_URL": store_url,
         "BOTFLEET_INSTANCE": instance,
         "CLEANUP_ENABLED": "true",
         "CLEANUP_STARTUP_DELAY_SECONDS": "0",
@@ -169,11 +182,12 @@ async def test_kill_9_during_an_archived_purge(
                 await asyncio.to_thread(serve.proc.wait, 30)
             finally:
                 serve.stop()
-            await wait_until_async(
-                lambda: _none(server_sessions(db)),
-                timeout=30,
-                message="PostgreSQL to drop its sessions",
-            )
+            if not settings.is_sqlite:  # SQLite's locks went with the process
+                await wait_until_async(
+                    lambda: _none(server_sessions(db)),
+                    timeout=30,
+                    message="PostgreSQL to drop its sessions",
+                )
             gone = await check_whole(db, spec.results_per_bot, keep, expired, spec.orphaned_results)
             assert gone < len(expired), "the run finished before the kill: nothing was tested"
             purged_results = all_results - await db.result_ids()
@@ -213,7 +227,7 @@ async def test_kill_9_during_an_archived_purge(
         await db.close()
     assert CHECKER
     record_figure(
-        "kill_9_archived_purge",
+        f"kill_9_archived_purge_{'sqlite' if settings.is_sqlite else 'postgres'}",
         bots=spec.bots,
         batch=BATCH,
         kills=kills,
