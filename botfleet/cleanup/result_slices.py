@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import math
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -171,3 +171,38 @@ async def sliced_count(
 ) -> int:
     sums = await sliced_sums(runner, sql, binds, slicing)
     return sums[0] if sums else 0
+
+
+async def sliced_rows(
+    runner: Runner,
+    sql: str,
+    binds: Iterable[Any],
+    consume: Callable[[Sequence[Any]], None],
+    slicing: Slicing | None = None,
+) -> None:
+    """Like :func:`sliced_sums`, for a statement that returns rows: each slice's rows are
+    handed to ``consume`` as the slice ends (in whatever order the slices end)."""
+    binds = list(binds)
+    ranges = await results_slices(runner)
+    if runner.in_transaction():
+        await runner.commit()
+
+    async def one(session: Runner, key_range: KeyRange, prepare: Prepare | None) -> None:
+        await _slice_transaction(session, prepare)
+        rows = (await session.execute(_slice_query(sql, key_range, binds))).all()
+        await session.commit()
+        consume(rows)
+
+    if slicing is None or slicing.concurrency <= 1 or len(ranges) == 1:
+        for key_range in ranges:
+            await one(runner, key_range, slicing.prepare if slicing is not None else None)
+        return
+    pending = list(reversed(ranges))
+
+    async def worker(sessions: SessionFactory, prepare: Prepare | None) -> None:
+        async with sessions() as session:
+            while pending:
+                await one(session, pending.pop(), prepare)
+
+    workers = min(slicing.concurrency, len(ranges))
+    await asyncio.gather(*(worker(slicing.sessions, slicing.prepare) for _ in range(workers)))
