@@ -130,8 +130,8 @@ WITH chunk AS (
 ), cut AS (
     INSERT INTO "{self.name}"
     SELECT c.* FROM ({cut.sql}) c
-    WHERE c.bot_id > CAST(:after AS uuid) AND c.bot_id <= (SELECT id FROM chunk ORDER BY id DESC LIMIT 1)
-      AND c.ci IS NOT NULL
+    WHERE c.bot_id > CAST(:after AS uuid)
+      AND c.bot_id <= (SELECT id FROM chunk ORDER BY id DESC LIMIT 1) AND c.ci IS NOT NULL
     RETURNING 1
 )
 SELECT (SELECT max(id::text) FROM chunk) AS last, (SELECT count(*) FROM cut) AS cut
