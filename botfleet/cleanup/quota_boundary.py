@@ -1,13 +1,16 @@
 """The budget's boundary on PostgreSQL: the ``m``-th oldest candidate of one priority, found
 without sorting them all (the global ``ORDER BY … OFFSET`` it replaces ranked every row).
 
-Each bot's candidates lie between two keys the counts pass read (:mod:`~botfleet.cleanup.
-quota_counts`); assuming each bot posts evenly over that span gives an estimate of how many
+Each bot's candidates lie between two times the counts pass read (:mod:`~botfleet.cleanup.
+quota_counts`); assuming each bot posts evenly over its span gives an estimate of how many
 candidates are older than any time (:class:`Estimate`, pure). Around the time the estimate
-puts the ``m``-th, a narrow band is counted exactly, per bot (and so is what lies on the
-shorter side of it); if the ``m``-th is in the band, the band alone is sorted. If not, the
-exact counts bound the search and the next band, wider, is placed by the estimate calibrated
-on them. The answer is exact whatever the estimate's error; only the work grows with it.
+puts the ``m``-th, a narrow band is counted exactly, per bot, with the shorter side of it: the
+counts say which part holds the ``m``-th, and the search goes on in that part, with a wider
+band placed by the estimate calibrated on the counts (or the part halved, where the estimate
+cannot narrow it: the search always ends). Once the part holds few enough, each slice's first
+candidates there are merged. The answer is exact whatever the estimate's error; only the work
+grows with it. Counting one side is the floor of the cost: which rank a time has is not in an
+index.
 """
 
 from __future__ import annotations
@@ -15,14 +18,14 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import BigInteger, Integer, bindparam
 
 from botfleet.cleanup.predicates import Fragment
-from botfleet.cleanup.result_slices import Slicing, sliced_sums
-from botfleet.cleanup.sql import Runner, bound_text
+from botfleet.cleanup.result_slices import Slicing, sliced_rows, sliced_sums
+from botfleet.cleanup.sql import Runner
 from botfleet.store.models import UTCDateTime
 
 # Candidates a band should hold at first (at least; a share of the priority's otherwise), and
@@ -30,7 +33,8 @@ from botfleet.store.models import UTCDateTime
 FIRST_BAND = 2_000
 FIRST_BAND_SHARE = 0.002
 SORTED_OUTRIGHT = 20_000
-ATTEMPTS = 6
+# Results per slice of a per-bot pass (each reads a bot's index entries and probes it).
+PER_SLICE = 100_000
 
 # A bot of the priority (``q``) with its newest candidate (``hi``: rank floor + 1) and the
 # newest result beyond its quota (``vq``; candidates are newer).
@@ -50,7 +54,8 @@ _CANDIDATE = (
 
 @dataclass(frozen=True)
 class Span:
-    """One bot's candidates: how many, from the oldest's time to the newest's (epoch s)."""
+    """One bot's candidates: how many, from the oldest's time to the newest's (µs since the
+    epoch, :func:`micros`)."""
 
     oldest: float
     newest: float
@@ -64,7 +69,7 @@ class Estimate:
     def __init__(self, spans: Sequence[Span]) -> None:
         events: dict[float, float] = {}
         for span in spans:
-            width = max(span.newest - span.oldest, 1e-6)  # a bot with one instant: a steep step
+            width = max(span.newest - span.oldest, 1.0)  # a bot with one instant: a steep step
             rate = span.count / width
             events[span.oldest] = events.get(span.oldest, 0.0) + rate
             events[span.oldest + width] = events.get(span.oldest + width, 0.0) - rate
@@ -101,8 +106,37 @@ class Estimate:
         return t0 if v1 == v0 else t0 + (t1 - t0) * (v - v0) / (v1 - v0)
 
 
-def _at(t: float) -> datetime:
-    return datetime.fromtimestamp(t, UTC)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
+
+
+def micros(at: datetime) -> int:
+    """A time as whole microseconds since the epoch (PostgreSQL's own resolution)."""
+    return (at - EPOCH) // MICROSECOND
+
+
+def _at(us: int) -> datetime:
+    return EPOCH + us * MICROSECOND
+
+
+def split_points(
+    estimate: Estimate, low: int, high: int, low_n: int, high_n: int, m: int, width: float
+) -> tuple[int, int]:
+    """Two times ``low <= p1 <= p2 <= high`` cutting ``[low, high)`` so that the ``m``-th
+    candidate is likely in ``[p1, p2)``, which the estimate says holds about ``width`` of them:
+    the estimate, calibrated on the exact counts at the ends. If that band would not narrow the
+    interval, its middle (a bisection: it always ends)."""
+    e_low, e_high = estimate.value(low), estimate.value(high)
+    scale = (e_high - e_low) / max(1, high_n - low_n)  # estimated per counted candidate
+    target = e_low + (m - low_n - 0.5) * scale
+    p1 = round(estimate.time_of(max(e_low, target - width * scale / 2)))
+    p2 = round(estimate.time_of(min(e_high, target + width * scale / 2))) + 1
+    p1, p2 = max(low, min(p1, high)), max(low, min(p2, high))
+    whole = (p1, p2) == (low, high) or (p1 == p2 and p1 in (low, high))
+    if whole or scale <= 0:
+        middle = (low + high) // 2
+        return middle, middle
+    return p1, p2
 
 
 async def find_boundary(
@@ -117,7 +151,7 @@ async def find_boundary(
 ) -> tuple[datetime, int]:
     """The ``m``-th (1-based) oldest candidate, by (created_at, id), of the bots of
     ``priority`` among ``terms`` (``{b}`` marks where a slice of bot ids goes), which have
-    ``total`` candidates in all."""
+    ``total`` candidates in all, each within its bot's span."""
     estimate = Estimate(spans)
     binds: list[Any] = [
         *terms.binds,
@@ -125,66 +159,50 @@ async def find_boundary(
         bindparam("max_id", max_id, BigInteger()),
     ]
     windows = _WINDOWS.replace("{terms}", terms.sql)
-    # Exact: ``low_n`` candidates are older than ``low`` (None: the beginning of time), and
-    # ``high_n`` older than ``high`` (None: the end); the m-th lies between.
-    low: float | None = None
-    high: float | None = None
+    # Exact: ``low_n`` candidates were created before ``low``, ``high_n`` before ``high``.
+    low = min(round(span.oldest) for span in spans)
+    high = max(round(span.newest) for span in spans) + 1
     low_n, high_n = 0, total
     width = max(FIRST_BAND, total * FIRST_BAND_SHARE)
-    for attempt in range(ATTEMPTS):
-        if high_n - low_n <= SORTED_OUTRIGHT or attempt == ATTEMPTS - 1:
-            break
-        e_low = 0.0 if low is None else estimate.value(low)
-        e_high = estimate.total if high is None else estimate.value(high)
-        scale = (e_high - e_low) / (high_n - low_n)  # estimated per counted candidate
-        target = e_low + (m - low_n - 0.5) * scale
-        band_low = estimate.time_of(max(e_low, target - width * scale / 2))
-        band_high = estimate.time_of(min(e_high, target + width * scale / 2))
-        if band_high - band_low < 2e-6:  # one instant: a band of a microsecond either side
-            band_low, band_high = band_low - 1e-6, band_high + 1e-6
-        if low is not None:
-            band_low = max(band_low, low)
-        if high is not None:
-            band_high = min(band_high, high)
-        # The shorter side of the band, by the estimate, is counted; the other follows.
-        below = estimate.value(band_low) - e_low <= e_high - estimate.value(band_high)
-        side = (low, band_low) if below else (band_high, high)
-        side_n, band_n = await _count(runner, windows, binds, side, (band_low, band_high), slicing)
-        n_low = low_n + side_n if below else high_n - side_n - band_n
-        n_high = n_low + band_n
-        if n_low < m <= n_high:
-            low, high, low_n, high_n = band_low, band_high, n_low, n_high
-            break
-        if m <= n_low:
-            high, high_n = band_low, n_low
+    while high_n - low_n > SORTED_OUTRIGHT and high - low > 1:
+        p1, p2 = split_points(estimate, low, high, low_n, high_n, m, width)
+        # The shorter outer part, by the estimate, is counted; the other follows.
+        below = estimate.value(p1) - estimate.value(low) <= estimate.value(high) - estimate.value(
+            p2
+        )
+        side = (low, p1) if below else (p2, high)
+        side_n, band_n = await _count(runner, windows, binds, side, (p1, p2), slicing)
+        n1 = low_n + side_n if below else high_n - side_n - band_n
+        n2 = n1 + band_n
+        if m <= n1:
+            high, high_n = p1, n1
+        elif m <= n2:
+            low, high, low_n, high_n = p1, p2, n1, n2
         else:
-            low, low_n = band_high, n_high
+            low, low_n = p2, n2
         width *= 4
-    return await _select(runner, windows, binds, low, high, m - low_n)
+    return await _select(runner, windows, binds, (low, high), m - low_n, slicing)
 
 
-def _between(low: float | None, high: float | None, name: str) -> tuple[str, list[Any]]:
-    sql, binds = "", []
-    if low is not None:
-        sql += f" AND r.created_at >= :{name}_lo"
-        binds.append(bindparam(f"{name}_lo", _at(low), UTCDateTime()))
-    if high is not None:
-        sql += f" AND r.created_at < :{name}_hi"
-        binds.append(bindparam(f"{name}_hi", _at(high), UTCDateTime()))
-    return sql, binds
+def _between(span: tuple[int, int], name: str) -> tuple[str, list[Any]]:
+    sql = f" AND r.created_at >= :{name}_lo AND r.created_at < :{name}_hi"
+    return sql, [
+        bindparam(f"{name}_lo", _at(span[0]), UTCDateTime()),
+        bindparam(f"{name}_hi", _at(span[1]), UTCDateTime()),
+    ]
 
 
 async def _count(
     runner: Runner,
     windows: str,
     binds: list[Any],
-    side: tuple[float | None, float | None],
-    band: tuple[float | None, float | None],
+    side: tuple[int, int],
+    band: tuple[int, int],
     slicing: Slicing | None,
 ) -> tuple[int, int]:
     """Candidates created within ``side`` and within ``band``, counted per bot."""
-    side_sql, side_binds = _between(*side, "side")
-    band_sql, band_binds = _between(*band, "band")
+    side_sql, side_binds = _between(side, "side")
+    band_sql, band_binds = _between(band, "band")
     sql = (
         "SELECT coalesce(sum(s.n), 0), coalesce(sum(z.n), 0)"
         f" {windows}"
@@ -192,7 +210,7 @@ async def _count(
         f" CROSS JOIN LATERAL (SELECT count(*) AS n FROM results r WHERE {_CANDIDATE}{band_sql}) z"
         " WHERE hi.id IS NOT NULL"
     )
-    sums = await sliced_sums(runner, sql, [*binds, *side_binds, *band_binds], slicing)
+    sums = await sliced_sums(runner, sql, [*binds, *side_binds, *band_binds], slicing, PER_SLICE)
     return sums[0], sums[1]
 
 
@@ -200,21 +218,31 @@ async def _select(
     runner: Runner,
     windows: str,
     binds: list[Any],
-    low: float | None,
-    high: float | None,
+    band: tuple[int, int],
     nth: int,
+    slicing: Slicing | None,
 ) -> tuple[datetime, int]:
-    """The ``nth`` (1-based) candidate created within [low, high), by (created_at, id): the
-    band's candidates sorted, in one statement."""
-    between, more = _between(low, high, "band")
-    terms = windows.replace("{b}", "true")
-    stmt = bound_text(
-        f"SELECT x.created_at, x.id {terms} CROSS JOIN LATERAL (SELECT r.created_at, r.id"
+    """The ``nth`` (1-based) candidate created within ``band``, by (created_at, id): each
+    slice's first ``nth`` there, merged."""
+    between, more = _between(band, "band")
+    sql = (
+        f"SELECT x.created_at, x.id {windows} CROSS JOIN LATERAL (SELECT r.created_at, r.id"
         f" FROM results r WHERE {_CANDIDATE}{between}) x WHERE hi.id IS NOT NULL"
-        " ORDER BY x.created_at, x.id OFFSET :nth LIMIT 1",
-        [*binds, *more, bindparam("nth", nth - 1)],
-    ).columns(created_at=UTCDateTime())
-    if runner.in_transaction():
-        await runner.commit()
-    row = (await runner.execute(stmt)).one()
-    return row.created_at, int(row.id)
+        " ORDER BY x.created_at, x.id LIMIT :nth"
+    )
+    keys: list[tuple[datetime, int]] = []
+
+    def consume(rows: Sequence[Any]) -> None:
+        keys.extend((row.created_at, int(row.id)) for row in rows)
+
+    await sliced_rows(
+        runner, sql, [*binds, *more, bindparam("nth", nth)], consume, slicing, PER_SLICE
+    )
+    keys.sort()
+    if len(keys) < nth:  # a bot deleted, restored or held between two passes
+        raise StoreChanged("the store changed while the budget's boundary was searched")
+    return keys[nth - 1]
+
+
+class StoreChanged(RuntimeError):
+    """The passes of one search disagree: the next run searches again."""

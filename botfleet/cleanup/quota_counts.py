@@ -20,7 +20,7 @@ from sqlalchemy import BigInteger, bindparam
 from botfleet.cleanup.plan import Selection
 from botfleet.cleanup.policy import Policy
 from botfleet.cleanup.predicates import Dialect
-from botfleet.cleanup.quota_boundary import Span, find_boundary
+from botfleet.cleanup.quota_boundary import PER_SLICE, Span, find_boundary, micros
 from botfleet.cleanup.quota_cuts import cuts, sample_ids
 from botfleet.cleanup.quota_terms import (
     BudgetBoundary,
@@ -63,7 +63,7 @@ class Priority:
         if candidates == 0:
             return
         self.candidates += candidates
-        self.spans.append(Span(row.lo_t.timestamp(), row.hi_t.timestamp(), candidates))
+        self.spans.append(Span(micros(row.lo_t), micros(row.hi_t), candidates))
         key = (row.hi_t, int(row.hi_i))
         if self.newest is None or key > self.newest:
             self.newest = key
@@ -90,6 +90,7 @@ async def select_pg(
             f" FROM ({sliced.sql}) q {_COUNTED} WHERE q.quota IS NOT NULL",
             [*sliced.binds, max_bind],
             slicing,
+            PER_SLICE,
         )
         out = QuotaSelection(sel, extra={"over_quota": over_quota})
     else:
@@ -146,7 +147,7 @@ WHERE hi.id IS NOT NULL
         for row in rows:
             out.setdefault(int(row.prio), Priority()).add(row)
 
-    await sliced_rows(runner, sql, binds, consume, slicing)
+    await sliced_rows(runner, sql, binds, consume, slicing, PER_SLICE)
     return out
 
 
@@ -206,5 +207,5 @@ async def _budget_victims(
         " (coalesce(c.qt, '-infinity'), coalesce(c.qi, 0))) k WHERE c.ci IS NOT NULL"
     )
     return await sliced_count(
-        runner, sql, [*cut.binds, bindparam("max_id", max_id, BigInteger())], slicing
+        runner, sql, [*cut.binds, bindparam("max_id", max_id, BigInteger())], slicing, PER_SLICE
     )

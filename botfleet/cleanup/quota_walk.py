@@ -5,7 +5,9 @@ Why the heap, not the bots: one bot's results are spread over the whole table, s
 by bot touches a page per result and comes back to each page once per bot on it (bench/quota).
 When victims are dense, batches walk the heap in physical order instead
 (:mod:`~botfleet.cleanup.postgres_heap_walk`; ``CLEANUP_DB_CONCURRENCY`` walks side by side):
-a window of blocks per batch, each result in it checked against its bot's cut. What the walk
+a window of blocks per batch, each result in it checked against its bot's cut (a probe of the
+cuts' primary key per result: ``OFFSET 0`` keeps the planner from hashing the whole table for
+each batch). What the walk
 cannot see (victims too sparse to walk for, a row behind the walk's end) is deleted bot by bot
 through ``ix_results_bot_recent``. Either way one statement per batch deletes, re-stating that
 the bot is live and not held, and writes the batch's audit: one record per reason (a quota, the
@@ -42,6 +44,8 @@ WHY_BUDGET = (
 # An archived batch may hold results of both reasons; each result's own is in its audit record.
 WHY_EITHER = f"{KIND_RESULTS_OVER_QUOTA}: a rule's max_results_per_bot or CLEANUP_RESULTS_BUDGET"
 _WHY = f"CASE WHEN {FOR_QUOTA} THEN :rq ELSE :rb END"
+# The widest window a batch scans: about 20,000 results, when it finds none to delete.
+WINDOW_BLOCKS = 256
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,7 @@ class QuotaWalk:
     async def _walk(
         self, conn: AsyncConnection, table: CutsTable, tally: Tally, limit: int
     ) -> None:
-        walk = await HeapWalk.start(conn, "results", limit)
+        walk = await HeapWalk.start(conn, "results", limit, max_window=WINDOW_BLOCKS)
         await _commit(conn)
         if walk is None:
             return
@@ -110,7 +114,9 @@ class QuotaWalk:
             window = walk.window(size)
             victims = f"""
     SELECT r.ctid AS tid, r.id, {_WHY} AS why
-    FROM results r JOIN "{table.name}" c ON c.bot_id = r.bot_id JOIN bots b ON b.id = r.bot_id
+    FROM results r
+    CROSS JOIN LATERAL (SELECT * FROM "{table.name}" c WHERE c.bot_id = r.bot_id OFFSET 0) c
+    JOIN bots b ON b.id = r.bot_id
     WHERE r.ctid > CAST(CAST(:after_tid AS text) AS tid)
       AND r.ctid < CAST(CAST(:until_tid AS text) AS tid) AND {WITHIN_CUT} AND {self.live}
     ORDER BY r.ctid LIMIT :batch"""

@@ -85,7 +85,7 @@ class Slicing:
     concurrency: int = 1
 
 
-async def results_slices(runner: Runner) -> list[KeyRange]:
+async def results_slices(runner: Runner, per_slice: int | None = None) -> list[KeyRange]:
     row = (
         await runner.execute(
             text(
@@ -94,7 +94,7 @@ async def results_slices(runner: Runner) -> list[KeyRange]:
             )
         )
     ).one()
-    return key_ranges(slice_count(estimated_rows(row[0], int(row[1]))))
+    return key_ranges(slice_count(estimated_rows(row[0], int(row[1])), per_slice))
 
 
 def _slice_binds(r: KeyRange) -> tuple[dict[str, str], list[Any]]:
@@ -137,14 +137,19 @@ async def _run_slice(
 
 
 async def sliced_sums(
-    runner: Runner, sql: str, binds: Iterable[Any], slicing: Slicing | None = None
+    runner: Runner,
+    sql: str,
+    binds: Iterable[Any],
+    slicing: Slicing | None = None,
+    per_slice: int | None = None,
 ) -> list[int]:
     """Column sums of ``sql`` (with ``{r}``, ``{b}``, ``{x}`` placeholders) over every slice of
     bot ids, each slice in a transaction of its own: no transaction of the selection lasts long.
     Without ``slicing`` (or with a concurrency of 1) the slices run one after another on
-    ``runner``; with it, on that many pooled sessions at once."""
+    ``runner``; with it, on that many pooled sessions at once. ``per_slice``: results per
+    slice, if not :data:`ROWS_PER_SLICE` (a statement that reads more per result)."""
     binds = list(binds)
-    ranges = await results_slices(runner)
+    ranges = await results_slices(runner, per_slice)
     if runner.in_transaction():
         await runner.commit()
     rows: list[list[int]] = []
@@ -167,9 +172,13 @@ async def sliced_sums(
 
 
 async def sliced_count(
-    runner: Runner, sql: str, binds: Iterable[Any], slicing: Slicing | None = None
+    runner: Runner,
+    sql: str,
+    binds: Iterable[Any],
+    slicing: Slicing | None = None,
+    per_slice: int | None = None,
 ) -> int:
-    sums = await sliced_sums(runner, sql, binds, slicing)
+    sums = await sliced_sums(runner, sql, binds, slicing, per_slice)
     return sums[0] if sums else 0
 
 
@@ -179,11 +188,12 @@ async def sliced_rows(
     binds: Iterable[Any],
     consume: Callable[[Sequence[Any]], None],
     slicing: Slicing | None = None,
+    per_slice: int | None = None,
 ) -> None:
     """Like :func:`sliced_sums`, for a statement that returns rows: each slice's rows are
     handed to ``consume`` as the slice ends (in whatever order the slices end)."""
     binds = list(binds)
-    ranges = await results_slices(runner)
+    ranges = await results_slices(runner, per_slice)
     if runner.in_transaction():
         await runner.commit()
 
