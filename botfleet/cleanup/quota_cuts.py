@@ -15,6 +15,7 @@ filled a slice of bots per statement; the plan's sample reads the cuts of its fi
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import BigInteger, Integer, String, bindparam, text
@@ -111,6 +112,8 @@ class CutsTable:
 
     def __init__(self, run_id: uuid.UUID) -> None:
         self.name = f"{CUTS_TABLE_PREFIX}{run_id.hex}"
+        # The newest cut's time: no result created later is anyone's victim (None: none is).
+        self.newest: datetime | None = None
 
     async def fill(
         self, runner: Runner, terms: Fragment, boundary: BudgetBoundary | None, max_id: int
@@ -154,6 +157,10 @@ SELECT (SELECT max(id::text) FROM chunk) AS last, (SELECT count(*) FROM cut) AS 
                 break
             after, total = str(row.last), total + int(row.cut)
         await runner.execute(text(f'ANALYZE "{self.name}"'))
+        newest = text(f'SELECT max(ct) FROM "{self.name}"').columns(max=UTCDateTime())
+        self.newest = (await runner.execute(newest)).scalar()
+        if runner.in_transaction():
+            await runner.commit()
         return total
 
     async def drop(self, runner: Runner) -> None:

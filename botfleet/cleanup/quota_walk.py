@@ -5,15 +5,14 @@ Why the heap, not the bots: one bot's results are spread over the whole table, s
 by bot touches a page per result and comes back to each page once per bot on it (bench/quota).
 When victims are dense, batches walk the heap in physical order instead
 (:mod:`~botfleet.cleanup.postgres_heap_walk`; ``CLEANUP_DB_CONCURRENCY`` walks side by side):
-a window of blocks per batch, each result in it checked against its bot's cut (a probe of the
-cuts' primary key per result: ``OFFSET 0`` keeps the planner from hashing the whole table for
-each batch). What the walk
-cannot see (victims too sparse to walk for, a row behind the walk's end) is deleted bot by bot
-through ``ix_results_bot_recent``. Either way one statement per batch deletes, re-stating that
-the bot is live and not held, and writes the batch's audit: one record per reason (a quota, the
+a window of blocks per batch, each result in it not newer than every cut checked against its
+bot's cut (a probe of the cuts' primary key per result: ``OFFSET 0`` keeps the planner from
+hashing the whole table of cuts for each batch). What the walk cannot see (victims too sparse
+to walk for, a row behind the walk's end) is deleted bot by bot through
+``ix_results_bot_recent``. Either way one statement per batch deletes, re-stating that the bot
+is live and not held, and writes the batch's audit: one record per reason (a quota, the
 budget) listing the ids.
 """
-
 from __future__ import annotations
 
 import uuid
@@ -36,6 +35,7 @@ from botfleet.cleanup.quota_cuts import FOR_QUOTA, WITHIN_CUT, CutsTable, drop_l
 from botfleet.cleanup.quota_terms import BudgetBoundary
 from botfleet.cleanup.sql import Runner, bound_text
 from botfleet.constants import KIND_RESULTS_OVER_QUOTA
+from botfleet.store.models import UTCDateTime
 
 WHY_QUOTA = f"{KIND_RESULTS_OVER_QUOTA}: beyond its rule's max_results_per_bot"
 WHY_BUDGET = (
@@ -44,8 +44,8 @@ WHY_BUDGET = (
 # An archived batch may hold results of both reasons; each result's own is in its audit record.
 WHY_EITHER = f"{KIND_RESULTS_OVER_QUOTA}: a rule's max_results_per_bot or CLEANUP_RESULTS_BUDGET"
 _WHY = f"CASE WHEN {FOR_QUOTA} THEN :rq ELSE :rb END"
-# The widest window a batch scans: about 20,000 results, when it finds none to delete.
-WINDOW_BLOCKS = 256
+# The widest window a batch scans: about 10,000 results, when it finds none to delete.
+WINDOW_BLOCKS = 128
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ class QuotaWalk:
     ) -> None:
         walk = await HeapWalk.start(conn, "results", limit, max_window=WINDOW_BLOCKS)
         await _commit(conn)
-        if walk is None:
+        if walk is None or table.newest is None:
             return
         autocommit = self.loop.stage.archive is None
         parts = walk.split(self.loop.stage.run.limits.db_concurrency)
@@ -118,14 +118,19 @@ class QuotaWalk:
     CROSS JOIN LATERAL (SELECT * FROM "{table.name}" c WHERE c.bot_id = r.bot_id OFFSET 0) c
     JOIN bots b ON b.id = r.bot_id
     WHERE r.ctid > CAST(CAST(:after_tid AS text) AS tid)
-      AND r.ctid < CAST(CAST(:until_tid AS text) AS tid) AND {WITHIN_CUT} AND {self.live}
+      AND r.ctid < CAST(CAST(:until_tid AS text) AS tid) AND r.created_at <= :newest
+      AND {WITHIN_CUT} AND {self.live}
     ORDER BY r.ctid LIMIT :batch"""
             row = await self._delete(
                 runner,
                 victims,
                 "r.ctid = ANY(ARRAY(SELECT tid FROM victims))",
                 "(SELECT max(tid)::text FROM victims)",
-                [bindparam("after_tid", window[0]), bindparam("until_tid", window[1])],
+                [
+                    bindparam("after_tid", window[0]),
+                    bindparam("until_tid", window[1]),
+                    bindparam("newest", table.newest, UTCDateTime()),
+                ],
                 size,
                 archive,
             )
