@@ -13,6 +13,7 @@ to walk for, a row behind the walk's end) is deleted bot by bot through
 is live and not held, and writes the batch's audit: one record per reason (a quota, the
 budget) listing the ids.
 """
+
 from __future__ import annotations
 
 import uuid
