@@ -65,6 +65,8 @@ class QuotaWalk:
         self, tally: Tally, limit: int, terms: Fragment, boundary: BudgetBoundary | None
     ) -> None:
         stage = self.loop.stage
+        if limit <= 0:  # the plan found none: no cut to look for
+            return
         table = CutsTable(stage.run_id)
         async with self.loop.dedicated() as conn:
             await drop_leftovers(conn)
