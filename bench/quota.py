@@ -4,6 +4,8 @@ DELETE, on the same data (PostgreSQL).
     python -m bench.quota                   # 10,000 live bots x 300 results (3,000,000 rows),
                                             # cut to the newest 100 per bot
     BENCH_SCALE=small python -m bench.quota # 1/20 of the bots
+    BENCH_ROUNDS=5 python -m bench.quota    # rounds (default 3), the order alternating: medians
+    BENCH_DB_PREFIX=bench18_ python -m bench.quota  # the databases' names (default botfleet_bench_)
 
 Each contender gets a fresh copy of one template database while a separate writer process
 updates a random live bot and inserts a result every 10 ms (its latency is reported). Both rank
@@ -13,12 +15,17 @@ equal: botfleet's plan bounds its ranking by the newest id at selection, when th
 already added a few rows, which push a few more seeded rows over; the statement is bounded by
 the seeded ids.) Also measured: the dry-run plan of
 the quota, and of a budget (``CLEANUP_RESULTS_BUDGET`` at a third of the table), each alone.
+Each round runs all four, baseline and botfleet in turn (who goes first alternates: the second
+of a pair runs on a warmer cache); the summary is the rounds' medians, with the machine's load
+average at each measurement (other work on a shared machine moves every figure).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,6 +41,7 @@ from bench.seed import SeedSpec
 
 CONTENDER_APP = "botfleet"
 KEEP = 100
+PREFIX = os.environ.get("BENCH_DB_PREFIX", "botfleet_bench_")
 
 
 def spec_for(scale_name: str) -> SeedSpec:
@@ -148,57 +156,103 @@ async def over_quota(url: str, max_id: int) -> int:
         await conn.close()
 
 
+def load() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def one(template: str, mode: str, spec: SeedSpec, max_id: int) -> dict[str, Any]:
+    """One measurement on a fresh copy of the template, with the load before and after."""
+    name = f"{PREFIX}quota_{mode.replace('-', '_')}"
+    url = pgtools.copy_database(template, name)
+    before = load()
+    try:
+        if mode.startswith("plan"):
+            result = worker(url, mode)
+        else:
+            result = asyncio.run(measure(mode, url, spec, max_id))
+    finally:
+        pgtools.drop_database(name)
+    result["load"] = [before, load()]
+    print(f"  {mode}: {json.dumps(result)}", flush=True)
+    return result
+
+
+def median(rounds: list[dict[str, Any]], *path: str) -> float:
+    values = []
+    for r in rounds:
+        value: Any = r
+        for key in path:
+            value = value[key]
+        values.append(float(value))
+    return round(statistics.median(values), 3)
+
+
 def main() -> int:
     if "--worker" in sys.argv:
         print(json.dumps(asyncio.run(_worker(sys.argv[-1], sys.argv[-2]))))
         return 0
     scale_name = scale()
     spec = spec_for(scale_name)
-    template = f"botfleet_bench_quota_{scale_name}"
+    rounds = int(os.environ.get("BENCH_ROUNDS", "3"))
+    template = f"{PREFIX}quota_{scale_name}"
     print(f"seeding template {template}: {spec}", flush=True)
     counts = pgtools.make_template(template, spec)
     max_id = asyncio.run(pgtools.max_result_id(pgtools.db_url(template)))
-    results: dict[str, Any] = {}
+    done: list[dict[str, Any]] = []
     try:
-        for mode in ("plan-quota", "plan-budget"):
-            url = pgtools.copy_database(template, "botfleet_bench_quota_plan")
-            results[mode] = worker(url, mode)
-            pgtools.drop_database("botfleet_bench_quota_plan")
-            print(f"  {mode}: {json.dumps(results[mode])}", flush=True)
-        for name in ("baseline", "botfleet"):
-            url = pgtools.copy_database(template, f"botfleet_bench_quota_{name}")
-            print(f"running {name} …", flush=True)
-            results[name] = asyncio.run(measure(name, url, spec, max_id))
-            pgtools.drop_database(f"botfleet_bench_quota_{name}")
-            print(f"  {name}: {json.dumps(results[name])}", flush=True)
+        for n in range(rounds):
+            order = ("baseline", "botfleet") if n % 2 == 0 else ("botfleet", "baseline")
+            print(f"round {n + 1}: plans, then {' then '.join(order)}", flush=True)
+            result: dict[str, Any] = {
+                mode: one(template, mode, spec, max_id) for mode in ("plan-quota", "plan-budget")
+            }
+            result |= {name: one(template, name, spec, max_id) for name in order}
+            result["order"] = list(order)
+            result["ratio"] = round(
+                result["botfleet"]["rows_per_s"] / result["baseline"]["rows_per_s"], 3
+            )
+            result["within_quota"] = (
+                result["baseline"]["bots_over_quota_after"]
+                == result["botfleet"]["bots_over_quota_after"]
+                == 0
+            )
+            print(f"round {n + 1}: ratio {result['ratio']}", flush=True)
+            done.append(result)
     finally:
         pgtools.drop_database(template)
-    same = (
-        results["baseline"]["bots_over_quota_after"]
-        == results["botfleet"]["bots_over_quota_after"]
-        == 0
-    )
-    ratio = results["botfleet"]["rows_per_s"] / results["baseline"]["rows_per_s"]
+    same = all(r["within_quota"] for r in done)
+    loads = [
+        x
+        for r in done
+        for m in ("plan-quota", "plan-budget", "baseline", "botfleet")
+        for x in r[m]["load"]
+    ]
     summary = {
         "sizes": {**counts, "spec": spec.__dict__ | {"now": None}, "keep": KEEP},
-        "baseline": results["baseline"],
-        "botfleet": results["botfleet"],
-        "plan_quota": results["plan-quota"],
-        "plan_budget": results["plan-budget"],
-        "ratio_rows_per_s": round(ratio, 3),
-        "writer_p99_ms": results["botfleet"]["writer"]["p99_ms"],
-        "longest_txn_ms": results["botfleet"]["longest_txn_ms"],
-        "peak_rss_mb": results["botfleet"]["peak_rss_mb"],
+        "rounds": done,
+        "ratios": [r["ratio"] for r in done],
+        "ratio_rows_per_s": median(done, "ratio"),
+        "baseline_rows_per_s": median(done, "baseline", "rows_per_s"),
+        "botfleet_rows_per_s": median(done, "botfleet", "rows_per_s"),
+        "writer_p99_ms": median(done, "botfleet", "writer", "p99_ms"),
+        "baseline_writer_p99_ms": median(done, "baseline", "writer", "p99_ms"),
+        "longest_txn_ms": max(r["botfleet"]["longest_txn_ms"] for r in done),
+        "plan_quota_seconds": median(done, "plan-quota", "plan_seconds"),
+        "plan_budget_seconds": median(done, "plan-budget", "plan_seconds"),
+        "peak_rss_mb": max(
+            r[m]["peak_rss_mb"] for r in done for m in ("botfleet", "plan-quota", "plan-budget")
+        ),
+        "load_range": [min(loads), max(loads)],
         "every_bot_within_quota": same,
     }
     write_result("quota", summary)
     print(
-        f"ratio botfleet/baseline rows/s: {ratio:.3f}  writer p99: {summary['writer_p99_ms']} ms"
-        f" (baseline {results['baseline']['writer']['p99_ms']} ms)  longest txn:"
-        f" {summary['longest_txn_ms']} ms (baseline {results['baseline']['longest_txn_ms']} ms)"
-        f"  plan: quota {results['plan-quota']['plan_seconds']} s, budget"
-        f" {results['plan-budget']['plan_seconds']} s  peak RSS: {summary['peak_rss_mb']} MB"
-        f"  every bot within its quota: {same}"
+        f"medians of {rounds} rounds: ratio botfleet/baseline rows/s {summary['ratio_rows_per_s']}"
+        f" (per round {summary['ratios']})  writer p99: {summary['writer_p99_ms']} ms (baseline"
+        f" {summary['baseline_writer_p99_ms']} ms)  longest txn (max): {summary['longest_txn_ms']}"
+        f" ms  plan: quota {summary['plan_quota_seconds']} s, budget"
+        f" {summary['plan_budget_seconds']} s  peak RSS: {summary['peak_rss_mb']} MB"
+        f"  load {summary['load_range']}  every bot within its quota: {same}"
     )
     return 0 if same else 1
 

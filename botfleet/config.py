@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     result_retention_days: int | None = Field(None, ge=0)
     cleanup_max_deletions: int | None = Field(None, ge=1)
     # The results table's budget: rows (50M) or bytes (20GB); over it, the oldest results of
-    # the lowest priority go first (cleanup/rules.py, cleanup/quota_selection.py).
+    # the lowest priority go first (cleanup/rules.py, cleanup/quota_terms.py).
     cleanup_results_budget: ResultsBudgetText = None
     cleanup_container_concurrency: int = Field(8, ge=1, le=64)
     # PostgreSQL: walks of the bots table side by side in a purge (each its own connection).

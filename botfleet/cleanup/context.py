@@ -22,6 +22,7 @@ from botfleet.cleanup.predicates import Dialect
 from botfleet.cleanup.sql import Runner, set_limits
 from botfleet.cleanup.timing import Governor
 from botfleet.config import Settings
+from botfleet.notify.outbox import Notifier
 from botfleet.runtime.fleet import Fleet
 from botfleet.store.session import SessionFactory
 
@@ -57,7 +58,8 @@ class RunLimits:
 
 @dataclass(frozen=True)
 class RunContext:
-    """A service's connections, engines, clock, batch governor, stop signal and limits."""
+    """A service's connections, engines, clock, batch governor, stop signal, limits, and where
+    its archive and events go."""
 
     db: AsyncEngine
     sessions: SessionFactory
@@ -68,6 +70,8 @@ class RunContext:
     stop: asyncio.Event
     limits: RunLimits
     archive: Archive | None = None  # CLEANUP_ARCHIVE_DIR: every purge batch archived first
+    # NOTIFY_WEBHOOK_URLS: a stage's events written in its batch's transaction (idle_bots.py)
+    notifier: Notifier | None = None
 
     async def bound(self, runner: Runner, *, async_commit: bool = False) -> None:
         """PostgreSQL: CLEANUP_LOCK_TIMEOUT_MS and CLEANUP_STATEMENT_TIMEOUT_MS for the

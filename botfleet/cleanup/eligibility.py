@@ -194,33 +194,48 @@ class LiveBot:
         )
 
 
-def idle_decision(bot: LiveBot, policy: Policy, now: datetime) -> Decision:
+@dataclass(frozen=True)
+class IdleDecision(Decision):
+    """An idle or failing verdict, with what the bot's ``soft_deleted`` event tells
+    receivers: ``why`` (``idle`` or ``failing``) and the rule's terms
+    (``rule 2 (name): idle_after_days=10``)."""
+
+    why: str | None = None
+    rule: str | None = None
+
+
+def idle_decision(bot: LiveBot, policy: Policy, now: datetime) -> IdleDecision:
     """Safety rule 7: a policy may soft-delete a live bot that has failed for its rule's
     ``failing_after_days``, or posted no result (since creation) for its ``idle_after_days``;
     never one on hold. The first matching rule decides, as for every other rule."""
     _check_now(now)
     rule = policy.rule_for(bot.labels)
     if rule is None or not rule.soft_deletes:
-        return Decision(False, "no idle or failing rule applies", orphaned=False)
+        return IdleDecision(False, "no idle or failing rule applies", orphaned=False)
     if is_held(bot.labels):
-        return Decision(False, f"legal hold ({LABEL_HOLD}=true)", orphaned=False)
+        return IdleDecision(False, f"legal hold ({LABEL_HOLD}=true)", orphaned=False)
     if rule.failing_after_days is not None and bot.status == STATUS_FAILED:
         since = bot.status_changed_at
         if since is not None and since < now - timedelta(days=rule.failing_after_days):
-            return Decision(
+            terms = f"{rule.label}: failing_after_days={rule.failing_after_days}"
+            return IdleDecision(
                 True,
-                f"failing since {since.isoformat()} ({rule.label}:"
-                f" failing_after_days={rule.failing_after_days})",
+                f"failing since {since.isoformat()} ({terms})",
                 age=now - since,
+                why="failing",
+                rule=terms,
             )
     if rule.idle_after_days is not None:
         cutoff = now - timedelta(days=rule.idle_after_days)
         last = bot.last_result_at
         if bot.created_at < cutoff and (last is None or last < cutoff):
             what = f"last result at {last.isoformat()}" if last else "no result since creation"
-            return Decision(
+            terms = f"{rule.label}: idle_after_days={rule.idle_after_days}"
+            return IdleDecision(
                 True,
-                f"idle: {what} ({rule.label}: idle_after_days={rule.idle_after_days})",
+                f"idle: {what} ({terms})",
                 age=now - (last or bot.created_at),
+                why="idle",
+                rule=terms,
             )
-    return Decision(False, f"active ({rule.label})", orphaned=False)
+    return IdleDecision(False, f"active ({rule.label})", orphaned=False)

@@ -9,7 +9,8 @@ Execution is the ordinary soft delete (safety rule 7): ``deleted_at`` set, the s
 the outcome, never a purge — restore works within retention, and the purge comes later by the
 ordinary rules. The reconciler stops the container of a deleted bot, as after any delete.
 Each batch's UPDATE re-states the condition, so a bot that posted or recovered since the
-plan stays; one audit record per bot says why it went.
+plan stays; one audit record per bot says why it went, and with NOTIFY_WEBHOOK_URLS one
+``io.botfleet.bot.soft_deleted`` event per bot is written in the same transaction.
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ from typing import Any
 from sqlalchemy import Uuid, bindparam, insert
 
 from botfleet.cleanup.batches import Batch, BatchLoop, Tally
-from botfleet.cleanup.eligibility import LiveBot, idle_decision
+from botfleet.cleanup.eligibility import IdleDecision, LiveBot, idle_decision
 from botfleet.cleanup.plan import SAMPLE_SIZE, SKIPPED_LIMIT, Selection
 from botfleet.cleanup.policy import Policy, Rule
 from botfleet.cleanup.predicates import Dialect, Fragment
 from botfleet.cleanup.sql import Runner, bound_text, scalar
 from botfleet.constants import EVENT_DELETED, KIND_IDLE_BOTS, STATUS_DELETED, STATUS_FAILED
+from botfleet.notify.events import bot_soft_deleted
 from botfleet.store.models import Bot, BotEvent, CleanupAudit, UTCDateTime
 
 _COLUMNS = (
@@ -136,14 +138,14 @@ class IdleBotsStage:
             f"UPDATE bots SET deleted_at = :at, status_at_deletion = status,"
             f" status = '{STATUS_DELETED}', status_changed_at = :at, updated_at = :at"
             f" WHERE id IN :ids AND id IN (SELECT b.id FROM bots b WHERE {eligible})"
-            " RETURNING id",
+            " RETURNING id, name",
             [*cond.binds, ids, bindparam("at", at, UTCDateTime())],
         ).columns(id=Uuid())
-        gone = {str(i) for i in (await runner.execute(stmt)).scalars()}
+        names = {str(row.id): str(row.name) for row in await runner.execute(stmt)}
+        gone = [(bot, idle_decision(bot, policy, now)) for bot in victims if bot.id in names]
         if gone:
-            done = [bot for bot in victims if bot.id in gone]
             await runner.execute(
-                insert(CleanupAudit), [self._audit(bot, policy, now, at) for bot in done]
+                insert(CleanupAudit), [self._audit(bot, why, at) for bot, why in gone]
             )
             # The bot's own history (bot_history.py), as an API delete writes it.
             await runner.execute(
@@ -154,21 +156,45 @@ class IdleBotsStage:
                         "at": at,
                         "event": EVENT_DELETED,
                         "outcome": bot.status,
-                        "detail": f"{KIND_IDLE_BOTS}: {idle_decision(bot, policy, now).reason}",
-                        "run_id": stage.run_id,
+                        "detail": f"{KIND_IDLE_BOTS}: {why.reason}",
+                        "run_id": self.loop.stage.run_id,
                     }
-                    for bot in done
+                    for bot, why in gone
                 ],
             )
+            await self._notify(runner, [(bot, names[bot.id], why) for bot, why in gone], at)
         return Batch(len(victims), len(gone), cursor=uuid.UUID(victims[-1].id))
 
-    def _audit(self, bot: LiveBot, policy: Policy, now: datetime, at: datetime) -> dict[str, Any]:
+    async def _notify(
+        self, runner: Runner, gone: list[tuple[LiveBot, str, IdleDecision]], at: datetime
+    ) -> None:
+        """One ``io.botfleet.bot.soft_deleted`` event per bot, in the batch's transaction: sent
+        if and only if its soft delete committed. Per bot rather than per batch: a receiver
+        acts on a bot (its ``restore`` link), and the batch is the cleanup's own business."""
+        notifier = self.loop.stage.run.notifier
+        if notifier is None:
+            return
+        events = [
+            bot_soft_deleted(
+                {"id": bot.id, "name": name, "labels": dict(bot.labels)},
+                rule=why.rule or "",
+                why=why.why or "",
+                reason=why.reason,
+                source=notifier.source,
+                link=notifier.link(f"/bots/{bot.id}/restore"),
+                time=at,
+            )
+            for bot, name, why in gone
+        ]
+        await notifier.enqueue(runner, events, at)
+
+    def _audit(self, bot: LiveBot, why: IdleDecision, at: datetime) -> dict[str, Any]:
         stage = self.loop.stage
         return {
             "run_id": stage.run_id,
             "kind": KIND_IDLE_BOTS,
             "resource_id": bot.id,
-            "reason": f"{KIND_IDLE_BOTS}: soft-deleted, {idle_decision(bot, policy, now).reason}",
+            "reason": f"{KIND_IDLE_BOTS}: soft-deleted, {why.reason}",
             "actor": stage.actor,
             "resource_count": 1,
             "snapshot": {

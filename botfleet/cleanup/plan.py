@@ -113,7 +113,7 @@ class Plan:
     max_result_id: int
     ceilings: Mapping[str, int] = field(default_factory=dict)
     workloads: Mapping[str, ContainerScope] = field(default_factory=dict)
-    # The budget's last victim (cleanup/quota_selection.py), as JSON; None: the budget takes none.
+    # The budget's last victim (cleanup/quota_terms.py), as JSON; None: the budget takes none.
     budget_boundary: Mapping[str, Any] | None = None
 
     def scope(self, kind: str) -> ContainerScope:

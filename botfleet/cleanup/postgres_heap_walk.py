@@ -45,6 +45,9 @@ class HeapWalk:
     end_block: int
     density: float  # eligible rows per block, as last seen
     after: tuple[int, int] = (0, 0)  # offsets start at 1: "(0,0)" excludes nothing
+    # The widest window: what one batch may scan when it finds nothing (its transaction's
+    # length, for a table of small rows).
+    max_window: int = MAX_WINDOW
 
     def split(self, parts: int) -> list[HeapWalk]:
         """The rest of this walk cut into ``parts`` walks of adjacent block ranges (at least a
@@ -58,19 +61,22 @@ class HeapWalk:
                 end_block=bounds[i + 1],
                 density=self.density,
                 after=self.after if i == 0 else (bounds[i], 0),
+                max_window=self.max_window,
             )
             for i in range(parts)
         ]
 
     @classmethod
-    def plan(cls, blocks: int, expected: int) -> HeapWalk | None:
+    def plan(cls, blocks: int, expected: int, max_window: int = MAX_WINDOW) -> HeapWalk | None:
         """A walk over ``blocks`` blocks for ``expected`` rows, or None when too sparse."""
         if blocks <= 0 or expected <= 0 or expected / blocks < SPARSE:
             return None
-        return cls(end_block=blocks, density=expected / blocks)
+        return cls(end_block=blocks, density=expected / blocks, max_window=max_window)
 
     @classmethod
-    async def start(cls, conn: AsyncConnection, table: str, expected: int) -> HeapWalk | None:
+    async def start(
+        cls, conn: AsyncConnection, table: str, expected: int, max_window: int = MAX_WINDOW
+    ) -> HeapWalk | None:
         """The table's size now: rows appended later are new (not eligible) or moved, and a
         moved row is the index sweep's to find."""
         blocks = (
@@ -81,7 +87,7 @@ class HeapWalk:
                 ).bindparams(t=table)
             )
         ).scalar()
-        return cls.plan(int(blocks or 0), expected)
+        return cls.plan(int(blocks or 0), expected, max_window)
 
     @property
     def done(self) -> bool:
@@ -89,7 +95,7 @@ class HeapWalk:
 
     def window(self, size: int) -> tuple[str, str]:
         """``(after, until)`` TIDs of the next batch's scan: ``after < ctid < until``."""
-        blocks = min(MAX_WINDOW, max(MIN_WINDOW, math.ceil(size / max(self.density, 1e-6))))
+        blocks = min(self.max_window, max(MIN_WINDOW, math.ceil(size / max(self.density, 1e-6))))
         until = min(self.after[0] + blocks, self.end_block)
         return format_tid(self.after), format_tid((until, 0))
 

@@ -1,18 +1,17 @@
 """The ``results_over_quota`` stage: deletes what :mod:`~botfleet.cleanup.quota_selection`
-selects, batch by batch, walking bots in id order.
+selects, batch by batch.
 
-A batch ranks the results of the bots from where the last batch ended (that bot included: it
-may have more to lose), deletes the first victims in bot order, and audits them in one record
-per reason (a quota, the budget) listing their ids. Ranking and deletion are one statement, so
-each batch re-states the condition: a bot restored, deleted or put on hold since the plan, or a
-result no longer among its bot's victims, stays.
+PostgreSQL works from every bot's cut (:mod:`~botfleet.cleanup.quota_walk`). SQLite walks bots
+in id order: a batch ranks the results of the bots from where the last batch ended (that bot
+included: it may have more to lose), deletes the first victims in bot order, and audits them in
+one record per reason (a quota, the budget) listing their ids. Either way each batch re-states
+the condition: a bot restored, deleted or put on hold since the plan stays.
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import BigInteger, String, Uuid, bindparam, insert
@@ -20,30 +19,19 @@ from sqlalchemy import BigInteger, String, Uuid, bindparam, insert
 from botfleet.cleanup.archived_results import (
     EVERY_COLUMN,
     RESULT_COLUMNS,
-    archive_binds,
-    audit_names_file,
     audit_snapshot,
-    lines_column,
-    rendered_body,
     rows_body,
 )
 from botfleet.cleanup.batches import Batch, BatchLoop, Tally
 from botfleet.cleanup.policy import Policy
-from botfleet.cleanup.predicates import Dialect
-from botfleet.cleanup.quota_selection import OVER_QUOTA, BudgetBoundary, ranked, victim_condition
+from botfleet.cleanup.quota_selection import OVER_QUOTA, ranked, victim_condition
+from botfleet.cleanup.quota_terms import BudgetBoundary, bot_terms
+from botfleet.cleanup.quota_walk import WHY_BUDGET, WHY_EITHER, WHY_QUOTA, QuotaWalk
 from botfleet.cleanup.rules import BUDGET_ROWS
 from botfleet.cleanup.sql import Runner, bound_text, scalar
 from botfleet.constants import KIND_RESULTS_OVER_QUOTA
 from botfleet.store.models import CleanupAudit
 from botfleet.store.session import SessionFactory
-
-WHY_QUOTA = f"{KIND_RESULTS_OVER_QUOTA}: beyond its rule's max_results_per_bot"
-WHY_BUDGET = (
-    f"{KIND_RESULTS_OVER_QUOTA}: over CLEANUP_RESULTS_BUDGET, oldest of the lowest priority"
-)
-
-# An archived batch may hold results of both reasons; each result's own is in its audit record.
-WHY_EITHER = f"{KIND_RESULTS_OVER_QUOTA}: a rule's max_results_per_bot or CLEANUP_RESULTS_BUDGET"
 
 
 @dataclass(frozen=True)
@@ -55,36 +43,29 @@ class QuotaPurge:
     ) -> None:
         stage = self.loop.stage
         dialect, policy, now = stage.run.dialect, stage.policy, stage.now
+        if dialect.postgres:
+            terms = bot_terms(dialect, policy, now)
+            await QuotaWalk(self.loop, max_id).purge(tally, limit, terms, boundary)
+            return
 
         async def step(runner: Runner, size: int, cursor: Any, archive: str | None) -> Batch:
-            return await self._batch(
-                runner, dialect, policy, now, size, cursor, max_id, boundary, archive
-            )
+            return await self._batch(runner, size, cursor, max_id, boundary, archive)
 
-        if not dialect.postgres:
-            await self.loop.run(KIND_RESULTS_OVER_QUOTA, tally, limit, step)
-            return
-        # One statement per batch on a connection of the stage's own, in autocommit: one round
-        # trip a batch instead of a pooled session's five (cleanup/sql.dedicated_connection).
-        async with self.loop.dedicated() as conn:
-            await self.loop.run(
-                KIND_RESULTS_OVER_QUOTA, tally, limit, step, connection=conn, autocommit=True
-            )
+        await self.loop.run(KIND_RESULTS_OVER_QUOTA, tally, limit, step)
 
     async def _batch(
         self,
         runner: Runner,
-        dialect: Dialect,
-        policy: Policy,
-        now: datetime,
         size: int,
         cursor: Any,
         max_id: int,
         boundary: BudgetBoundary | None,
         archive: str | None,
     ) -> Batch:
-        """With an ``archive`` file name (``CLEANUP_ARCHIVE_DIR``), the deleted rows come back
-        as the batch's archive lines and its audit records name the file (safety rule 8)."""
+        """SQLite. With an ``archive`` file name (``CLEANUP_ARCHIVE_DIR``), the deleted rows
+        come back as the batch's archive lines and its audit records name the file (safety
+        rule 8)."""
+        stage = self.loop.stage
         cond = victim_condition(boundary)
         binds: list[Any] = [
             *cond.binds,
@@ -92,14 +73,10 @@ class QuotaPurge:
             bindparam("batch", size),
             bindparam("rq", WHY_QUOTA, String()),
             bindparam("rb", WHY_BUDGET, String()),
+            bindparam("after", cursor or uuid.UUID(int=0), Uuid()),
         ]
         why = f"CASE WHEN {OVER_QUOTA} THEN :rq ELSE :rb END"
-        if dialect.postgres:
-            binds.append(bindparam("after", str(cursor or uuid.UUID(int=0)), String()))
-            pg = ranked(dialect, policy, now, "CAST(:after AS uuid)")
-            return await self._batch_pg(runner, pg.sql, cond.sql, why, [*binds, *pg.binds], archive)
-        binds.append(bindparam("after", cursor or uuid.UUID(int=0), Uuid()))
-        source = ranked(dialect, policy, now, ":after")
+        source = ranked(stage.run.dialect, stage.policy, stage.now, ":after")
         victims = bound_text(
             f"SELECT s.id, s.bot_id, {why} AS why FROM ({source.sql}) s WHERE {cond.sql}"
             " ORDER BY s.bot_id LIMIT :batch",
@@ -121,41 +98,6 @@ class QuotaPurge:
             await runner.execute(insert(CleanupAudit), self._records(by_reason, archive))
         body = rows_body(deleted, WHY_EITHER) if archive else None
         return Batch(len(rows), len(gone), cursor=max(r.bot_id for r in rows), archive=body)
-
-    async def _batch_pg(
-        self,
-        runner: Runner,
-        source: str,
-        cond: str,
-        why: str,
-        binds: list[Any],
-        archive: str | None,
-    ) -> Batch:
-        named, lines = audit_names_file(archive), lines_column(archive)
-        gone_columns = "r.*" if archive else "r.id"
-        sql = f"""
-WITH victims AS (
-    SELECT s.id, s.bot_id::text AS key, {why} AS why FROM ({source}) s WHERE {cond}
-    ORDER BY s.bot_id LIMIT :batch
-), gone AS (
-    DELETE FROM results r WHERE r.id = ANY(ARRAY(SELECT id FROM victims))
-    RETURNING {gone_columns}
-), audit AS (
-    INSERT INTO cleanup_audit (run_id, kind, resource_id, reason, actor, resource_count,
-                               snapshot, deleted_at)
-    SELECT :run_id, '{KIND_RESULTS_OVER_QUOTA}', min(g.id)::text || '..' || max(g.id)::text,
-           v.why, :actor, count(*),
-           json_build_object('count', count(*), {named}'ids', json_agg(g.id ORDER BY g.id)), :at
-    FROM gone g JOIN victims v ON v.id = g.id GROUP BY v.why
-    RETURNING 1
-)
-SELECT (SELECT count(*) FROM victims) AS selected, (SELECT count(*) FROM gone) AS rows,
-       (SELECT max(key) FROM victims) AS last, (SELECT count(*) FROM audit) AS audited{lines}
-"""
-        stmt = bound_text(sql, [*binds, *self.loop.audit_binds(), *archive_binds(archive)])
-        row = (await runner.execute(stmt)).one()
-        body = rendered_body(row.lines, int(row.rows), WHY_EITHER) if archive else None
-        return Batch(int(row.selected), int(row.rows), cursor=row.last, archive=body)
 
     def _records(
         self, by_reason: dict[str, list[int]], archive: str | None

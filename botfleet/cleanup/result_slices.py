@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import math
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,7 +85,7 @@ class Slicing:
     concurrency: int = 1
 
 
-async def results_slices(runner: Runner) -> list[KeyRange]:
+async def results_slices(runner: Runner, per_slice: int | None = None) -> list[KeyRange]:
     row = (
         await runner.execute(
             text(
@@ -94,7 +94,7 @@ async def results_slices(runner: Runner) -> list[KeyRange]:
             )
         )
     ).one()
-    return key_ranges(slice_count(estimated_rows(row[0], int(row[1]))))
+    return key_ranges(slice_count(estimated_rows(row[0], int(row[1])), per_slice))
 
 
 def _slice_binds(r: KeyRange) -> tuple[dict[str, str], list[Any]]:
@@ -137,14 +137,19 @@ async def _run_slice(
 
 
 async def sliced_sums(
-    runner: Runner, sql: str, binds: Iterable[Any], slicing: Slicing | None = None
+    runner: Runner,
+    sql: str,
+    binds: Iterable[Any],
+    slicing: Slicing | None = None,
+    per_slice: int | None = None,
 ) -> list[int]:
     """Column sums of ``sql`` (with ``{r}``, ``{b}``, ``{x}`` placeholders) over every slice of
     bot ids, each slice in a transaction of its own: no transaction of the selection lasts long.
     Without ``slicing`` (or with a concurrency of 1) the slices run one after another on
-    ``runner``; with it, on that many pooled sessions at once."""
+    ``runner``; with it, on that many pooled sessions at once. ``per_slice``: results per
+    slice, if not :data:`ROWS_PER_SLICE` (a statement that reads more per result)."""
     binds = list(binds)
-    ranges = await results_slices(runner)
+    ranges = await results_slices(runner, per_slice)
     if runner.in_transaction():
         await runner.commit()
     rows: list[list[int]] = []
@@ -167,7 +172,47 @@ async def sliced_sums(
 
 
 async def sliced_count(
-    runner: Runner, sql: str, binds: Iterable[Any], slicing: Slicing | None = None
+    runner: Runner,
+    sql: str,
+    binds: Iterable[Any],
+    slicing: Slicing | None = None,
+    per_slice: int | None = None,
 ) -> int:
-    sums = await sliced_sums(runner, sql, binds, slicing)
+    sums = await sliced_sums(runner, sql, binds, slicing, per_slice)
     return sums[0] if sums else 0
+
+
+async def sliced_rows(
+    runner: Runner,
+    sql: str,
+    binds: Iterable[Any],
+    consume: Callable[[Sequence[Any]], None],
+    slicing: Slicing | None = None,
+    per_slice: int | None = None,
+) -> None:
+    """Like :func:`sliced_sums`, for a statement that returns rows: each slice's rows are
+    handed to ``consume`` as the slice ends (in whatever order the slices end)."""
+    binds = list(binds)
+    ranges = await results_slices(runner, per_slice)
+    if runner.in_transaction():
+        await runner.commit()
+
+    async def one(session: Runner, key_range: KeyRange, prepare: Prepare | None) -> None:
+        await _slice_transaction(session, prepare)
+        rows = (await session.execute(_slice_query(sql, key_range, binds))).all()
+        await session.commit()
+        consume(rows)
+
+    if slicing is None or slicing.concurrency <= 1 or len(ranges) == 1:
+        for key_range in ranges:
+            await one(runner, key_range, slicing.prepare if slicing is not None else None)
+        return
+    pending = list(reversed(ranges))
+
+    async def worker(sessions: SessionFactory, prepare: Prepare | None) -> None:
+        async with sessions() as session:
+            while pending:
+                await one(session, pending.pop(), prepare)
+
+    workers = min(slicing.concurrency, len(ranges))
+    await asyncio.gather(*(worker(slicing.sessions, slicing.prepare) for _ in range(workers)))

@@ -28,7 +28,7 @@ from botfleet.cleanup.plan import Plan
 from botfleet.cleanup.purge_bots import BotPurge
 from botfleet.cleanup.purge_results import ResultPurge
 from botfleet.cleanup.quota_purge import QuotaPurge, measure_budget
-from botfleet.cleanup.quota_selection import BudgetBoundary
+from botfleet.cleanup.quota_terms import BudgetBoundary
 from botfleet.cleanup.refusals import refusal as refusal_of
 from botfleet.cleanup.report import (
     DONE,

@@ -89,6 +89,7 @@ class CleanupService(CleanupViews):
             stop=asyncio.Event(),
             limits=RunLimits.from_settings(settings),
             archive=archive or archive_for(settings),
+            notifier=notifier,
         )
         self.notices = RunNotices(notifier)
         self.owner = f"{socket.gethostname()}:{os.getpid()}"

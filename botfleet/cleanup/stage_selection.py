@@ -23,7 +23,8 @@ from botfleet.cleanup.database_selection import (
 from botfleet.cleanup.failures import error_entry, is_database_error
 from botfleet.cleanup.idle_bots import select_idle_bots
 from botfleet.cleanup.plan import DATABASE_STAGES, STAGES, Plan, Selection
-from botfleet.cleanup.quota_selection import BudgetBoundary, select_over_quota
+from botfleet.cleanup.quota_selection import select_over_quota
+from botfleet.cleanup.quota_terms import BudgetBoundary
 from botfleet.cleanup.report import DISABLED, FAILED, NOT_SELECTED, Findings
 from botfleet.cleanup.result_slices import Slicing
 from botfleet.constants import (
@@ -202,6 +203,7 @@ class StageSelector:
                         if plan.fixes_budget
                         else None
                     ),
+                    slicing=slicing,
                 )
                 selections[kind] = quota.selection
                 self.budget_boundary = quota.boundary

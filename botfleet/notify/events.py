@@ -21,9 +21,8 @@ RUN_FINISHED: Final = "io.botfleet.cleanup.run.finished"
 BREAKER_OPENED: Final = "io.botfleet.breaker.opened"
 BREAKER_CLOSED: Final = "io.botfleet.breaker.closed"
 PURGE_DUE: Final = "io.botfleet.bot.purge_due"
-# Reserved for the retention policy that soft-deletes idle or failing live bots (design.md,
-# policy file `action: soft_delete`): one event per bot it soft-deletes, data as
-# :func:`bot_soft_deleted` builds it. Nothing emits it until that policy lands.
+# A retention rule soft-deleted an idle or failing live bot (policy file `action: soft_delete`):
+# one event per bot, written in the transaction that soft-deletes it (cleanup/idle_bots.py).
 BOT_SOFT_DELETED: Final = "io.botfleet.bot.soft_deleted"
 TEST: Final = "io.botfleet.notify.test"
 TYPES: Final = (RUN_FINISHED, BREAKER_OPENED, BREAKER_CLOSED, PURGE_DUE, BOT_SOFT_DELETED, TEST)
@@ -148,10 +147,18 @@ def purge_due(
 
 
 def bot_soft_deleted(
-    bot: Mapping[str, Any], *, rule: str, why: str, source: str, link: str, time: datetime
+    bot: Mapping[str, Any],
+    *,
+    rule: str,
+    why: str,
+    reason: str,
+    source: str,
+    link: str,
+    time: datetime,
 ) -> Event:
-    """Reserved (:data:`BOT_SOFT_DELETED`): a policy soft-deleted a live bot (``why``:
-    ``idle`` or ``failing``); it is purged by the ordinary retention, restorable until then."""
+    """A rule soft-deleted a live bot (``why``: ``idle`` or ``failing``; ``reason``: the
+    audit's words); it is purged by the ordinary retention, restorable until then. ``time``:
+    its ``deleted_at`` — once per bot and deletion."""
     return cloud_event(
         BOT_SOFT_DELETED,
         source=source,
@@ -162,6 +169,8 @@ def bot_soft_deleted(
             "labels": bot.get("labels") or {},
             "rule": rule,
             "why": why,
+            "reason": reason,
+            "deleted_at": time.isoformat(),
             "restore": f"POST {link}",
         },
         time=time,

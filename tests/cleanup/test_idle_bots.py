@@ -5,6 +5,7 @@ plan, the cap and the audit trail like every other kind."""
 from __future__ import annotations
 
 import itertools
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -160,3 +161,47 @@ def test_bad_idle_rules_name_the_rule_and_field(rule: dict[str, Any], message: s
     with pytest.raises(PolicyError) as caught:
         parse_rules({"rules": [rule]})
     assert message in str(caught.value)
+
+
+async def test_each_soft_delete_writes_its_event_and_a_dry_run_none(
+    settings: Settings, store: Store
+) -> None:
+    from tests.notify.test_delivery import notifier_for, outbox
+
+    idle = await store.bot(created_at=ago(40), name="quiet-one", labels={"team": "x"})
+    failing = await store.bot(created_at=ago(40), status="failed", status_changed_at=ago(5))
+    await store.bot(created_at=ago(40), result_times=[ago(1)])  # posted lately: stays, no event
+    recovers = await store.bot(created_at=ago(40))  # posts after the plan: stays, no event
+    notifier = notifier_for(settings, "http://127.0.0.1:9/a", "http://127.0.0.1:9/b")
+    service = make_service(settings, store, Clock(NOW), policy=POLICY, notifier=notifier)
+    dry = await service.run(trigger="cli", actor="cli:t", dry_run=True, only="idle_bots")
+    assert dry["resources"]["idle_bots"]["found"] == 3
+    assert await outbox(store) == []  # a dry run writes nothing, events included
+    async with store.sessions() as session, session.begin():
+        from botfleet.store.models import Result
+
+        session.add(Result(bot_id=recovers, created_at=NOW, data={}))
+    report = await service.run(
+        trigger="cli", actor="cli:t", dry_run=False, only="idle_bots", plan_id=dry["plan_id"]
+    )
+    assert report["resources"]["idle_bots"]["deleted"] == 2
+    rows = [r for r in await outbox(store) if r.type == "io.botfleet.bot.soft_deleted"]
+    assert (
+        sorted(r.url for r in rows) == ["http://127.0.0.1:9/a"] * 2 + ["http://127.0.0.1:9/b"] * 2
+    )
+    documents = {r.event_id: json.loads(r.body) for r in rows}
+    by_bot = {d["subject"]: d["data"] for d in documents.values()}
+    assert set(by_bot) == {str(idle), str(failing)}
+    quiet = by_bot[str(idle)]
+    assert (quiet["why"], quiet["rule"]) == ("idle", f"rule 2: idle_after_days={IDLE}")
+    assert quiet["reason"] == f"idle: no result since creation (rule 2: idle_after_days={IDLE})"
+    assert (quiet["name"], quiet["labels"]) == ("quiet-one", {"team": "x"})
+    assert quiet["restore"] == f"POST http://127.0.0.1:3001/bots/{idle}/restore"
+    bad = by_bot[str(failing)]
+    assert (bad["why"], bad["rule"]) == ("failing", f"rule 2: failing_after_days={FAILING}")
+    assert bad["reason"].startswith(f"failing since {ago(5).isoformat()}")
+    # The audit and the event tell the same story, and the event carries the deletion's time.
+    audit = {a["resource_id"]: a for a in await store.audit(run_id=report["run_id"])}
+    for bot_id, data in by_bot.items():
+        assert audit[bot_id]["reason"] == f"idle_bots: soft-deleted, {data['reason']}"
+    assert datetime.fromisoformat(quiet["deleted_at"]) == NOW  # the run's clock: its deleted_at

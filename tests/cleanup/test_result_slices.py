@@ -123,7 +123,7 @@ async def test_counts_agree_whether_taken_in_one_slice_or_many(
         whole_bots, whole_results = await select_bots(session, d, POLICY, NOW)
     slices: list[int] = []
 
-    async def sixteen(runner: object) -> list[object]:
+    async def sixteen(runner: object, per_slice: int | None = None) -> list[object]:
         slices.append(16)
         return list(key_ranges(16))
 

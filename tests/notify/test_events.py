@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
@@ -86,3 +86,21 @@ def test_signatures_verify_with_the_standardwebhooks_library() -> None:
 def test_backoff_doubles_up_to_its_cap_with_jitter(attempts: int, low: float, high: float) -> None:
     for _ in range(20):
         assert low <= backoff(attempts, base=2.0, cap=300.0) <= high
+
+
+def test_a_soft_delete_event_is_once_per_bot_and_deletion() -> None:
+    bot = {"id": "b1", "name": "n", "labels": {"team": "x"}}
+    terms = {"rule": "rule 2: idle_after_days=10", "why": "idle", "reason": "idle: …"}
+    first = events.bot_soft_deleted(bot, **terms, source="s", link="/bots/b1/restore", time=NOW)
+    again = events.bot_soft_deleted(bot, **terms, source="s", link="/bots/b1/restore", time=NOW)
+    later = events.bot_soft_deleted(
+        bot, **terms, source="s", link="/bots/b1/restore", time=NOW + timedelta(days=1)
+    )
+    assert first.id != again.id and first.dedupe == again.dedupe != later.dedupe
+    data = first.document["data"]
+    assert (data["why"], data["rule"], data["deleted_at"]) == (
+        "idle",
+        terms["rule"],
+        NOW.isoformat(),
+    )
+    assert first.document["subject"] == "b1" and data["restore"] == "POST /bots/b1/restore"

@@ -1,0 +1,211 @@
+"""What ``results_over_quota`` selects on PostgreSQL, counted per bot without ranking a row.
+
+A bot's results beyond its quota number ``count - quota``; its budget candidates, the ranks
+past its floor up to its quota. So counts per bot (an index-only count of ``ix_results_bot_id``,
+less the results posted since the plan's id bound) and a few index probes per bot give every
+figure; the budget's boundary is then found among the candidates of one priority
+(:mod:`~botfleet.cleanup.quota_boundary`). Every pass runs a slice of bot ids per transaction
+(:mod:`~botfleet.cleanup.result_slices`): no transaction of the plan lasts long.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, bindparam
+
+from botfleet.cleanup.plan import Selection
+from botfleet.cleanup.policy import Policy
+from botfleet.cleanup.predicates import Dialect
+from botfleet.cleanup.quota_boundary import PER_SLICE, Span, find_boundary, micros
+from botfleet.cleanup.quota_cuts import cuts, sample_ids
+from botfleet.cleanup.quota_terms import (
+    BudgetBoundary,
+    QuotaSelection,
+    bot_terms,
+    budget_figures,
+    rows_over,
+)
+from botfleet.cleanup.result_slices import Slicing, sliced_count, sliced_rows
+from botfleet.cleanup.sql import Runner
+from botfleet.cleanup.storage import table_bytes
+from botfleet.constants import KIND_RESULTS_OVER_QUOTA
+
+POSTGRES = Dialect(postgres=True)
+# Each bot's results up to the plan's bound: all of them (the index-only count), less those
+# posted since (few: the newest ids).
+_COUNTED = """
+    CROSS JOIN LATERAL (SELECT count(*) AS n FROM results r WHERE r.bot_id = q.id) k
+    LEFT JOIN (SELECT x.bot_id, count(*) AS n FROM results x WHERE x.id > :max_id AND {x}
+               GROUP BY x.bot_id) nw ON nw.bot_id = q.id
+    CROSS JOIN LATERAL (SELECT k.n - coalesce(nw.n, 0) AS n) c"""
+_NEWEST_FIRST = "ORDER BY r.created_at DESC, r.id DESC"
+
+
+@dataclass
+class Priority:
+    """One priority's bots: results over their quotas, budget candidates, and each bot's
+    candidates as a span of time (for the boundary's search)."""
+
+    over_quota: int = 0
+    candidates: int = 0
+    spans: list[Span] = field(default_factory=list)
+    newest: tuple[datetime, int] | None = None  # the newest candidate's (created_at, id)
+
+    def add(self, row: Any) -> None:
+        count, quota, floor = int(row.c), row.quota, int(row.f)
+        if quota is not None:
+            self.over_quota += max(0, count - int(quota))
+        candidates = max(0, min(count, count if quota is None else int(quota)) - floor)
+        if candidates == 0:
+            return
+        self.candidates += candidates
+        self.spans.append(Span(micros(row.lo_t), micros(row.hi_t), candidates))
+        key = (row.hi_t, int(row.hi_i))
+        if self.newest is None or key > self.newest:
+            self.newest = key
+
+
+async def select_pg(
+    runner: Runner,
+    policy: Policy,
+    now: datetime,
+    max_id: int,
+    *,
+    credit: int,
+    stored: tuple[BudgetBoundary | None] | None,
+    slicing: Slicing | None,
+) -> QuotaSelection:
+    sel = Selection(KIND_RESULTS_OVER_QUOTA)
+    budget = policy.results_budget
+    max_bind = bindparam("max_id", max_id, BigInteger())
+    sliced = bot_terms(POSTGRES, policy, now, where="{b}")
+    if budget is None:
+        over_quota = await sliced_count(
+            runner,
+            "SELECT coalesce(sum(greatest(0, c.n - q.quota)), 0)"
+            f" FROM ({sliced.sql}) q {_COUNTED} WHERE q.quota IS NOT NULL",
+            [*sliced.binds, max_bind],
+            slicing,
+            PER_SLICE,
+        )
+        out = QuotaSelection(sel, extra={"over_quota": over_quota})
+    else:
+        by_priority = await _priorities(runner, sliced.sql, [*sliced.binds, max_bind], slicing)
+        over_quota = sum(p.over_quota for p in by_priority.values())
+        out = QuotaSelection(sel, extra={"over_quota": over_quota})
+        rows = await sliced_count(runner, "SELECT count(*) FROM results r WHERE {r}", [], slicing)
+        size = await table_bytes(runner, POSTGRES, "results")
+        over = rows_over(budget, rows, size, credit, over_quota)
+        taken = 0
+        if stored is not None:
+            out.boundary = stored[0]
+            if out.boundary is not None:
+                taken = await _budget_victims(runner, policy, now, max_id, out.boundary, slicing)
+        elif over:
+            out.boundary, taken = await _fresh_boundary(
+                runner, policy, now, max_id, over, by_priority, slicing
+            )
+        out.budget = budget_figures(budget, rows, size, credit, over_quota, taken)
+        out.extra["over_budget"] = taken
+    sel.found = over_quota + out.extra.get("over_budget", 0)
+    if sel.found:
+        terms = bot_terms(POSTGRES, policy, now)
+        if runner.in_transaction():
+            await runner.commit()
+        sel.sample = await sample_ids(runner, terms, out.boundary, max_id)
+    return out
+
+
+async def _priorities(
+    runner: Runner, terms: str, binds: list[Any], slicing: Slicing | None
+) -> dict[int, Priority]:
+    """Every bot's counts and the span of its candidates, summed by priority: newest
+    candidate at rank floor + 1, oldest at rank ``quota`` (or its oldest result)."""
+    over = "q.quota IS NOT NULL AND c.n > q.quota"
+    sql = f"""
+SELECT q.prio, q.quota, greatest(q.floor, 1) AS f, c.n AS c,
+       hi.created_at AS hi_t, hi.id AS hi_i, coalesce(lq.created_at, lo.created_at) AS lo_t
+FROM ({terms}) q {_COUNTED}
+LEFT JOIN LATERAL (SELECT r.created_at, r.id FROM results r
+    WHERE r.bot_id = q.id AND r.id <= :max_id {_NEWEST_FIRST}
+    OFFSET greatest(q.floor, 1) LIMIT 1) hi ON true
+LEFT JOIN LATERAL (SELECT r.created_at FROM results r
+    WHERE {over} AND r.bot_id = q.id AND r.id <= :max_id {_NEWEST_FIRST}
+    OFFSET q.quota - 1 LIMIT 1) lq ON true
+LEFT JOIN LATERAL (SELECT r.created_at FROM results r
+    WHERE NOT ({over}) AND hi.id IS NOT NULL AND r.bot_id = q.id AND r.id <= :max_id
+    ORDER BY r.created_at, r.id LIMIT 1) lo ON true
+WHERE hi.id IS NOT NULL
+"""
+    out: dict[int, Priority] = {}
+
+    def consume(rows: Sequence[Any]) -> None:
+        for row in rows:
+            out.setdefault(int(row.prio), Priority()).add(row)
+
+    await sliced_rows(runner, sql, binds, consume, slicing, PER_SLICE)
+    return out
+
+
+async def _fresh_boundary(
+    runner: Runner,
+    policy: Policy,
+    now: datetime,
+    max_id: int,
+    over: int,
+    by_priority: dict[int, Priority],
+    slicing: Slicing | None,
+) -> tuple[BudgetBoundary | None, int]:
+    """The ``over``-th candidate in (priority, created_at, id) order — or, with fewer, the
+    last one (the floors keep the rest) — and how many candidates that takes."""
+    total = sum(p.candidates for p in by_priority.values())
+    if total == 0:
+        return None, 0
+    if total <= over:
+        top = max(p for p, tally in by_priority.items() if tally.candidates)
+        newest = by_priority[top].newest
+        assert newest is not None  # a priority with candidates has a newest one
+        return BudgetBoundary(top, newest[0], newest[1]), total
+    before = 0
+    for prio in sorted(by_priority):
+        tally = by_priority[prio]
+        if before + tally.candidates >= over:
+            key = await find_boundary(
+                runner,
+                bot_terms(POSTGRES, policy, now, where="{b}"),
+                prio,
+                over - before,
+                tally.candidates,
+                tally.spans,
+                max_id,
+                slicing,
+            )
+            return BudgetBoundary(prio, key[0], key[1]), over
+        before += tally.candidates
+    raise AssertionError("the candidates were counted as enough")  # pragma: no cover
+
+
+async def _budget_victims(
+    runner: Runner,
+    policy: Policy,
+    now: datetime,
+    max_id: int,
+    boundary: BudgetBoundary,
+    slicing: Slicing | None,
+) -> int:
+    """A stored plan's boundary on today's store: how many results it takes (those up to each
+    bot's cut that its quota does not: past the quota's cut, as an index range)."""
+    cut = cuts(bot_terms(POSTGRES, policy, now, where="{b}"), boundary)
+    sql = (
+        f"SELECT coalesce(sum(k.n), 0) FROM ({cut.sql}) c CROSS JOIN LATERAL"
+        " (SELECT count(*) AS n FROM results r WHERE r.bot_id = c.bot_id AND r.id <= :max_id"
+        " AND (r.created_at, r.id) <= (c.ct, c.ci) AND (r.created_at, r.id) >"
+        " (coalesce(c.qt, '-infinity'), coalesce(c.qi, 0))) k WHERE c.ci IS NOT NULL"
+    )
+    return await sliced_count(
+        runner, sql, [*cut.binds, bindparam("max_id", max_id, BigInteger())], slicing, PER_SLICE
+    )
