@@ -103,7 +103,7 @@ def main() -> int:
     scale_name = scale()
     rounds = int(os.environ.get("BENCH_ROUNDS", "2"))
     spec = spec_for(scale_name)
-    template = f"botfleet_bench_archive_{scale_name}"
+    template = pgtools.bench_db(f"archive_{scale_name}")
     print(f"seeding template {template}: {spec}", flush=True)
     counts = pgtools.make_template(template, spec)
     seeded_max = asyncio.run(pgtools.max_result_id(pgtools.db_url(template)))
@@ -113,7 +113,7 @@ def main() -> int:
     try:
         for round_ in range(rounds):
             for mode in ("off", "on"):
-                name = f"botfleet_bench_archive_{mode}"
+                name = pgtools.bench_db(f"archive_{mode}")
                 url = pgtools.copy_database(template, name)
                 archive_dir = tempfile.mkdtemp(prefix="botfleet-archive-") if mode == "on" else ""
                 load.append(os.getloadavg()[0])

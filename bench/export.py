@@ -229,7 +229,7 @@ def measure(url: str, base: str, pid: int, workdir: Path) -> dict[str, Any]:
 
 
 def main() -> int:
-    name = f"botfleet_bench_export_{secrets.token_hex(4)}"
+    name = pgtools.bench_db(f"export_{secrets.token_hex(4)}")
     pgtools.admin(f'CREATE DATABASE "{name}"')
     url = pgtools.db_url(name)
     proc = None

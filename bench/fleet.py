@@ -121,7 +121,7 @@ def measure(url: str, base: str) -> dict[str, Any]:
 
 
 def main() -> int:
-    name = f"botfleet_bench_fleet_{secrets.token_hex(4)}"
+    name = pgtools.bench_db(f"fleet_{secrets.token_hex(4)}")
     pgtools.admin(f'CREATE DATABASE "{name}"')
     url = pgtools.db_url(name)
     proc = None

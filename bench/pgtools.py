@@ -26,6 +26,13 @@ from botfleet.config import Settings
 from botfleet.store.migrate import upgrade_sync
 
 ADMIN_URL = os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+# Every database a benchmark makes starts with this, so runs beside each other on one server
+# (BENCH_DB_PREFIX=bench17_) neither collide nor drop each other's stores.
+DB_PREFIX = os.environ.get("BENCH_DB_PREFIX", "botfleet_bench_")
+
+
+def bench_db(name: str) -> str:
+    return DB_PREFIX + name
 
 
 def db_url(name: str) -> str:

@@ -162,17 +162,17 @@ def main() -> int:
         return 0
     scale_name = scale()
     spec = spec_for(scale_name)
-    template = f"botfleet_bench_purge_{scale_name}"
+    template = pgtools.bench_db(f"purge_{scale_name}")
     print(f"seeding template {template}: {spec}", flush=True)
     counts = pgtools.make_template(template, spec)
     seeded_max = asyncio.run(pgtools.max_result_id(pgtools.db_url(template)))
     results: dict[str, Any] = {}
     try:
         for name in ("baseline", "botfleet"):
-            url = pgtools.copy_database(template, f"botfleet_bench_purge_{name}")
+            url = pgtools.copy_database(template, pgtools.bench_db(f"purge_{name}"))
             print(f"running {name} …", flush=True)
             results[name] = asyncio.run(measure(name, url, spec, seeded_max))
-            pgtools.drop_database(f"botfleet_bench_purge_{name}")
+            pgtools.drop_database(pgtools.bench_db(f"purge_{name}"))
             shown = {k: v for k, v in results[name].items() if k != "fingerprint"}
             print(f"  {name}: {json.dumps(shown)}", flush=True)
     finally:

@@ -154,22 +154,22 @@ def main() -> int:
         return 0
     scale_name = scale()
     spec = spec_for(scale_name)
-    template = f"botfleet_bench_quota_{scale_name}"
+    template = pgtools.bench_db(f"quota_{scale_name}")
     print(f"seeding template {template}: {spec}", flush=True)
     counts = pgtools.make_template(template, spec)
     max_id = asyncio.run(pgtools.max_result_id(pgtools.db_url(template)))
     results: dict[str, Any] = {}
     try:
         for mode in ("plan-quota", "plan-budget"):
-            url = pgtools.copy_database(template, "botfleet_bench_quota_plan")
+            url = pgtools.copy_database(template, pgtools.bench_db("quota_plan"))
             results[mode] = worker(url, mode)
-            pgtools.drop_database("botfleet_bench_quota_plan")
+            pgtools.drop_database(pgtools.bench_db("quota_plan"))
             print(f"  {mode}: {json.dumps(results[mode])}", flush=True)
         for name in ("baseline", "botfleet"):
-            url = pgtools.copy_database(template, f"botfleet_bench_quota_{name}")
+            url = pgtools.copy_database(template, pgtools.bench_db(f"quota_{name}"))
             print(f"running {name} …", flush=True)
             results[name] = asyncio.run(measure(name, url, spec, max_id))
-            pgtools.drop_database(f"botfleet_bench_quota_{name}")
+            pgtools.drop_database(pgtools.bench_db(f"quota_{name}"))
             print(f"  {name}: {json.dumps(results[name])}", flush=True)
     finally:
         pgtools.drop_database(template)
