@@ -22,11 +22,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.report import write_result
+from bench.report import result_path, write_result
 
 # The figures compared, per benchmark (each a key of its result file).
 FIGURES = {
-    "purge": ("ratio_rows_per_s", "writer_p99_ms", "longest_txn_ms", "peak_rss_mb"),
+    "purge": (
+        "ratio_rows_per_s",
+        "writer_p99_ms",
+        "longest_txn_ms",
+        "peak_rss_mb",
+        "tuned.ratio_rows_per_s",  # since issue 17
+    ),
     # The ratio to prune in the same run, and botfleet's own rate (alternating rounds share the
     # machine's state, so the two trees' rates compare directly too).
     "containers": ("ratio_containers_per_s", "ratio_vs_floor", "botfleet.containers_per_s"),
@@ -46,7 +52,7 @@ def run_one(tree: Path, name: str) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(tree)}
     started = time.monotonic()
     subprocess.run([sys.executable, "-m", f"bench.{name}"], cwd=tree, env=env, check=True)
-    result = json.loads((tree / "bench/results" / f"{name}.json").read_text())
+    result = json.loads(result_path(name, tree / "bench/results").read_text())
     figures = {key: _figure(result, key) for key in FIGURES.get(name, ())}
     figures["wall_seconds"] = round(time.monotonic() - started, 1)
     figures["load_1min"] = round(os.getloadavg()[0], 2)
