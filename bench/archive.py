@@ -31,6 +31,7 @@ from typing import Any
 from bench import pgtools
 from bench.purge import spec_for
 from bench.report import cleanup_service, scale, write_result
+from bench.report import rounds as bench_rounds
 
 
 async def _worker(url: str, archive_dir: str) -> dict[str, Any]:
@@ -101,7 +102,7 @@ def main() -> int:
         print(json.dumps(asyncio.run(_worker(url, archive_dir))))
         return 0
     scale_name = scale()
-    rounds = int(os.environ.get("BENCH_ROUNDS", "2"))
+    rounds = bench_rounds(2)
     spec = spec_for(scale_name)
     template = pgtools.bench_db(f"archive_{scale_name}")
     print(f"seeding template {template}: {spec}", flush=True)

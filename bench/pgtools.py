@@ -22,8 +22,6 @@ from typing import Any
 import asyncpg
 
 from bench.seed import SeedSpec, bot_uuid, group_of, seed
-from botfleet.config import Settings
-from botfleet.store.migrate import upgrade_sync
 
 ADMIN_URL = os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 # Every database a benchmark makes starts with this, so runs beside each other on one server
@@ -57,6 +55,10 @@ def drop_database(name: str) -> None:
 
 def make_template(name: str, spec: SeedSpec) -> dict[str, int]:
     """A migrated, seeded database to copy from; built once per benchmark run."""
+    # Imported here: the writer process imports this module and needs none of botfleet.
+    from botfleet.config import Settings
+    from botfleet.store.migrate import upgrade_sync
+
     drop_database(name)
     admin(f'CREATE DATABASE "{name}"')
     url = db_url(name)

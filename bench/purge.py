@@ -2,7 +2,7 @@
 
     python -m bench.purge            # 1,000,000 bots (40 % expired, 10 % recently deleted),
                                      # 3,000,000 results + 50,000 orphaned results
-    BENCH_SCALE=small python -m bench.purge   # 1/20 of that, one round
+    BENCH_SCALE=small python -m bench.purge   # 1/100 of that, one round
     python -m bench.purge --server tuned      # stock|tuned; default both, 3 rounds each
 
 Each round runs both contenders on a stock server (as configured) and on a tuned one
@@ -33,6 +33,7 @@ import asyncpg
 
 from bench import pgtools
 from bench.report import cleanup_service, scale, write_result
+from bench.report import rounds as bench_rounds
 from bench.seed import SeedSpec
 from bench.server_settings import SERVERS, TUNED, current, server_settings
 
@@ -40,7 +41,7 @@ CONTENDER_APP = "botfleet"  # application_name of botfleet's sessions (store/ses
 
 
 def spec_for(scale_name: str) -> SeedSpec:
-    div = 20 if scale_name == "small" else 1
+    div = 100 if scale_name == "small" else 1
     return SeedSpec(
         bots=1_000_000 // div,
         results_per_bot=3,
@@ -277,7 +278,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--rounds",
         type=int,
-        default=int(os.environ.get("BENCH_ROUNDS", "1" if scale() == "small" else "3")),
+        default=bench_rounds(3),
         help="rounds per server, the contenders' order flipped every other round (BENCH_ROUNDS)",
     )
     parser.add_argument("--botfleet-worker", metavar="URL", help=argparse.SUPPRESS)

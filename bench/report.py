@@ -22,6 +22,13 @@ def scale() -> str:
     return wanted if wanted in ("small", "large") else "full"
 
 
+def rounds(full: int) -> int:
+    """Rounds of a benchmark that alternates its contenders: ``BENCH_ROUNDS``, else ``full``, but
+    one in a small run — a quick pass that takes every road once, for ``make bench-small``."""
+    default = 1 if scale() == "small" else full
+    return int(os.environ.get("BENCH_ROUNDS", str(default)))
+
+
 def machine() -> dict[str, Any]:
     def version(cmd: list[str]) -> str:
         try:

@@ -2,7 +2,7 @@
 
     python -m bench.scaling                     # 250,000 and 1,000,000 bots (make bench)
     BENCH_SCALE=large python -m bench.scaling   # and 4,000,000 (make bench-large)
-    BENCH_SCALE=small python -m bench.scaling   # 12,500 and 50,000: a quick pass
+    BENCH_SCALE=small python -m bench.scaling   # 2,500 and 10,000: a quick pass
 
 Every size is the purge bench's store (40 % of the bots expired, 10 % recently deleted, an
 orphaned result per 20 bots), seeded once as a template. Each round copies every template afresh
@@ -34,11 +34,12 @@ from typing import Any
 from bench import pgtools
 from bench.purge import _wal_and_checkpoints, _wal_bytes_since, botfleet_in_subprocess
 from bench.report import cleanup_service, scale, write_result
+from bench.report import rounds as bench_rounds
 from bench.seed import SeedSpec
 from bench.server_settings import SERVERS, server_settings
 
 SIZES = {
-    "small": (12_500, 50_000),
+    "small": (2_500, 10_000),
     "full": (250_000, 1_000_000),
     "large": (250_000, 1_000_000, 4_000_000),
 }
@@ -144,11 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m bench.scaling", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--server", choices=list(SERVERS), default="tuned")
-    parser.add_argument(
-        "--rounds",
-        type=int,
-        default=int(os.environ.get("BENCH_ROUNDS", "1" if scale() == "small" else "3")),
-    )
+    parser.add_argument("--rounds", type=int, default=bench_rounds(3))
     parser.add_argument("--plan-worker", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.plan_worker:
