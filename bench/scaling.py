@@ -31,8 +31,10 @@ import sys
 import time
 from typing import Any
 
+import asyncpg
+
 from bench import pgtools
-from bench.purge import _wal_and_checkpoints, _wal_bytes_since, botfleet_in_subprocess
+from bench.purge import CONTENDER_APP, _wal_bytes_since, botfleet_in_subprocess
 from bench.report import cleanup_service, scale, write_result
 from bench.report import rounds as bench_rounds
 from bench.seed import SeedSpec
@@ -79,11 +81,34 @@ def plan_in_subprocess(url: str) -> dict[str, Any]:
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
-def purge_with_wal(url: str) -> dict[str, Any]:
-    lsn, checkpoints = asyncio.run(_wal_and_checkpoints(url))
-    result = botfleet_in_subprocess(url)
-    result["wal_bytes"] = asyncio.run(_wal_bytes_since(url, lsn))
-    result["checkpoints"] = asyncio.run(_wal_and_checkpoints(url))[1] - checkpoints
+async def _store_counters(url: str) -> dict[str, Any]:
+    conn = await asyncpg.connect(url)
+    try:
+        row = await conn.fetchrow(
+            """SELECT pg_current_wal_lsn()::text AS lsn,
+                      (SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter) AS ckpt,
+                      blks_read, blks_hit
+               FROM pg_stat_database WHERE datname = current_database()"""
+        )
+        return dict(row)
+    finally:
+        await conn.close()
+
+
+async def _purge_measured(url: str) -> dict[str, Any]:
+    """botfleet's purge, with the WAL it wrote, the checkpoints meanwhile, its backends' CPU and
+    the blocks they read from outside shared_buffers (the copy's own counters: nothing else
+    touches it)."""
+    before = await _store_counters(url)
+    async with pgtools.TxnWatcher(url, CONTENDER_APP) as watcher:
+        result = await asyncio.to_thread(botfleet_in_subprocess, url)
+    await asyncio.sleep(1.0)  # backends' statistics are flushed to shared memory within 1 s
+    result["wal_bytes"] = await _wal_bytes_since(url, before["lsn"])
+    after = await _store_counters(url)
+    result["checkpoints"] = after["ckpt"] - before["ckpt"]
+    result["blocks_read"] = after["blks_read"] - before["blks_read"]
+    result["blocks_hit"] = after["blks_hit"] - before["blks_hit"]
+    result["cpu_seconds"] = round(watcher.backend_cpu_seconds + result["run_cpu_seconds"], 3)
     return result
 
 
@@ -92,7 +117,7 @@ def one_size(template: str, bots: int) -> dict[str, Any]:
     url = pgtools.copy_database(template, database)
     try:
         plan = plan_in_subprocess(url)
-        purge = purge_with_wal(url)
+        purge = asyncio.run(_purge_measured(url))
     finally:
         pgtools.drop_database(database)
     if purge["status"] != "succeeded":
@@ -107,6 +132,11 @@ def one_size(template: str, bots: int) -> dict[str, Any]:
         "purge_peak_rss_mb": purge["peak_rss_mb"],
         "wal_bytes_per_row": round(purge["wal_bytes"] / purge["rows"], 1),
         "checkpoints": purge["checkpoints"],
+        "cpu_us_per_row": round(purge["cpu_seconds"] / purge["rows"] * 1e6, 3),
+        "blocks_read_per_row": round(purge["blocks_read"] / purge["rows"], 3),
+        "buffer_hit_ratio": round(
+            purge["blocks_hit"] / max(1, purge["blocks_hit"] + purge["blocks_read"]), 4
+        ),
         "batches": purge["batches"],
         "load_1m": round(os.getloadavg()[0], 2),
     }
@@ -128,8 +158,13 @@ def summarise(bots: int, runs: list[dict[str, Any]], seeded: dict[str, Any]) -> 
         "peak_rss_mb": max(max(r["purge_peak_rss_mb"], r["plan_peak_rss_mb"]) for r in runs),
         "purge_peak_rss_mb": max(r["purge_peak_rss_mb"] for r in runs),
         "plan_peak_rss_mb": max(r["plan_peak_rss_mb"] for r in runs),
-        "wal_bytes_per_row": med("wal_bytes_per_row"),
+        # The server's WAL position moves with other work too, which only adds: the least of the
+        # rounds is the closest to the purge's own.
+        "wal_bytes_per_row": min(r["wal_bytes_per_row"] for r in runs),
         "checkpoints": [r["checkpoints"] for r in runs],
+        "cpu_us_per_row": med("cpu_us_per_row"),
+        "blocks_read_per_row": med("blocks_read_per_row"),
+        "buffer_hit_ratio": med("buffer_hit_ratio"),
         "each_round": runs,
     }
 
@@ -179,6 +214,11 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": args.rounds,
         "sizes": by_size,
         "purge_linearity": linearity(by_size[0], by_size[-1]),
+        # The same in CPU per row (server backends + botfleet's process), which the machine's
+        # load moves less than wall-clock time.
+        "purge_cpu_linearity": round(
+            by_size[-1]["cpu_us_per_row"] / by_size[0]["cpu_us_per_row"], 3
+        ),
         "plan_growth": round(by_size[-1]["plan_seconds"] / by_size[0]["plan_seconds"], 3),
         "rss_growth": round(by_size[-1]["peak_rss_mb"] / by_size[0]["peak_rss_mb"], 3),
         "rows_growth": round(by_size[-1]["purge_rows"] / by_size[0]["purge_rows"], 3),
@@ -189,10 +229,12 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{size['bots']:>9} bots: purge {size['purge_seconds']} s "
             f"({size['purge_us_per_row']} µs/row), plan {size['plan_seconds']} s, "
-            f"peak RSS {size['peak_rss_mb']} MB, WAL {size['wal_bytes_per_row']} B/row"
+            f"peak RSS {size['peak_rss_mb']} MB, WAL {size['wal_bytes_per_row']} B/row, "
+            f"CPU {size['cpu_us_per_row']} µs/row, buffer hits {size['buffer_hit_ratio']}"
         )
     print(
-        f"purge linearity (largest vs linear from smallest): {figures['purge_linearity']}; "
+        f"purge linearity (largest vs linear from smallest): {figures['purge_linearity']} "
+        f"(in CPU per row {figures['purge_cpu_linearity']}); "
         f"plan x{figures['plan_growth']}, RSS x{figures['rss_growth']} "
         f"for rows x{figures['rows_growth']}"
     )
