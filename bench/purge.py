@@ -223,7 +223,7 @@ def summarise(runs: list[dict[str, Any]], settings_seen: dict[str, str]) -> dict
     base = [r["baseline"] for r in runs]
 
     def med(rows: list[dict[str, Any]], key: str) -> float:
-        return round(statistics.median(row[key] for row in rows), 3)
+        return round(float(statistics.median(row[key] for row in rows)), 3)
 
     return {
         "settings": settings_seen,

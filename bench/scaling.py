@@ -146,7 +146,7 @@ def one_size(template: str, bots: int) -> dict[str, Any]:
 
 def summarise(bots: int, runs: list[dict[str, Any]], seeded: dict[str, Any]) -> dict[str, Any]:
     def med(key: str) -> float:
-        return round(statistics.median(run[key] for run in runs), 3)
+        return round(float(statistics.median(run[key] for run in runs)), 3)
 
     return {
         "bots": bots,
@@ -172,7 +172,7 @@ def summarise(bots: int, runs: list[dict[str, Any]], seeded: dict[str, Any]) -> 
 def linearity(smallest: dict[str, Any], largest: dict[str, Any]) -> float:
     """The largest purge's seconds over the smallest's scaled linearly by rows (1.0: linear)."""
     expected = smallest["purge_seconds"] * largest["purge_rows"] / smallest["purge_rows"]
-    return round(largest["purge_seconds"] / expected, 3)
+    return round(float(largest["purge_seconds"]) / expected, 3)
 
 
 def main(argv: list[str] | None = None) -> int:
