@@ -172,7 +172,7 @@ def summarise(bots: int, runs: list[dict[str, Any]], seeded: dict[str, Any]) -> 
 def linearity(smallest: dict[str, Any], largest: dict[str, Any]) -> float:
     """The largest purge's seconds over the smallest's scaled linearly by rows (1.0: linear)."""
     expected = smallest["purge_seconds"] * largest["purge_rows"] / smallest["purge_rows"]
-    return round(float(largest["purge_seconds"]) / expected, 3)
+    return round(float(largest["purge_seconds"]) / float(expected), 3)
 
 
 def main(argv: list[str] | None = None) -> int:
