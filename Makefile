@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint services unit bench bench-small soak clean sample-bot openapi \
+.PHONY: install run test lint services unit bench bench-small bench-large soak clean sample-bot openapi \
 	deploy-tools image test-deploy
 
 $(STAMP): pyproject.toml
@@ -61,6 +61,10 @@ bench: install services
 
 bench-small: install services
 	BENCH_SCALE=small $(BIN)/python -m bench.all
+
+## How cost grows up to the 4M-bot store (bench.scaling at 250k, 1M and 4M bots; tens of minutes).
+bench-large: install services
+	BENCH_SCALE=large $(BIN)/python -m bench.all scaling
 
 ## The reliability and security scenarios, longer and bigger (docs/reliability.md publishes the
 ## figures they write to test-artifacts/reliability-figures.jsonl).

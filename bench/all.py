@@ -9,6 +9,8 @@ exit code is non-zero if any failed. ``python -m bench.all ingest purge`` runs j
 from __future__ import annotations
 
 import ast
+import os
+import resource
 import subprocess
 import sys
 import time
@@ -19,6 +21,12 @@ HERE = Path(__file__).resolve().parent
 HELPERS = frozenset(
     {"__init__", "all", "alternate", "report", "seed", "pgtools", "lean_ingest"}
 )  # lean_ingest: the server bench.ingest starts, not a benchmark
+
+
+def _children_cpu() -> float:
+    """CPU seconds of the benchmarks' processes so far (those waited for: each bench's tree)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def discover() -> list[str]:
@@ -36,13 +44,19 @@ def discover() -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     names = list(argv if argv is not None else sys.argv[1:]) or discover()
     failed = []
+    started_all = time.monotonic()
     for name in names:
         print(f"== bench.{name}", flush=True)
-        started = time.monotonic()
+        started, cpu = time.monotonic(), _children_cpu()
         code = subprocess.run([sys.executable, "-m", f"bench.{name}"], cwd=HERE.parent).returncode
-        print(f"== bench.{name}: exit {code} in {time.monotonic() - started:.1f}s", flush=True)
+        print(
+            f"== bench.{name}: exit {code} in {time.monotonic() - started:.1f}s "
+            f"(its processes' CPU {_children_cpu() - cpu:.1f}s, load {os.getloadavg()[0]:.1f})",
+            flush=True,
+        )
         if code != 0:
             failed.append(name)
+    print(f"== all: {time.monotonic() - started_all:.1f}s", flush=True)
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0

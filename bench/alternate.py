@@ -22,11 +22,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.report import write_result
+from bench.report import result_path, write_result
 
 # The figures compared, per benchmark (each a key of its result file).
 FIGURES = {
-    "purge": ("ratio_rows_per_s", "writer_p99_ms", "longest_txn_ms", "peak_rss_mb"),
+    "purge": (
+        "ratio_rows_per_s",
+        "writer_p99_ms",
+        "longest_txn_ms",
+        "peak_rss_mb",
+        "tuned.ratio_rows_per_s",  # since issue 17
+    ),
     # The ratio to prune in the same run, and botfleet's own rate (alternating rounds share the
     # machine's state, so the two trees' rates compare directly too).
     "containers": ("ratio_containers_per_s", "ratio_vs_floor", "botfleet.containers_per_s"),
@@ -62,7 +68,7 @@ def _figure(result: dict[str, Any], key: str) -> Any:
 def run_one(tree: Path, name: str) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(tree)}
     started = time.monotonic()
-    path = tree / "bench/results" / f"{name}.json"
+    path = result_path(name, tree / "bench/results")
     before = path.stat().st_mtime if path.exists() else None
     # A benchmark exits 1 when it misses its goals: that is a figure of the round, not a
     # failure of it; only a run that wrote no result is one.

@@ -2,8 +2,8 @@
 engine's own floor, one ``docker rm`` of exactly the orphans' ids.
 
     python -m bench.containers                  # 300 orphaned stopped + 20 running + 20 unlabelled
-    BENCH_SCALE=small python -m bench.containers  # 1/20 of that
-    BENCH_ROUNDS=5 python -m bench.containers     # rounds per contender (default 3): medians
+    BENCH_SCALE=small python -m bench.containers  # 5 + 1 + 1, one round
+    BENCH_ROUNDS=5 python -m bench.containers     # rounds per contender (default 3; 1 small)
     BENCH_CONTAINER_CONCURRENCY=32 python -m bench.containers  # botfleet's removals in flight
 
 Every contender faces the same population on the real engine: labelled stopped containers that no
@@ -31,6 +31,7 @@ from typing import Any
 import docker
 
 from bench.report import cleanup_service, scale, write_result
+from bench.report import rounds as bench_rounds
 from botfleet.constants import LABEL_BOT_ID, LABEL_INSTANCE, LABEL_MANAGED
 
 IMAGE = "botfleet/sample-bot:latest"
@@ -241,11 +242,11 @@ def one_round(
 
 
 def main() -> int:
-    div = 20 if scale() == "small" else 1
+    div = 60 if scale() == "small" else 1
     orphans, running, foreign = 300 // div, 20 // div or 1, 20 // div or 1
     # The machine is shared: one pair of runs swings ±30 %. Several rounds, the contenders'
     # order alternating, and the median of each; every round is in the JSON.
-    rounds = int(os.environ.get("BENCH_ROUNDS", "3"))
+    rounds = bench_rounds(3)
     client = docker.from_env(timeout=120)
     subprocess.run(
         [str(ROOT / "examples/sample-bot/build.sh"), IMAGE], check=True, capture_output=True

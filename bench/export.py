@@ -38,6 +38,7 @@ import httpx
 
 from bench import pgtools
 from bench.ingest import ADMIN_TOKEN, free_port, start_server
+from bench.report import rounds as bench_rounds
 from bench.report import scale, write_result
 from bench.seed import SeedSpec, seed
 from botfleet.config import Settings
@@ -46,7 +47,7 @@ from botfleet.store.migrate import upgrade_sync
 COLUMNS = "id, bot_id, created_at, data"
 COPY_QUERY = f"SELECT {COLUMNS} FROM results ORDER BY id"
 RSS_LIMIT_MB = 150
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+ROUNDS = bench_rounds(3)
 GOAL_RATIO = 0.5
 csv.field_size_limit(sys.maxsize)
 

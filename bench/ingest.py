@@ -324,7 +324,7 @@ async def measure(
 
 
 def main() -> int:
-    name = f"botfleet_bench_ingest_{secrets.token_hex(4)}"
+    name = pgtools.bench_db(f"ingest_{secrets.token_hex(4)}")
     pgtools.admin(f'CREATE DATABASE "{name}"')
     url = pgtools.db_url(name)
     proc = lean = None

@@ -83,7 +83,7 @@ async def one(url: str, workers: int, posts: int) -> dict[str, Any]:
 def main() -> int:
     small = scale() == "small"
     posts, rounds = (200, 1) if small else (2000, 3)
-    name = f"botfleet_bench_workers_{secrets.token_hex(4)}"
+    name = pgtools.bench_db(f"workers_{secrets.token_hex(4)}")
     pgtools.admin(f'CREATE DATABASE "{name}"')
     url = pgtools.db_url(name)
     runs: dict[int, list[dict[str, Any]]] = {1: [], 2: []}

@@ -23,10 +23,15 @@ from typing import Any
 import asyncpg
 
 from bench.seed import SeedSpec, bot_uuid, group_of, seed
-from botfleet.config import Settings
-from botfleet.store.migrate import upgrade_sync
 
 ADMIN_URL = os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+# Every database a benchmark makes starts with this, so runs beside each other on one server
+# (BENCH_DB_PREFIX=bench17_) neither collide nor drop each other's stores.
+DB_PREFIX = os.environ.get("BENCH_DB_PREFIX", "botfleet_bench_")
+
+
+def bench_db(name: str) -> str:
+    return DB_PREFIX + name
 
 
 def bench_database_name(kind: str) -> str:
@@ -58,6 +63,10 @@ def drop_database(name: str) -> None:
 
 def make_template(name: str, spec: SeedSpec) -> dict[str, int]:
     """A migrated, seeded database to copy from; built once per benchmark run."""
+    # Imported here: the writer process imports this module and needs none of botfleet.
+    from botfleet.config import Settings
+    from botfleet.store.migrate import upgrade_sync
+
     drop_database(name)
     admin(f'CREATE DATABASE "{name}"')
     url = db_url(name)
@@ -212,7 +221,10 @@ def latency_summary(values: list[float]) -> dict[str, float]:
 
 # --- longest transaction ----------------------------------------------------------------------
 class TxnWatcher:
-    """Samples pg_stat_activity every few ms: the longest open transaction of the contender."""
+    """Samples pg_stat_activity every few ms: the longest open transaction of the contender, and
+    the CPU time its server backends used (``/proc/<pid>/stat``, read while each is alive: the
+    server runs on this machine). CPU time is what stays put when the shared machine is loaded,
+    while wall-clock time moves with every other process."""
 
     def __init__(self, url: str, application_name: str, every: float = 0.005) -> None:
         self.url = url
@@ -220,24 +232,43 @@ class TxnWatcher:
         self.every = every
         self.longest_ms = 0.0
         self.longest_query = ""  # the statement seen last in that transaction
+        # pid -> utime + stime at its last sample: a backend's whole life is the contender's,
+        # which opened it after the watcher started.
+        self._cpu_ticks: dict[int, int] = {}
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
+
+    @property
+    def backend_cpu_seconds(self) -> float:
+        ticks = sum(self._cpu_ticks.values())
+        return round(ticks / os.sysconf("SC_CLK_TCK"), 3)
+
+    @property
+    def backends(self) -> int:
+        return len(self._cpu_ticks)
 
     async def __aenter__(self) -> TxnWatcher:
         self._conn = await asyncpg.connect(self.url)
         self._task = asyncio.create_task(self._loop())
         return self
 
+    def _sample_cpu(self, pids: list[int]) -> None:
+        for pid in pids:
+            ticks = _cpu_ticks(pid)
+            if ticks is not None:
+                self._cpu_ticks[pid] = ticks
+
     async def _loop(self) -> None:
         query = await self._conn.prepare(
-            """SELECT extract(epoch FROM clock_timestamp() - xact_start) * 1000, state, query
+            """SELECT extract(epoch FROM clock_timestamp() - xact_start) * 1000, state, query, pid
                FROM pg_stat_activity
                WHERE datname = current_database() AND application_name = $1
-                 AND xact_start IS NOT NULL
-               ORDER BY xact_start LIMIT 1"""
+               ORDER BY xact_start NULLS LAST"""
         )
         while not self._stop.is_set():
-            row = await query.fetchrow(self.app)
+            rows = await query.fetch(self.app)
+            self._sample_cpu([int(row[3]) for row in rows])
+            row = rows[0] if rows and rows[0][0] is not None else None
             if row is not None and float(row[0]) > self.longest_ms:
                 self.longest_ms = float(row[0])
                 self.longest_query = f"{row[1]}: {' '.join(str(row[2]).split())[:300]}"
@@ -249,6 +280,15 @@ class TxnWatcher:
         if self._task:
             await self._task
         await self._conn.close()
+
+
+def _cpu_ticks(pid: int) -> int | None:
+    """utime + stime of a process, in clock ticks; None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5), after "pid (comm)"
 
 
 if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "writer":

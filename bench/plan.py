@@ -53,7 +53,7 @@ async def dry_run(url: str) -> tuple[float, dict[str, Any]]:
 
 def main() -> int:
     spec = spec_for(scale())
-    template = f"botfleet_bench_plan_{scale()}"
+    template = pgtools.bench_db(f"plan_{scale()}")
     counts = pgtools.make_template(template, spec)
     try:
         url = pgtools.db_url(template)

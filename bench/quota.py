@@ -37,6 +37,7 @@ import asyncpg
 
 from bench import pgtools
 from bench.report import cleanup_service, scale, write_result
+from bench.report import rounds as bench_rounds
 from bench.seed import SeedSpec
 
 CONTENDER_APP = "botfleet"
@@ -193,7 +194,7 @@ def main() -> int:
         return 0
     scale_name = scale()
     spec = spec_for(scale_name)
-    rounds = int(os.environ.get("BENCH_ROUNDS", "3"))
+    rounds = bench_rounds(3)
     template = f"{PREFIX}quota_{scale_name}"
     print(f"seeding template {template}: {spec}", flush=True)
     counts = pgtools.make_template(template, spec)

@@ -16,7 +16,17 @@ RESULTS = Path(__file__).with_name("results")
 
 
 def scale() -> str:
-    return "small" if os.environ.get("BENCH_SCALE", "").lower() == "small" else "full"
+    """BENCH_SCALE: ``small`` (a quick pass), ``large`` (bench.scaling's 4M store; every other
+    benchmark runs at full size), else ``full``."""
+    wanted = os.environ.get("BENCH_SCALE", "").lower()
+    return wanted if wanted in ("small", "large") else "full"
+
+
+def rounds(full: int) -> int:
+    """Rounds of a benchmark that alternates its contenders: ``BENCH_ROUNDS``, else ``full``, but
+    one in a small run — a quick pass that takes every road once, for ``make bench-small``."""
+    default = 1 if scale() == "small" else full
+    return int(os.environ.get("BENCH_ROUNDS", str(default)))
 
 
 def machine() -> dict[str, Any]:
@@ -35,9 +45,15 @@ def machine() -> dict[str, Any]:
     }
 
 
+def result_path(name: str, results: Path = RESULTS) -> Path:
+    """Where a benchmark's figures go: a small run's under ``small/`` (not committed), so a quick
+    pass never overwrites the full-size figures that BENCHMARKS.md quotes."""
+    return (results / "small" if scale() == "small" else results) / f"{name}.json"
+
+
 def write_result(name: str, figures: dict[str, Any]) -> Path:
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{name}.json"
+    path = result_path(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "name": name,
         "scale": scale(),

@@ -69,70 +69,108 @@ def group_of(i: int, spec: SeedSpec) -> str:
 
 
 async def seed_postgres(url: str, spec: SeedSpec) -> dict[str, int]:
-    now = spec.now or datetime.now(UTC)
     conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
     try:
         await conn.execute("SET synchronous_commit = off")
-        slot = "((g::bigint * 7919) % 1000)"
-        group = (
-            f"CASE WHEN {slot} < $2 THEN 'expired' "
-            f"WHEN {slot} < $2 + $3 THEN 'recent' ELSE 'live' END"
-        )
-        await conn.execute(
-            f"""
-            INSERT INTO bots (id, name, image, command, env, labels, status, exit_code,
-                              container_id, engine, token_hash, created_at, updated_at, deleted_at)
-            SELECT md5('bot:' || $4::text || ':' || g)::uuid,
-                   'bot-' || g, 'botfleet/sample-bot:latest', NULL, '{{}}'::jsonb,
-                   jsonb_build_object('team', 'team-' || (g % 10)),
-                   CASE WHEN grp = 'live' THEN 'running' ELSE 'deleted' END, NULL, NULL,
-                   'local', '{TOKEN_HASH}', $5::timestamptz - interval '60 days',
-                   $5::timestamptz - interval '1 day',
-                   CASE grp WHEN 'expired' THEN $5::timestamptz - interval '30 days'
-                                                - (g % 3600) * interval '1 second'
-                            WHEN 'recent' THEN $5::timestamptz - interval '1 day'
-                            ELSE NULL END
-            FROM (SELECT g, {group} AS grp FROM generate_series(0, $1 - 1) AS g) AS s
-            """,
-            spec.bots,
-            spec.expired_per_mille,
-            spec.recent_per_mille,
-            str(spec.seed),
-            now,
-        )
-        if spec.results_per_bot:
-            # Time order across bots: results of one bot are spread over the whole table.
-            await conn.execute(
-                """
-                INSERT INTO results (bot_id, created_at, data)
-                SELECT md5('bot:' || $3::text || ':' || g)::uuid,
-                       $4::timestamptz - interval '40 days'
-                           + (j::bigint * $1 + g) * interval '1 millisecond',
-                       jsonb_build_object('seq', j, 'value', g % 97)
-                FROM generate_series(0, $2 - 1) AS j, generate_series(0, $1 - 1) AS g
-                ORDER BY j, g
-                """,
-                spec.bots,
-                spec.results_per_bot,
-                str(spec.seed),
-                now,
+        await conn.execute("SET maintenance_work_mem = '512MB'")
+        async with conn.transaction():
+            empty = not await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM bots) OR EXISTS (SELECT 1 FROM results)"
             )
-        if spec.orphaned_results:
-            await conn.execute(
-                """
-                INSERT INTO results (bot_id, created_at, data)
-                SELECT md5('orphan:' || $2::text || ':' || g)::uuid,
-                       $3::timestamptz - interval '20 days', '{"orphan": true}'::jsonb
-                FROM generate_series(0, $1 - 1) AS g
-                """,
-                spec.orphaned_results,
-                str(spec.seed),
-                now,
-            )
+            # Into empty tables, the rows go in without their indexes, which are built after in
+            # one sorted pass each: kept during the load, the random uuids of pk_bots and of the
+            # results' bot_id indexes made every row a random write into an index larger than
+            # the server's shared_buffers (BENCHMARKS.md, How cost grows).
+            rebuild = await _drop_indexes(conn) if empty else []
+            await _insert_rows(conn, spec)
+            for statement in rebuild:
+                await conn.execute(statement)
         await conn.execute("ANALYZE bots; ANALYZE results")
         return await _counts_pg(conn)
     finally:
         await conn.close()
+
+
+async def _drop_indexes(conn: asyncpg.Connection) -> list[str]:
+    """Drop the indexes and primary keys of bots and results; return what rebuilds them."""
+    keys = await conn.fetch(
+        """SELECT conrelid::regclass::text AS tab, conname, pg_get_constraintdef(oid) AS def,
+                  conindid FROM pg_constraint
+           WHERE conrelid IN ('bots'::regclass, 'results'::regclass) AND contype = 'p'"""
+    )
+    indexes = await conn.fetch(
+        """SELECT i.indexrelid::regclass::text AS name, pg_get_indexdef(i.indexrelid) AS def
+           FROM pg_index i
+           WHERE i.indrelid IN ('bots'::regclass, 'results'::regclass)
+             AND i.indexrelid <> ALL($1::oid[])""",
+        [k["conindid"] for k in keys],
+    )
+    for index in indexes:
+        await conn.execute(f"DROP INDEX {index['name']}")
+    for key in keys:
+        await conn.execute(f"ALTER TABLE {key['tab']} DROP CONSTRAINT {key['conname']}")
+    return [f"ALTER TABLE {k['tab']} ADD CONSTRAINT {k['conname']} {k['def']}" for k in keys] + [
+        index["def"] for index in indexes
+    ]
+
+
+async def _insert_rows(conn: asyncpg.Connection, spec: SeedSpec) -> None:
+    now = spec.now or datetime.now(UTC)
+    slot = "((g::bigint * 7919) % 1000)"
+    group = (
+        f"CASE WHEN {slot} < $2 THEN 'expired' WHEN {slot} < $2 + $3 THEN 'recent' ELSE 'live' END"
+    )
+    await conn.execute(
+        f"""
+        INSERT INTO bots (id, name, image, command, env, labels, status, exit_code,
+                          container_id, engine, token_hash, created_at, updated_at, deleted_at)
+        SELECT md5('bot:' || $4::text || ':' || g)::uuid,
+               'bot-' || g, 'botfleet/sample-bot:latest', NULL, '{{}}'::jsonb,
+               jsonb_build_object('team', 'team-' || (g % 10)),
+               CASE WHEN grp = 'live' THEN 'running' ELSE 'deleted' END, NULL, NULL,
+               'local', '{TOKEN_HASH}', $5::timestamptz - interval '60 days',
+               $5::timestamptz - interval '1 day',
+               CASE grp WHEN 'expired' THEN $5::timestamptz - interval '30 days'
+                                            - (g % 3600) * interval '1 second'
+                        WHEN 'recent' THEN $5::timestamptz - interval '1 day'
+                        ELSE NULL END
+        FROM (SELECT g, {group} AS grp FROM generate_series(0, $1 - 1) AS g) AS s
+        """,
+        spec.bots,
+        spec.expired_per_mille,
+        spec.recent_per_mille,
+        str(spec.seed),
+        now,
+    )
+    if spec.results_per_bot:
+        # Time order across bots: results of one bot are spread over the whole table.
+        await conn.execute(
+            """
+            INSERT INTO results (bot_id, created_at, data)
+            SELECT md5('bot:' || $3::text || ':' || g)::uuid,
+                   $4::timestamptz - interval '40 days'
+                       + (j::bigint * $1 + g) * interval '1 millisecond',
+                   jsonb_build_object('seq', j, 'value', g % 97)
+            FROM generate_series(0, $2 - 1) AS j, generate_series(0, $1 - 1) AS g
+            ORDER BY j, g
+            """,
+            spec.bots,
+            spec.results_per_bot,
+            str(spec.seed),
+            now,
+        )
+    if spec.orphaned_results:
+        await conn.execute(
+            """
+            INSERT INTO results (bot_id, created_at, data)
+            SELECT md5('orphan:' || $2::text || ':' || g)::uuid,
+                   $3::timestamptz - interval '20 days', '{"orphan": true}'::jsonb
+            FROM generate_series(0, $1 - 1) AS g
+            """,
+            spec.orphaned_results,
+            str(spec.seed),
+            now,
+        )
 
 
 async def _counts_pg(conn: asyncpg.Connection) -> dict[str, int]:

@@ -2,7 +2,7 @@
 the bench's own, tests/support/swarm.py) with the sample bot in the local registry:
 
     python -m bench.swarm                  # create 100 bots; remove 300 orphaned services
-    BENCH_SCALE=small python -m bench.swarm  # 1/20 of that
+    BENCH_SCALE=small python -m bench.swarm  # 2 and 5, one round
 
 1. **Create**: botfleet creates N bots through its API (one request each, with a database row,
    a token, labels, the service) until swarm runs every one, against a loop of
@@ -12,13 +12,12 @@ the bench's own, tests/support/swarm.py) with the sample bot in the local regist
    (its version, its tasks, its bot) and audits it — against one ``docker service rm`` of exactly
    those ids.
 
-Rounds alternate the contenders (``BENCH_ROUNDS``, default 3); the ratios are of the medians.
+Rounds alternate the contenders (``BENCH_ROUNDS``, default 3; 1 small); ratios are of the medians.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from typing import Any
 import httpx
 
 from bench.report import cleanup_service, scale, write_result
+from bench.report import rounds as bench_rounds
 from botfleet.constants import LABEL_BOT_ID, LABEL_INSTANCE, LABEL_MANAGED
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -185,9 +185,8 @@ def main() -> int:
     sys.path.insert(0, str(ROOT))
     from tests.support.swarm import push, running_swarm
 
-    div = 20 if scale() == "small" else 1
-    creates, removals = max(5, 100 // div), max(15, 300 // div)
-    rounds = int(os.environ.get("BENCH_ROUNDS", "3"))
+    creates, removals = (2, 5) if scale() == "small" else (100, 300)
+    rounds = bench_rounds(3)
     subprocess.run([str(ROOT / "examples/sample-bot/build.sh")], check=True, capture_output=True)
     image = push("botfleet/sample-bot:latest", "botfleet/sample-bot:latest")
     results: dict[str, list[float]] = {"create_cli": [], "create_botfleet": [], "rm_cli": []}
