@@ -255,8 +255,11 @@ def main() -> int:
     figures["server"] = "botfleet serve (1 uvicorn worker); client and COPY in one process beside"
     path = write_result("export", figures)
     ok = not figures["mismatches"] and figures["server_peak_rss_mb"] < RSS_LIMIT_MB
-    for fmt in ("ndjson", "csv"):
-        ok = ok and figures[fmt]["ratio_median"] >= GOAL_RATIO
+    # The speed goal is for the full size: a small pass (50,000 rows) is all fixed costs, so
+    # there only the rows and the memory must hold (like the other benches' small passes).
+    if scale() != "small":
+        for fmt in ("ndjson", "csv"):
+            ok = ok and figures[fmt]["ratio_median"] >= GOAL_RATIO
     print(f"server peak RSS over the whole measurement: {figures['server_peak_rss_mb']} MB")
     print(f"-> {path}  {'goals met' if ok else 'GOALS MISSED'}")
     return 0 if ok else 1
