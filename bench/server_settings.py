@@ -7,6 +7,8 @@ and ``shared_buffers`` or ``wal_buffers``, which need a restart, stay as they ar
 What ``postgresql.auto.conf`` held for each setting before is read back from
 ``pg_file_settings`` and restored exactly (``ALTER SYSTEM SET`` the old value, or ``RESET`` when
 there was none) in a ``finally``; a SIGTERM is turned into an exception so that it runs then too.
+Two benchmarks tuning one server at the same time would restore each other's values: the
+benchmarks that tune (bench.purge, bench.scaling) run one at a time (bench.all runs them in turn).
 """
 
 from __future__ import annotations
