@@ -185,7 +185,8 @@ async def measure(name: str, url: str, spec: SeedSpec, seeded_max_id: int) -> di
                     result = await asyncio.to_thread(botfleet_in_subprocess, url)
         finally:
             latency = writer.stop()
-    # The server's WAL and checkpoints are the whole server's: other work adds to them a little.
+    # The server's WAL and checkpoints are the whole server's: other work adds to them (summarise
+    # keeps the least WAL of the rounds).
     result["wal_bytes"] = await _wal_bytes_since(url, lsn)
     result["wal_bytes_per_row"] = round(result["wal_bytes"] / max(result["rows"], 1), 1)
     result["checkpoints"] = (await _wal_and_checkpoints(url))[1] - checkpoints

@@ -7,16 +7,23 @@ and ``shared_buffers`` or ``wal_buffers``, which need a restart, stay as they ar
 What ``postgresql.auto.conf`` held for each setting before is read back from
 ``pg_file_settings`` and restored exactly (``ALTER SYSTEM SET`` the old value, or ``RESET`` when
 there was none) in a ``finally``; a SIGTERM is turned into an exception so that it runs then too.
+Two benchmarks tuning one server at the same time would restore each other's values (one run
+here did: it read the other's tuned values as "before" and put them back after the other had
+restored the server). So every block — stock or tuned — holds a session advisory lock of its own
+on the server (``TUNING_LOCK_KEY``) for as long as it runs: a second benchmark, from this process
+or from another checkout, waits for the first to restore the server before it reads "before".
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import Any
 
 import asyncpg
 
@@ -30,6 +37,57 @@ TUNED: dict[str, str] = {
 }
 STOCK: dict[str, str] = {}  # the server as it is configured
 SERVERS: dict[str, dict[str, str]] = {"stock": STOCK, "tuned": TUNED}
+TUNING_LOCK_KEY = 0x62656E6368_17  # "bench", issue 17: any benchmark that sets server settings
+LOCK_WAIT_SECONDS = 3600.0
+
+
+class _TuningLock:
+    """The session advisory lock ``TUNING_LOCK_KEY``, on a connection of its own that an event
+    loop in a thread of its own keeps open while the (synchronous) block runs; the server
+    releases it if this process dies."""
+
+    def __init__(self, admin_url: str) -> None:
+        self._url = admin_url
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._conn: Any = None
+
+    def _run(self, coro: Any, timeout: float | None = None) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def __enter__(self) -> _TuningLock:
+        self._thread.start()
+        try:
+            self._conn = self._run(
+                asyncpg.connect(
+                    self._url, server_settings={"application_name": "bench-server-settings"}
+                )
+            )
+            if not self._run(
+                self._conn.fetchval("SELECT pg_try_advisory_lock($1)", TUNING_LOCK_KEY)
+            ):
+                print(
+                    "waiting for another benchmark to put the server's settings back …", flush=True
+                )
+                self._run(
+                    self._conn.execute("SELECT pg_advisory_lock($1)", TUNING_LOCK_KEY),
+                    LOCK_WAIT_SECONDS,
+                )
+        except BaseException:
+            self._close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._run(self._conn.close())  # ends the session: the lock goes with it
+            self._conn = None
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
 
 
 async def _auto_conf(conn: asyncpg.Connection, names: list[str]) -> dict[str, str | None]:
@@ -69,7 +127,15 @@ def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 @contextmanager
 def server_settings(admin_url: str, wanted: dict[str, str]) -> Iterator[dict[str, str]]:
-    """Apply ``wanted`` to the whole server for the block; yield what a new session then sees."""
+    """Apply ``wanted`` to the whole server for the block; yield what a new session then sees.
+    With nothing wanted (the stock server) the block still holds the lock: no other benchmark
+    tunes the server under it."""
+    with _TuningLock(admin_url), _applied(admin_url, wanted) as seen:
+        yield seen
+
+
+@contextmanager
+def _applied(admin_url: str, wanted: dict[str, str]) -> Iterator[dict[str, str]]:
     names = list(wanted)
     if not names:
         yield {}
