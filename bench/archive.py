@@ -2,8 +2,8 @@
 
     python -m bench.archive                    # bench.purge's store: 1,000,000 bots (40 %
                                                # expired), 3,000,000 results + 50,000 orphans
-    BENCH_SCALE=small python -m bench.archive  # 1/20 of that
-    BENCH_ROUNDS=3 python -m bench.archive     # off/on pairs (default 2), alternating
+    BENCH_SCALE=small python -m bench.archive  # 1/100 of that, one pair
+    BENCH_ROUNDS=3 python -m bench.archive     # off/on pairs (default 2; 1 small), alternating
     BENCH_DB_PREFIX=mine_ python -m bench.archive  # its databases' names (default botfleet_bench_)
     BENCH_ARCHIVE_PROFILE=1 python -m bench.archive  # also the two ablations below, each round
 

@@ -1,6 +1,6 @@
 """Plan benchmark: a full dry run (counts and samples of every database stage) on the purge store.
 
-    python -m bench.plan      # BENCH_SCALE=small for 1/20 size
+    python -m bench.plan      # BENCH_SCALE=small for 1/100 size
 
 The baseline is the cheapest honest way to learn the same counts: three ``count(*)`` queries with
 the same conditions, run on the same database in the same process.
