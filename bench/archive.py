@@ -211,8 +211,7 @@ def main() -> int:
     rounds = int(os.environ.get("BENCH_ROUNDS", "2"))
     modes = ("off", "on", *PROFILED) if os.environ.get("BENCH_ARCHIVE_PROFILE") else ("off", "on")
     spec = spec_for(scale_name)
-    prefix = os.environ.get("BENCH_DB_PREFIX", "botfleet_bench_")
-    template = f"{prefix}archive_{scale_name}"
+    template = pgtools.bench_db(f"archive_{scale_name}")
     print(f"seeding template {template}: {spec}", flush=True)
     counts = pgtools.make_template(template, spec)
     seeded_max = asyncio.run(pgtools.max_result_id(pgtools.db_url(template)))
@@ -223,7 +222,7 @@ def main() -> int:
         for round_ in range(rounds):
             # off, on, … then the reverse order: no mode always runs right after another one.
             for mode in modes if round_ % 2 == 0 else modes[::-1]:
-                name = f"{prefix}archive_{mode}"
+                name = pgtools.bench_db(f"archive_{mode}")
                 url = pgtools.copy_database(template, name)
                 archive_dir = tempfile.mkdtemp(prefix="botfleet-archive-") if mode != "off" else ""
                 load.append(os.getloadavg()[0])

@@ -23,9 +23,7 @@ import csv
 import hashlib
 import json
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -37,7 +35,7 @@ import asyncpg
 import httpx
 
 from bench import pgtools
-from bench.ingest import ADMIN_TOKEN, free_port, start_server
+from bench.ingest import ADMIN_TOKEN, free_port, start_server, stop_server
 from bench.report import rounds as bench_rounds
 from bench.report import scale, write_result
 from bench.seed import SeedSpec, seed
@@ -245,12 +243,7 @@ def main() -> int:
             figures = measure(url, f"http://127.0.0.1:{port}", proc.pid, Path(tmp))
         figures["load_average_1m"] = {"before": load_before, "after": os.getloadavg()[0]}
     finally:
-        if proc is not None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_server(proc)
         pgtools.drop_database(name)
     figures["server"] = "botfleet serve (1 uvicorn worker); client and COPY in one process beside"
     path = write_result("export", figures)

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import statistics
-import subprocess
 import time
 from typing import Any
 
@@ -26,7 +24,7 @@ import httpx
 
 from bench import pgtools
 from bench.export import settle
-from bench.ingest import ADMIN_TOKEN, free_port, start_server
+from bench.ingest import ADMIN_TOKEN, free_port, start_server, stop_server
 from bench.report import scale, write_result
 from bench.seed import SeedSpec, seed
 from botfleet.config import Settings
@@ -134,12 +132,7 @@ def main() -> int:
         figures = measure(url, f"http://127.0.0.1:{port}")
         figures["load_average_1m"] = {"before": load_before, "after": os.getloadavg()[0]}
     finally:
-        if proc is not None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_server(proc)
         pgtools.drop_database(name)
     figures["server"] = "botfleet serve (1 uvicorn worker); times by the client on loopback"
     path = write_result("fleet", figures)

@@ -115,6 +115,17 @@ async def through_api(
         return time.perf_counter() - started
 
 
+def stop_server(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM, 30 s to go, then SIGKILL (None: nothing was started)."""
+    if proc is None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def start_server(url: str, port: int, *, lean: bool = False) -> subprocess.Popen[bytes]:
     """``botfleet serve`` on ``port``, or with ``lean`` the anchor (``bench.lean_ingest``)."""
     env = {
@@ -347,12 +358,7 @@ def main() -> int:
         figures["load_average_1m"] = {"before": load_before, "after": os.getloadavg()[0]}
     finally:
         for server in (proc, lean):
-            if server is not None:
-                server.send_signal(signal.SIGTERM)
-                try:
-                    server.wait(30)
-                except subprocess.TimeoutExpired:
-                    server.kill()
+            stop_server(server)
         pgtools.drop_database(name)
     figures["server"] = (
         "botfleet serve (1 uvicorn worker) and the lean anchor (bench.lean_ingest, 1 worker),"

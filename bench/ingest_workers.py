@@ -13,9 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import signal
 import statistics
-import subprocess
 import sys
 from typing import Any
 
@@ -29,6 +27,7 @@ from bench.ingest import (
     free_port,
     payload,
     start_server,
+    stop_server,
     through_api,
 )
 from bench.report import scale, write_result
@@ -64,11 +63,7 @@ async def one(url: str, workers: int, posts: int) -> dict[str, Any]:
         cpu = tree_cpu(proc.pid) - cpu
         lost = posts - await count(url, bot_id)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc)
     figure = {
         "workers": workers,
         "requests_per_s": round(posts / seconds, 1),

@@ -35,10 +35,8 @@ def bench_db(name: str) -> str:
 
 
 def bench_database_name(kind: str) -> str:
-    """A throw-away database's name: ``BENCH_DB_PREFIX`` (default ``botfleet_bench``), the
-    benchmark, a random suffix (sessions sharing a server tell theirs apart by the prefix)."""
-    prefix = os.environ.get("BENCH_DB_PREFIX", "botfleet_bench")
-    return f"{prefix}_{kind}_{secrets.token_hex(4)}"
+    """A throw-away database's name: :func:`bench_db` of the benchmark and a random suffix."""
+    return bench_db(f"{kind}_{secrets.token_hex(4)}")
 
 
 def db_url(name: str) -> str:

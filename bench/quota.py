@@ -42,7 +42,6 @@ from bench.seed import SeedSpec
 
 CONTENDER_APP = "botfleet"
 KEEP = 100
-PREFIX = os.environ.get("BENCH_DB_PREFIX", "botfleet_bench_")
 
 
 def spec_for(scale_name: str) -> SeedSpec:
@@ -163,7 +162,7 @@ def load() -> float:
 
 def one(template: str, mode: str, spec: SeedSpec, max_id: int) -> dict[str, Any]:
     """One measurement on a fresh copy of the template, with the load before and after."""
-    name = f"{PREFIX}quota_{mode.replace('-', '_')}"
+    name = pgtools.bench_db(f"quota_{mode.replace('-', '_')}")
     url = pgtools.copy_database(template, name)
     before = load()
     try:
@@ -195,7 +194,7 @@ def main() -> int:
     scale_name = scale()
     spec = spec_for(scale_name)
     rounds = bench_rounds(3)
-    template = f"{PREFIX}quota_{scale_name}"
+    template = pgtools.bench_db(f"quota_{scale_name}")
     print(f"seeding template {template}: {spec}", flush=True)
     counts = pgtools.make_template(template, spec)
     max_id = asyncio.run(pgtools.max_result_id(pgtools.db_url(template)))
