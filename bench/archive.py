@@ -32,13 +32,12 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from typing import Any
 
-from bench import pgtools
+from bench import pgtools, workers
 from bench.purge import spec_for
 from bench.report import cleanup_service, scale, write_result
 
@@ -193,20 +192,15 @@ def _shares(phases: dict[str, float]) -> dict[str, float]:
 
 
 def run_worker(url: str, archive_dir: str, mode: str) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.archive", "--worker", url, archive_dir, mode],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    """One run in a fresh process: the ablations patch modules, and die with it."""
+    return workers.call(worker, url, archive_dir, mode)
+
+
+def worker(url: str, archive_dir: str, mode: str) -> dict[str, Any]:
+    return asyncio.run(_worker(url, archive_dir, mode))
 
 
 def main() -> int:
-    if "--worker" in sys.argv:
-        url, archive_dir, mode = sys.argv[-3:]
-        print(json.dumps(asyncio.run(_worker(url, archive_dir, mode))))
-        return 0
     scale_name = scale()
     rounds = int(os.environ.get("BENCH_ROUNDS", "2"))
     modes = ("off", "on", *PROFILED) if os.environ.get("BENCH_ARCHIVE_PROFILE") else ("off", "on")

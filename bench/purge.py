@@ -21,7 +21,6 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,7 +30,7 @@ from typing import Any
 
 import asyncpg
 
-from bench import pgtools
+from bench import pgtools, workers
 from bench.report import cleanup_service, scale, write_result
 from bench.report import rounds as bench_rounds
 from bench.seed import SeedSpec
@@ -80,13 +79,11 @@ async def baseline(url: str) -> dict[str, Any]:
 
 def botfleet_in_subprocess(url: str) -> dict[str, Any]:
     """botfleet's real cleanup run (database stages), in its own process so its RSS is its own."""
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.purge", "--botfleet-worker", url],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    return workers.call(botfleet_worker, url)
+
+
+def botfleet_worker(url: str) -> dict[str, Any]:
+    return asyncio.run(_botfleet_worker(url))
 
 
 async def _botfleet_worker(url: str) -> dict[str, Any]:
@@ -126,7 +123,8 @@ async def _botfleet_worker(url: str) -> dict[str, Any]:
         "peak_rss_mb": round(rss_mb, 1),
         # The worker's own CPU (Python, SQLAlchemy, asyncpg): on 2 cores it competes with
         # PostgreSQL's backends for the same time.
-        "client_cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),  # imports included
+        # Imports excluded: they were paid once by bench.workers' forkserver.
+        "client_cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
         "run_cpu_seconds": round(run_cpu, 3),  # the run's own
         "errors": report["errors"],
         "settings": {
@@ -282,15 +280,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=bench_rounds(3),
         help="rounds per server, the contenders' order flipped every other round (BENCH_ROUNDS)",
     )
-    parser.add_argument("--botfleet-worker", metavar="URL", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    if args.botfleet_worker:
-        print(json.dumps(asyncio.run(_botfleet_worker(args.botfleet_worker))))
-        return 0
     servers = list(SERVERS) if args.server == "both" else [args.server]
     scale_name = scale()
     spec = spec_for(scale_name)

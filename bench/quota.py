@@ -3,7 +3,7 @@ DELETE, on the same data (PostgreSQL).
 
     python -m bench.quota                   # 10,000 live bots x 300 results (3,000,000 rows),
                                             # cut to the newest 100 per bot
-    BENCH_SCALE=small python -m bench.quota # 1/20 of the bots
+    BENCH_SCALE=small python -m bench.quota # 1/100 of the bots
     BENCH_ROUNDS=5 python -m bench.quota    # rounds (default 3), the order alternating: medians
     BENCH_DB_PREFIX=bench18_ python -m bench.quota  # the databases' names (default botfleet_bench_)
 
@@ -26,7 +26,6 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +34,7 @@ from typing import Any
 
 import asyncpg
 
-from bench import pgtools
+from bench import pgtools, workers
 from bench.report import cleanup_service, scale, write_result
 from bench.report import rounds as bench_rounds
 from bench.seed import SeedSpec
@@ -45,7 +44,7 @@ KEEP = 100
 
 
 def spec_for(scale_name: str) -> SeedSpec:
-    div = 20 if scale_name == "small" else 1
+    div = 100 if scale_name == "small" else 1
     return SeedSpec(bots=10_000 // div, results_per_bot=300, expired_fraction=0.0, seed=11)
 
 
@@ -68,13 +67,12 @@ async def baseline(url: str, max_id: int) -> dict[str, Any]:
 
 
 def worker(url: str, mode: str) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.quota", "--worker", mode, url],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    """One run in a fresh process, so its RSS is its own."""
+    return workers.call(run_in_worker, url, mode)
+
+
+def run_in_worker(url: str, mode: str) -> dict[str, Any]:
+    return asyncio.run(_worker(url, mode))
 
 
 async def _worker(url: str, mode: str) -> dict[str, Any]:
@@ -188,9 +186,6 @@ def median(rounds: list[dict[str, Any]], *path: str) -> float:
 
 
 def main() -> int:
-    if "--worker" in sys.argv:
-        print(json.dumps(asyncio.run(_worker(sys.argv[-1], sys.argv[-2]))))
-        return 0
     scale_name = scale()
     spec = spec_for(scale_name)
     rounds = bench_rounds(3)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -29,7 +30,10 @@ def rounds(full: int) -> int:
     return int(os.environ.get("BENCH_ROUNDS", str(default)))
 
 
+@functools.cache
 def machine() -> dict[str, Any]:
+    """The machine and versions, asked once a process (bench.all asks before it forks)."""
+
     def version(cmd: list[str]) -> str:
         try:
             return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.strip()

@@ -26,14 +26,13 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from typing import Any
 
 import asyncpg
 
-from bench import pgtools
+from bench import pgtools, workers
 from bench.purge import CONTENDER_APP, _wal_bytes_since, botfleet_in_subprocess
 from bench.report import cleanup_service, scale, write_result
 from bench.report import rounds as bench_rounds
@@ -72,13 +71,11 @@ async def _plan_worker(url: str) -> dict[str, Any]:
 
 
 def plan_in_subprocess(url: str) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.scaling", "--plan-worker", url],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    return workers.call(plan_worker, url)
+
+
+def plan_worker(url: str) -> dict[str, Any]:
+    return asyncio.run(_plan_worker(url))
 
 
 async def _store_counters(url: str) -> dict[str, Any]:
@@ -181,11 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--server", choices=list(SERVERS), default="tuned")
     parser.add_argument("--rounds", type=int, default=bench_rounds(3))
-    parser.add_argument("--plan-worker", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    if args.plan_worker:
-        print(json.dumps(asyncio.run(_plan_worker(args.plan_worker))))
-        return 0
     sizes = SIZES[scale()]
     templates = {bots: pgtools.bench_db(f"scaling_template_{bots}") for bots in sizes}
     seeded: dict[int, dict[str, Any]] = {}

@@ -15,6 +15,7 @@ import contextlib
 import subprocess
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,8 +61,10 @@ class Swarm:
     worker_addr: str = field(default_factory=lambda: f"127.0.0.1:{free_port()}")
 
     def start(self) -> None:
-        self.manager.start()
-        self.worker.start()
+        # The two daemons start side by side: each waits for its own ping.
+        with ThreadPoolExecutor(2) as pool:
+            for started in [pool.submit(engine.start) for engine in (self.manager, self.worker)]:
+                started.result()
         docker(
             self.manager.url,
             "swarm",
@@ -123,11 +126,13 @@ class Swarm:
         self.wait_ready(timeout=120)
 
     def remove(self) -> None:
-        for engine in (self.worker, self.manager):
-            with contextlib.suppress(Exception):
-                if engine.running:
-                    docker(engine.url, "swarm", "leave", "--force", check=False)
-            engine.remove()
+        """Both engines gone. The worker does not leave first: its state is deleted with it, and
+        a worker's ``swarm leave --force`` waits seconds on the manager for nothing."""
+        self.worker.remove()
+        with contextlib.suppress(Exception):
+            if self.manager.running:
+                docker(self.manager.url, "swarm", "leave", "--force", check=False)
+        self.manager.remove()
 
 
 @contextlib.contextmanager
