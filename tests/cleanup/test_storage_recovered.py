@@ -114,7 +114,7 @@ async def test_a_real_run_reports_the_bytes_it_freed_per_kind(
     assert "bytes_reclaimed" not in res["bot_results"]  # counted with its bots
 
 
-async def test_sqlite_reports_exactly_the_pages_a_stage_freed(
+async def test_one_stage_reports_what_it_freed_and_on_sqlite_exactly_its_pages(
     settings: Settings, store: Store
 ) -> None:
     """The figure is the page difference itself: measured around a run of one stage, with
