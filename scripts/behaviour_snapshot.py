@@ -58,7 +58,15 @@ _HEX64 = re.compile(r"(?<![\w-])[0-9a-f]{64}(?![\w-])")
 _HEX12 = re.compile(r"(?<![\w-])[0-9a-f]{12}(?![\w-])")
 _AGE = re.compile(r"(?<![\w-])\d+(\.\d+)?[smhd](?![\w-])")
 _TIMES = {"started_at", "finished_at", "deleted_at", "created_at", "now", "at", "measured_at"}
-_NUMBERS = {"duration_seconds", "age_seconds", "lag_seconds", "size_bytes", "bytes_reclaimed"}
+_NUMBERS = {
+    "duration_seconds",
+    "age_seconds",
+    "lag_seconds",
+    "size_bytes",
+    "bytes_reclaimed",
+    "store_bytes_before",
+    "store_bytes_after",
+}
 
 
 def bot_id(n: int) -> uuid.UUID:

@@ -38,7 +38,7 @@ def report(**overrides: Any) -> dict[str, Any]:
         "started_at": "2030-01-10T12:00:00+00:00",
         "finished_at": "2030-01-10T12:00:42+00:00",
         "resources": {
-            "bots": {"found": 3, "deleted": 3, "sample": []},
+            "bots": {"found": 3, "deleted": 3, "bytes_reclaimed": 8192, "sample": []},
             "bot_results": {"found": 10, "deleted": 9, "failed": 1, "sample": []},
             "orphaned_results": {"found": 0, "deleted": 0, "sample": []},
             "containers": {"found": 2, "deleted": 2, "bytes_reclaimed": 4096, "sample": []},
@@ -66,7 +66,10 @@ def test_a_real_run_is_counted_per_kind() -> None:
     assert value(registry, c.M_CLEANUP_DELETED, kind="bot_results") == 9
     assert value(registry, c.M_CLEANUP_FAILED, kind="bot_results") == 1
     assert value(registry, c.M_CLEANUP_DELETED, kind="containers") == 2
-    assert value(registry, c.M_CLEANUP_BYTES_RECLAIMED) == 4096
+    assert value(registry, c.M_CLEANUP_BYTES_RECLAIMED, kind="containers") == 4096
+    assert value(registry, c.M_CLEANUP_BYTES_RECLAIMED, kind="bots") == 8192  # with its results
+    assert value(registry, c.M_CLEANUP_BYTES_RECLAIMED, kind="results") == 0
+    assert value(registry, c.M_CLEANUP_BYTES_RECLAIMED, kind="bot_results") is None
     assert value(registry, c.M_CLEANUP_DURATION + "_sum", stage="total", dry_run="false") == 42
     assert value(registry, c.M_CLEANUP_DURATION + "_count", stage="total", dry_run="false") == 1
     assert metrics.last_success[False] == datetime(2030, 1, 10, 12, 0, 42, tzinfo=UTC)
@@ -82,7 +85,8 @@ def test_a_dry_run_finds_but_never_deletes() -> None:
     assert value(registry, c.M_CLEANUP_FOUND, kind="bots", dry_run="true") == 3
     assert value(registry, c.M_CLEANUP_FOUND, kind="bots", dry_run="false") == 0
     assert value(registry, c.M_CLEANUP_DELETED, kind="bots") == 0
-    assert value(registry, c.M_CLEANUP_BYTES_RECLAIMED) == 0
+    assert value(registry, c.M_CLEANUP_BYTES_RECLAIMED, kind="containers") == 0
+    assert value(registry, c.M_CLEANUP_BYTES_RECLAIMED, kind="bots") == 0
     assert False not in metrics.last_success
 
 
@@ -166,7 +170,8 @@ async def test_every_series_exists_from_the_first_scrape(client: httpx.AsyncClie
         'botfleet_bots{status="running"}',
         "botfleet_cleanup_consecutive_failures",
         'botfleet_cleanup_last_success_timestamp_seconds{dry_run="false"}',
-        "botfleet_cleanup_bytes_reclaimed_total 0.0",
+        'botfleet_cleanup_bytes_reclaimed_total{kind="containers"} 0.0',
+        'botfleet_cleanup_bytes_reclaimed_total{kind="results_over_quota"} 0.0',
         "botfleet_cleanup_dry_run_mode 0.0",
     ):
         assert name in text, name

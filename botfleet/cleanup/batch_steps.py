@@ -26,6 +26,7 @@ class Batch:
     # ends when its window passes the end of the table, however many rows the last one held.
     done: bool | None = None
     archive: BatchBody | None = None  # what it deleted, when the run archives
+    freed: int = 0  # heap bytes of the rows it deleted, summed by its statement (PostgreSQL)
 
 
 # One batch: (runner, size, cursor of the previous batch, its archive file's name or None)

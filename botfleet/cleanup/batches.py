@@ -47,7 +47,7 @@ class Tally:
     related: int = 0  # bot_results deleted with their bots
     failed: int = 0
     batches: int = 0
-    bytes_reclaimed: int = 0
+    bytes_reclaimed: int = 0  # containers: their sizes; database stages: cleanup/storage.py
     skipped: list[tuple[str, str, str]] = field(default_factory=list)  # (id, reason, engine)
     unlisted_skips: int = 0  # skipped items known only by count
     errors: list[dict[str, Any]] = field(default_factory=list)
@@ -178,6 +178,7 @@ class BatchLoop:
         tally.in_flight -= batch.size
         tally.deleted += done.rows
         tally.related += done.related
+        tally.bytes_reclaimed += done.freed
         tally.batches += 1
         tally.settle()
         self.stage.report_progress(kind, tally.deleted, limit)

@@ -41,6 +41,7 @@ from botfleet.cleanup.purged_bot_rows import (
     keyset_binds,
 )
 from botfleet.cleanup.sql import Runner, bound_text
+from botfleet.cleanup.storage import freed_sum, tuple_bytes
 from botfleet.constants import KIND_BOTS
 from botfleet.store.models import UTCDateTime
 
@@ -128,7 +129,12 @@ class BotPurge:
             archive=archive,
         )
         return Batch(
-            int(row.selected), int(row.rows), int(row.related), row.last, archive=_body(row)
+            int(row.selected),
+            int(row.rows),
+            int(row.related),
+            row.last,
+            archive=_body(row),
+            freed=int(row.freed),
         )
 
     def _walk_step(self, walk: HeapWalk) -> Step:
@@ -142,6 +148,7 @@ class BotPurge:
                 int(row.related),
                 done=walk.done,
                 archive=_body(row),
+                freed=int(row.freed),
             )
 
         return step
@@ -213,14 +220,15 @@ class BotPurge:
 WITH victims AS ({victims}
 ), gone AS (
     DELETE FROM bots b WHERE {which} AND {p.eligible}
-    RETURNING {gone_columns}
+    RETURNING {gone_columns}, {tuple_bytes("b")}
 ), res AS (
     DELETE FROM results r WHERE r.bot_id = ANY(ARRAY(SELECT id FROM gone))
-    RETURNING {res_columns}
+    RETURNING {res_columns}, {tuple_bytes("r")}
 ), per_bot AS (
     SELECT bot_id, count(*) AS n FROM res GROUP BY bot_id
 ), events AS (
     DELETE FROM bot_events e WHERE e.bot_id = ANY(ARRAY(SELECT id FROM gone))
+    RETURNING {tuple_bytes("e")}
 ), audit AS (
     INSERT INTO cleanup_audit (run_id, kind, resource_id, engine, reason, actor, resource_count,
                                snapshot, deleted_at)
@@ -239,6 +247,7 @@ SELECT (SELECT count(*) FROM victims) AS selected,
        (SELECT count(*) FROM gone) AS rows,
        (SELECT count(*) FROM res) AS related,
        (SELECT sum(resource_count) FROM audit) AS audited,
+       {freed_sum("gone", "res", "events")} AS freed,
        {last} AS last{lines}
 """
         named_bind: list[Any] = [bindparam("archive", archive)] if archive else []

@@ -31,6 +31,7 @@ from botfleet.cleanup.database_selection import ORPHANED, results_where
 from botfleet.cleanup.policy import Policy
 from botfleet.cleanup.predicates import Dialect
 from botfleet.cleanup.sql import Runner, bound_text
+from botfleet.cleanup.storage import freed_sum, tuple_bytes
 from botfleet.constants import KIND_ORPHANED_RESULTS, KIND_RESULTS
 from botfleet.store.models import CleanupAudit, UTCDateTime
 
@@ -171,7 +172,7 @@ class ResultPurge:
 WITH victims AS ({victims}),
 gone AS (
     DELETE FROM results r WHERE r.id = ANY(ARRAY(SELECT id FROM victims)) AND {recheck}
-    RETURNING {"r.*" if archive else "r.id"}
+    RETURNING {"r.*" if archive else "r.id"}, {tuple_bytes("r")}
 ), audit AS (
     INSERT INTO cleanup_audit (run_id, kind, resource_id, reason, actor, resource_count,
                                snapshot, deleted_at)
@@ -181,7 +182,8 @@ gone AS (
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM victims) AS selected, (SELECT count(*) FROM gone) AS rows,
-       (SELECT max(key) FROM victims) AS last, (SELECT count(*) FROM audit) AS audited{lines}
+       (SELECT max(key) FROM victims) AS last, (SELECT count(*) FROM audit) AS audited,
+       {freed_sum("gone")} AS freed{lines}
 """
         stmt = bound_text(
             sql,
@@ -197,7 +199,9 @@ SELECT (SELECT count(*) FROM victims) AS selected, (SELECT count(*) FROM gone) A
         if isinstance(last, datetime) and last.tzinfo is None:
             last = last.replace(tzinfo=UTC)
         body = rendered_body(row.lines, int(row.rows), reason) if archive else None
-        return Batch(int(row.selected), int(row.rows), cursor=last, archive=body)
+        return Batch(
+            int(row.selected), int(row.rows), cursor=last, archive=body, freed=int(row.freed)
+        )
 
     async def _audit_results(
         self, runner: Runner, kind: str, ids: list[int], reason: str, archive: str | None

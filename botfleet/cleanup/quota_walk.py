@@ -35,6 +35,7 @@ from botfleet.cleanup.predicates import Dialect, Fragment
 from botfleet.cleanup.quota_cuts import FOR_QUOTA, WITHIN_CUT, CutsTable, drop_leftovers
 from botfleet.cleanup.quota_terms import BudgetBoundary
 from botfleet.cleanup.sql import Runner, bound_text
+from botfleet.cleanup.storage import freed_sum, tuple_bytes
 from botfleet.constants import KIND_RESULTS_OVER_QUOTA
 from botfleet.store.models import UTCDateTime
 
@@ -139,7 +140,11 @@ class QuotaWalk:
             )
             walk.advance(size, int(row.selected), row.last, window)
             return Batch(
-                int(row.selected), int(row.rows), done=walk.done, archive=_body(row, archive)
+                int(row.selected),
+                int(row.rows),
+                done=walk.done,
+                archive=_body(row, archive),
+                freed=int(row.freed),
             )
 
         return step
@@ -164,7 +169,11 @@ class QuotaWalk:
             )
             # A bot only partly done is where the next batch starts (``>=``).
             return Batch(
-                int(row.selected), int(row.rows), cursor=row.last, archive=_body(row, archive)
+                int(row.selected),
+                int(row.rows),
+                cursor=row.last,
+                archive=_body(row, archive),
+                freed=int(row.freed),
             )
 
         return step
@@ -188,7 +197,7 @@ class QuotaWalk:
 WITH victims AS ({victims}
 ), gone AS (
     DELETE FROM results r WHERE {which}
-    RETURNING {gone_columns}
+    RETURNING {gone_columns}, {tuple_bytes("r")}
 ), audit AS (
     INSERT INTO cleanup_audit (run_id, kind, resource_id, reason, actor, resource_count,
                                snapshot, deleted_at)
@@ -199,7 +208,8 @@ WITH victims AS ({victims}
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM victims) AS selected, (SELECT count(*) FROM gone) AS rows,
-       {last} AS last, (SELECT count(*) FROM audit) AS audited{lines}
+       {last} AS last, (SELECT count(*) FROM audit) AS audited,
+       {freed_sum("gone")} AS freed{lines}
 """
         stmt = bound_text(
             sql,

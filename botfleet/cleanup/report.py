@@ -35,7 +35,6 @@ from botfleet.constants import (
     RUN_FAILED,
     RUN_PARTIAL,
     RUN_SUCCEEDED,
-    WORKLOAD_KINDS,
 )
 
 PLANNED = OUTCOME_PLANNED
@@ -91,8 +90,7 @@ def entry(
                 if len(skipped) < SKIPPED_LIMIT:
                     item = {"id": item_id, "reason": reason}
                     skipped.append(item | {"engine": engine} if engine else item)
-            if selection.kind in WORKLOAD_KINDS:
-                out["bytes_reclaimed"] = tally.bytes_reclaimed
+            out["bytes_reclaimed"] = tally.bytes_reclaimed
     lag = selection.lag_seconds if tally is None else (tally.lag_seconds or selection.lag_seconds)
     return {
         "found": selection.found,

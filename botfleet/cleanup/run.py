@@ -42,6 +42,7 @@ from botfleet.cleanup.report import (
 )
 from botfleet.cleanup.run_records import store_plan
 from botfleet.cleanup.stage_selection import StageSelector, stages_taken
+from botfleet.cleanup.storage import stage_store_bytes
 from botfleet.constants import (
     DEPENDENCY_DATABASE,
     KIND_BOTS,
@@ -202,6 +203,7 @@ class Run:
         tally = self.found.tallies.setdefault(kind, Tally())
         loop = BatchLoop(self.stage)
         limit = self.found.selections[kind].found
+        before = await stage_store_bytes(self.ctx.sessions, self.ctx.dialect, kind)
         started = time.perf_counter()
         try:
             if kind == KIND_BOTS:
@@ -242,7 +244,21 @@ class Run:
         finally:
             took = time.perf_counter() - started
             self.found.durations[kind] = self.found.durations.get(kind, 0.0) + took
+        if before is not None:  # not after a stop: the run ends at once
+            await self._measure_recovered(kind, tally, before)
         self.found.outcomes.setdefault(kind, DONE)
+
+    async def _measure_recovered(self, kind: str, tally: Tally, before: int) -> None:
+        """The store's size after the stage beside its size before (cleanup/storage.py); on
+        SQLite the pages it handed back are what it recovered."""
+        after = await stage_store_bytes(self.ctx.sessions, self.ctx.dialect, kind)
+        if after is None:
+            return
+        self.found.extra.setdefault(kind, {}).update(
+            store_bytes_before=before, store_bytes_after=after
+        )
+        if not self.ctx.dialect.postgres:
+            tally.bytes_reclaimed = max(0, before - after)
 
     async def _remove_workloads(self, kind: str, tally: Tally, limit: int) -> None:
         selected = self.selector.workloads.get(kind)

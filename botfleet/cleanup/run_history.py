@@ -38,6 +38,9 @@ def _run_summary(run: CleanupRun) -> dict[str, Any]:
         "plan_id": report.get("plan_id"),
         "found": {k: v.get("found", 0) for k, v in resources.items()},
         "deleted": {k: v.get("deleted", 0) for k, v in resources.items()},
+        "bytes_reclaimed": {
+            k: v["bytes_reclaimed"] for k, v in resources.items() if "bytes_reclaimed" in v
+        },
         "errors": len(report.get("errors") or []),
     }
 

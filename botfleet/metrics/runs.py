@@ -21,6 +21,8 @@ DRY = ("true", "false")
 STAGE_TOTAL = "total"
 # bot_results go with their bots: they have no stage (nor a duration) of their own.
 STAGES = (STAGE_TOTAL, *(k for k in constants.RESOURCE_KINDS if k != constants.KIND_BOT_RESULTS))
+# Kinds whose removal frees storage (bot_results count with their bots; idle_bots soft-deletes).
+RECLAIMING_KINDS = tuple(k for k in STAGES if k not in (STAGE_TOTAL, constants.KIND_IDLE_BOTS))
 
 _RUN_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 _LAG_BUCKETS = (60, 300, 900, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 2 * 86400, 7 * 86400)
@@ -68,7 +70,9 @@ class CleanupMetrics:
         )
         self.bytes_reclaimed = Counter(
             metric_name(constants.M_CLEANUP_BYTES_RECLAIMED, "_total"),
-            "Writable-layer bytes of the containers removed.",
+            "Storage recovered by real runs, per kind: containers' writable layers; database"
+            " kinds' rows (SQLite: pages freed; PostgreSQL: deleted heap tuples).",
+            ["kind"],
             registry=registry,
         )
         self.deletion_lag = Histogram(
@@ -91,6 +95,8 @@ class CleanupMetrics:
             self.deleted.labels(kind)
             self.failed.labels(kind)
             self.deletion_lag.labels(kind)
+            if kind in RECLAIMING_KINDS:
+                self.bytes_reclaimed.labels(kind)
         # The newest success this process saw; the snapshot holds the database's view.
         self.last_success: dict[bool, datetime] = {}
 
@@ -132,8 +138,8 @@ class CleanupMetrics:
             for lag in stats.get("lag_seconds") or ():
                 if isinstance(lag, int | float) and lag >= 0:
                     self.deletion_lag.labels(kind).observe(lag)
-            if kind == constants.KIND_CONTAINERS:
-                self.bytes_reclaimed.inc(_count(stats.get("bytes_reclaimed")))
+            if kind in RECLAIMING_KINDS:
+                self.bytes_reclaimed.labels(kind).inc(_count(stats.get("bytes_reclaimed")))
 
 
 def _count(value: Any) -> float:

@@ -149,6 +149,7 @@ async function loadAll() {
   renderStatus(status);
   renderRuns(runs.items || []);
   renderTrend(runs.items || []);
+  renderRecovered(runs.items || []);
   renderOrphans(orphans);
   $("error").textContent = "";
   $("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
@@ -253,6 +254,50 @@ function renderTrend(items) {
   box.replaceChildren(chart, legend);
 }
 
+// Bars: the bytes each real run freed, every kind together; its title lists them per kind
+// (docs/operations.md, "Storage recovered": what the figure means on each backend).
+function renderRecovered(items) {
+  const runs = items.slice().reverse().filter((r) => !r.dry_run);
+  const box = $("recovered-chart");
+  if (!runs.length) {
+    box.replaceChildren(el("p", { class: "muted" }, "No real runs yet."));
+    return;
+  }
+  const W = 900, H = 160, left = 64, right = 12, top = 12, bottom = 34;
+  const freed = runs.map((r) => sum(r.bytes_reclaimed || {}));
+  const max = Math.max(1, ...freed);
+  const step = (W - left - right) / runs.length;
+  const y = (v) => top + (H - top - bottom) * (1 - v / max);
+  const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, width: "100%", role: "img",
+    "aria-label": "storage recovered per real run" });
+  for (const frac of [0, 1]) {
+    const v = Math.round(max * frac);
+    chart.append(svg("line", { class: "grid-line", x1: left, x2: W - right, y1: y(v), y2: y(v) }));
+    chart.append(svg("text", { x: left - 6, y: y(v) + 4, "text-anchor": "end" }, bytesText(v)));
+  }
+  runs.forEach((r, i) => {
+    const h = (H - top - bottom) * (freed[i] / max);
+    const bar = svg("rect", { class: "bar recovered", x: left + i * step + step * 0.2,
+      width: Math.max(1, step * 0.6), y: H - bottom - h, height: h });
+    const kinds = Object.entries(r.bytes_reclaimed || {}).filter(([, v]) => v > 0)
+      .map(([k, v]) => `${k} ${bytesText(v)}`).join(", ");
+    bar.append(svg("title", {}, `${r.started_at}: ${bytesText(freed[i])}${kinds ? ` (${kinds})` : ""}`));
+    chart.append(bar);
+  });
+  chart.append(svg("line", { class: "axis", x1: left, x2: W - right, y1: H - bottom, y2: H - bottom }));
+  const label = (r) => r.started_at.replace("T", " ").slice(5, 16);
+  chart.append(svg("text", { x: left, y: H - 12 }, label(runs[0])));
+  chart.append(svg("text", { x: W - right, y: H - 12, "text-anchor": "end" }, label(runs[runs.length - 1])));
+  box.replaceChildren(chart);
+}
+
+function bytesText(n) {
+  const units = ["B", "kB", "MB", "GB", "TB"];
+  let v = n, u = 0;
+  while (v >= 1000 && u < units.length - 1) { v /= 1000; u += 1; }
+  return `${u ? v.toFixed(1) : v} ${units[u]}`;
+}
+
 // --- actions ---------------------------------------------------------------------------------
 function setBusy(busy, message) {
   for (const id of ["dry-run", "cleanup", "confirm-apply", "confirm-cancel"]) $(id).disabled = busy;
@@ -277,7 +322,11 @@ function reportParts(report) {
       kind, String(s.found ?? 0), String(s.deleted ?? 0), String(s.failed ?? 0),
       String(s.skipped_count ?? (s.skipped || []).length), s.outcome || "—"]), [1, 2, 3, 4]),
   ];
-  if (bytes) parts.push(el("p", {}, `Container space reclaimed: ${bytes} bytes`));
+  if (bytes) {
+    const each = kinds.filter(([, s]) => Number(s.bytes_reclaimed) > 0)
+      .map(([kind, s]) => `${kind} ${bytesText(Number(s.bytes_reclaimed))}`).join(", ");
+    parts.push(el("p", { id: "storage-recovered" }, `Storage recovered: ${bytesText(bytes)} (${each})`));
+  }
   for (const e of report.errors || []) {
     parts.push(el("p", { class: "error" }, `${e.engine || e.stage || ""}: ${e.message || JSON.stringify(e)}`));
   }

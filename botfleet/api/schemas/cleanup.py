@@ -70,6 +70,19 @@ class ResourceEntry(BaseModel):
     outcome: Outcome | None = None
     duration_seconds: float | None = None
     lag_seconds: list[float] = []
+    bytes_reclaimed: int | None = Field(
+        None,
+        ge=0,
+        description="Storage a real run recovered (absent in a dry run): containers' writable"
+        " layers; SQLite: the pages the stage freed; PostgreSQL: the deleted rows' heap tuples,"
+        " reusable after VACUUM. bots counts its results with it.",
+    )
+    store_bytes_before: int | None = Field(
+        None, ge=0, description="Database kinds: the store's size before the stage."
+    )
+    store_bytes_after: int | None = Field(
+        None, ge=0, description="Database kinds: after it (returned to the OS: the difference)."
+    )
 
 
 class RunError(BaseModel):
@@ -165,6 +178,9 @@ class RunSummary(BaseModel):
     plan_id: uuid.UUID | None
     found: dict[str, int]
     deleted: dict[str, int]
+    bytes_reclaimed: dict[str, int] = Field(
+        {}, description="Storage recovered per kind (a real run's kinds that report it)."
+    )
     errors: int = Field(ge=0, description="How many errors the report lists.")
 
 
