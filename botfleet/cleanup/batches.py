@@ -92,6 +92,7 @@ class BatchLoop:
         if archive is None:
             await self._loop(tally, limit, kind, self._plain(step, connection, autocommit))
             return
+        scale = archive.archive.batch_factor
         batches = ArchivedBatches(self.stage, archive, kind, step)
         walk = archive.walk(kind)
         if connection is not None and overlap:
@@ -101,7 +102,7 @@ class BatchLoop:
                 async def start(size: int, cursor: Any, seq: int) -> InFlight:
                     return await overlapped.start(size, cursor, archive.name(kind, walk, seq))
 
-                await self._loop(tally, limit, kind, start)
+                await self._loop(tally, limit, kind, start, scale)
             return
 
         async def one(size: int, cursor: Any, seq: int) -> InFlight:
@@ -109,19 +110,28 @@ class BatchLoop:
             name = archive.name(kind, walk, seq)
             return InFlight.done(await batches.one(size, cursor, name, connection), size, started)
 
-        await self._loop(tally, limit, kind, one)
+        await self._loop(tally, limit, kind, one, scale)
 
-    async def _loop(self, tally: Tally, limit: int, kind: str, start: Start) -> None:
+    async def _loop(
+        self, tally: Tally, limit: int, kind: str, start: Start, scale: int = 1
+    ) -> None:
+        """``scale``: batches of ``scale`` times the governor's size (archived: fewer files)."""
         pending: deque[InFlight] = deque()  # statement run, commit not yet counted: oldest first
         try:
-            await self._batches(tally, limit, kind, start, pending)
+            await self._batches(tally, limit, kind, start, pending, scale)
         except BaseException:
             await self._drain(tally, limit, kind, pending, raising=False)
             raise
         await self._drain(tally, limit, kind, pending, raising=True)
 
     async def _batches(
-        self, tally: Tally, limit: int, kind: str, start: Start, pending: deque[InFlight]
+        self,
+        tally: Tally,
+        limit: int,
+        kind: str,
+        start: Start,
+        pending: deque[InFlight],
+        scale: int,
     ) -> None:
         governor = self.stage.run.governor
         seq = 0
@@ -143,7 +153,7 @@ class BatchLoop:
             room = limit - tally.deleted - tally.in_flight  # again: the checkpoint awaited
             if room <= 0:
                 continue
-            size = max(1, min(governor.next_size(), room))
+            size = max(1, min(governor.next_size() * scale, room))
             # Reserved until the batch commits: concurrent walks never delete more than planned.
             tally.in_flight += size
             seq += 1
