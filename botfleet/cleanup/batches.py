@@ -8,7 +8,8 @@ batch governor sizes it and may pause between batches to let live traffic throug
 
 With an archive (CLEANUP_ARCHIVE_DIR), every batch runs in a transaction of its own: its
 statement deletes and returns what it deleted, the batch file is written and fsynced, and only
-then does the transaction commit (safety rule 8; :mod:`botfleet.archive.writer`); a walk whose
+then does the transaction commit (safety rule 8; :mod:`botfleet.archive.writer`), and a purge's
+batch holds ``batch_factor`` times as many rows (fewer transactions, files and fsyncs); a walk whose
 batches never share rows overlaps one batch's file with the next one's statement
 (:mod:`botfleet.cleanup.archived_batches`). A batch's step is told the name of its file, so that
 its audit record names it: that record, committed with the batch, is what proves the file
@@ -32,6 +33,7 @@ from botfleet.cleanup.archived_batches import ArchivedBatches, OverlappedBatches
 from botfleet.cleanup.batch_steps import Batch, InFlight, Step
 from botfleet.cleanup.context import StageContext
 from botfleet.cleanup.sql import dedicated_connection
+from botfleet.constants import ARCHIVED_KINDS
 from botfleet.store.models import UTCDateTime
 
 __all__ = ["Batch", "BatchLoop", "Step", "Tally", "together"]
@@ -92,7 +94,8 @@ class BatchLoop:
         if archive is None:
             await self._loop(tally, limit, kind, self._plain(step, connection, autocommit))
             return
-        scale = archive.archive.batch_factor
+        # Larger batches for the purges it archives (idle_bots only soft-deletes live bots).
+        scale = archive.archive.batch_factor if kind in ARCHIVED_KINDS else 1
         batches = ArchivedBatches(self.stage, archive, kind, step)
         walk = archive.walk(kind)
         if connection is not None and overlap:
