@@ -5,7 +5,7 @@
     BENCH_SCALE=small python -m bench.archive  # 1/100 of that, one pair
     BENCH_ROUNDS=3 python -m bench.archive     # off/on pairs (default 2; 1 small), alternating
     BENCH_DB_PREFIX=mine_ python -m bench.archive  # its databases' names (default botfleet_bench_)
-    BENCH_ARCHIVE_PROFILE=1 python -m bench.archive  # also the three variants below, each round
+    BENCH_ARCHIVE_PROFILE=1 python -m bench.archive  # also the two ablations below, each round
 
 Each run gets a fresh copy of one template database and botfleet's real run (stages ``bots`` and
 ``orphaned_results``, default settings) in a process of its own, alternating off, on, off, on, so
@@ -22,9 +22,7 @@ file written and fsynced, but the statement returns no lines: the file holds onl
 and ``lines_kept`` (PostgreSQL renders every line, as for the archive, but hands over none).
 Then no_lines - off is the batch structure (transactions, files, fsyncs), lines_kept - no_lines
 the rendering in the database, on - lines_kept the handover, compression and writing of the
-lines. The ablations patch this worker process only; their archives are not readable. The
-third variant, ``batch_factor_1``, is the archived run with batches of CLEANUP_BATCH_SIZE rows
-(``writer.BATCH_FACTOR`` set to 1): batch_factor_1 - on is what the larger archived batches save.
+lines. The ablations patch this worker process only; their archives are not readable.
 """
 
 from __future__ import annotations
@@ -129,7 +127,7 @@ def _phases(spent: dict[str, float]) -> dict[str, float]:
     return {k: round(v, 3) for k, v in phases.items()}
 
 
-PROFILED = ("no_lines", "lines_kept", "batch_factor_1")
+PROFILED = ("no_lines", "lines_kept")
 
 
 def _ablate(mode: str) -> None:
@@ -151,11 +149,7 @@ def _ablate(mode: str) -> None:
 async def _worker(url: str, archive_dir: str, mode: str) -> dict[str, Any]:
     import resource
 
-    if mode == "batch_factor_1":  # archived batches of CLEANUP_BATCH_SIZE, as before the factor
-        from botfleet.archive import writer
-
-        writer.BATCH_FACTOR = 1  # type: ignore[misc]
-    elif mode in PROFILED:
+    if mode in PROFILED:
         _ablate(mode)
     spent: dict[str, float] = dict.fromkeys(
         ("write_s", "fsync_s", "fsyncs", "dir_s", "rename_s", "statement", "batch_s"), 0.0
@@ -208,7 +202,6 @@ def _profile(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
     extra = seconds["on"] - seconds["off"] or 1.0
     return {
-        "larger_batches_saved_seconds": round(seconds["batch_factor_1"] - seconds["on"], 3),
         "median_seconds": {k: round(v, 3) for k, v in seconds.items()},
         "extra_seconds": {k: round(v, 3) for k, v in causes.items()},
         "shares_of_extra": {k: round(v / extra, 3) for k, v in causes.items()},
