@@ -13,8 +13,9 @@ that both see the same machine. The figure is the ratio of rows per second with 
 rows per second without it, per pair and at the median; with it, the archive's bytes per purged
 row, and where the extra time goes: the worker's time inside the batch file writes (JSON lines
 aggregated by PostgreSQL, gzip, write), inside their fsyncs, and the rest (each batch's own
-transaction: BEGIN and COMMIT round trips, the wider RETURNING and json aggregation).
-Both copies must leave the same rows.
+transaction: BEGIN and COMMIT round trips, the wider RETURNING and json aggregation); and how
+long each batch's transaction lasts, statement to commit (``batch_s``: median, 95th percentile,
+longest). Both copies must leave the same rows.
 
 With ``BENCH_ARCHIVE_PROFILE=1`` each round also runs two ablations of the archived run, so that
 the extra time can be split by what causes it: ``no_lines`` (each batch in its transaction, its
