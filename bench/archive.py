@@ -13,8 +13,9 @@ that both see the same machine. The figure is the ratio of rows per second with 
 rows per second without it, per pair and at the median; with it, the archive's bytes per purged
 row, and where the extra time goes: the worker's time inside the batch file writes (JSON lines
 aggregated by PostgreSQL, gzip, write), inside their fsyncs, and the rest (each batch's own
-transaction: BEGIN and COMMIT round trips, the wider RETURNING and json aggregation).
-Both copies must leave the same rows.
+transaction: BEGIN and COMMIT round trips, the wider RETURNING and json aggregation); and how
+long each batch's transaction lasts, statement to commit (``batch_s``: median, 95th percentile,
+longest). Both copies must leave the same rows.
 
 With ``BENCH_ARCHIVE_PROFILE=1`` each round also runs two ablations of the archived run, so that
 the extra time can be split by what causes it: ``no_lines`` (each batch in its transaction, its
@@ -46,9 +47,10 @@ from bench.report import cleanup_service, scale, write_result
 PHASES = ("statement", "compress_write", "fsync_file", "rename_fsync_dir", "begin_commit")
 
 
-def _instrument(spent: dict[str, float]) -> None:
+def _instrument(spent: dict[str, float], batch_seconds: list[float]) -> None:
     """Time the phases of each batch by wrapping the functions that do them (this process only)."""
     from botfleet.archive import writer
+    from botfleet.cleanup import timing
     from botfleet.cleanup.archived_batches import ArchivedBatches
     from botfleet.cleanup.batches import BatchLoop
     from botfleet.cleanup.purge_bots import BotPurge
@@ -80,6 +82,15 @@ def _instrument(spent: dict[str, float]) -> None:
         spent["fsyncs"] += 1
         spent["fsync_s"] += time.perf_counter() - started
 
+    for governor in (timing.BatchGovernor, timing.FixedBatch):
+        observe = governor.observe
+
+        def observed(self: Any, seconds: float, rows: int, _real: Any = observe) -> None:
+            # Statement to commit: how long each batch's transaction held its rows.
+            batch_seconds.append(seconds)
+            return _real(self, seconds, rows)  # type: ignore[no-any-return]
+
+        governor.observe = observed  # type: ignore[method-assign]
     writer.os.fsync = fsync  # type: ignore[attr-defined]
     writer.fsync_dir = timed("dir_s", real_fsync_dir)  # type: ignore[attr-defined]
     writer.os.replace = timed("rename_s", os.replace)  # type: ignore[attr-defined]
@@ -88,6 +99,19 @@ def _instrument(spent: dict[str, float]) -> None:
     ResultPurge._results_pg = timed("statement", ResultPurge._results_pg)  # type: ignore[method-assign]
     ArchivedBatches.on = timed("batch_s", ArchivedBatches.on)  # type: ignore[method-assign]
     BatchLoop._batch = timed("batch_s", BatchLoop._batch)  # type: ignore[method-assign]
+
+
+def _spread(seconds: list[float]) -> dict[str, float]:
+    """Median, 95th percentile and longest of the batches' transactions (seconds)."""
+    if not seconds:
+        return {}
+    ordered = sorted(seconds)
+    p95 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))]
+    return {
+        "median": round(statistics.median(ordered), 3),
+        "p95": round(p95, 3),
+        "max": round(ordered[-1], 3),
+    }
 
 
 def _phases(spent: dict[str, float]) -> dict[str, float]:
@@ -130,7 +154,8 @@ async def _worker(url: str, archive_dir: str, mode: str) -> dict[str, Any]:
     spent: dict[str, float] = dict.fromkeys(
         ("write_s", "fsync_s", "fsyncs", "dir_s", "rename_s", "statement", "batch_s"), 0.0
     )
-    _instrument(spent)
+    batch_seconds: list[float] = []
+    _instrument(spent, batch_seconds)
     overrides = {"cleanup_archive_dir": archive_dir} if archive_dir else {}
     async with cleanup_service(url, **overrides) as service:
         started = time.perf_counter()
@@ -157,6 +182,8 @@ async def _worker(url: str, archive_dir: str, mode: str) -> dict[str, Any]:
         "fsync_s": round(spent["fsync_s"], 3),
         "fsyncs": int(spent["fsyncs"]),
         "batch_phases_s": _phases(spent),
+        "batches": len(batch_seconds),
+        "batch_s": _spread(batch_seconds),
         "errors": report["errors"],
     }
 
@@ -248,6 +275,12 @@ def main() -> int:
         "batch_phases_on_median_s": _median_phases(on),
         "batch_phases_off_median_s": _median_phases(off),
         "batch_phase_shares_on": _shares(_median_phases(on)),
+        "batches_off_on": [off[-1]["batches"], on[-1]["batches"]],
+        "batch_s_off_on_median": [
+            round(statistics.median(r["batch_s"]["median"] for r in runs_of), 3)
+            for runs_of in (off, on)
+        ],
+        "batch_s_on_max": max(r["batch_s"]["max"] for r in on),
         "write_s_median": round(statistics.median(r["write_s"] for r in on), 3),
         "fsync_s_median": round(statistics.median(r["fsync_s"] for r in on), 3),
         "bytes_per_row": round(on[-1]["archive_bytes"] / purged, 2) if purged else None,
