@@ -79,3 +79,49 @@ def test_all_runs_each_bench_in_a_child_with_its_exit_code() -> None:
     # Every bench ran once: no child came back into the runner's loop.
     assert out.count("== bench.fake_exit\n") == 1 and out.count("== all:") == 1
     assert "failed: fake_boom, fake_exit" in done.stderr
+
+
+def test_a_small_run_puts_the_engine_benches_in_a_lane_of_their_own() -> None:
+    script = textwrap.dedent(
+        """
+        import os, sys, time, types
+        from bench import all as bench_all
+
+        def fake(name, code):
+            def main():
+                print(f"{name} starts {time.monotonic():.3f}", flush=True)
+                time.sleep(1.0)
+                print(f"{name} ends {time.monotonic():.3f}", flush=True)
+                return code
+            module = types.ModuleType(f"bench.{name}")
+            module.main = main
+            sys.modules[module.__name__] = module
+
+        fake("plan", 0)
+        fake("swarm", 3)
+        fake("quota", 0)
+        sys.exit(bench_all.main(["plan", "swarm", "quota"]))
+        """
+    )
+    env = {**os.environ, "BENCH_SCALE": "small"}
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    out = done.stdout
+    assert done.returncode == 1, done.stderr
+
+    def at(name: str, what: str) -> float:
+        return float(out.split(f"{name} {what} ")[1].split()[0])
+
+    # swarm (the engine lane) overlaps plan; quota waits for plan, in the same lane.
+    assert at("swarm", "starts") < at("plan", "ends") and at("plan", "starts") < at("swarm", "ends")
+    assert at("quota", "starts") >= at("plan", "ends")
+    # Each bench's output is printed whole, right before its closing line.
+    assert out.index("plan ends") < out.index("== bench.plan: exit 0")
+    assert "== bench.swarm: exit 3" in out and "failed: swarm" in done.stderr
+    assert "== bench.swarm (lane 2)" in out
