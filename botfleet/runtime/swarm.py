@@ -86,10 +86,10 @@ class SwarmEngine:
                 )
             except APIError as exc:
                 raise swarm_specs.refusal(self.name, str(exc.explanation or exc), spec) from exc
-            info = self._workload(client, str(created["ID"]))
-            if info is None:
-                raise ContainerFailed(self.name, f"service {spec.name} vanished once created")
-            return info
+            # No inspect after the create: a new service has no task yet worth reading (its
+            # bot is pending until the reconciler sees it run), and the inspect was as many
+            # engine calls again as the create (BENCHMARKS.md, "Swarm").
+            return swarm_specs.created(self.name, str(created["ID"]), body)
 
         return await self._call(create)
 
