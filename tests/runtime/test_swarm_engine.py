@@ -152,6 +152,22 @@ async def test_a_service_is_looked_at_and_removed_over_the_plain_route(
     assert await engine.remove_verified(made.id, lambda found: None) == "already gone"
 
 
+async def test_the_listing_goes_over_the_plain_route(
+    engine: SwarmEngine, instance: str, registry_image: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each cleanup and each reconcile pass lists every service with its tasks: over plain
+    HTTP, as the calls made once per service; a unix socket's SDK calls read no proxy
+    variables (BENCHMARKS.md, "Swarm")."""
+    made = await engine.run(spec(instance, registry_image))
+    await state_of(engine, made.id, "running")
+    for client in engine.managers.clients.values():
+        assert client.api.trust_env is False
+        for name in ("services", "tasks"):
+            monkeypatch.setattr(client.api, name, _not_the_sdk(name))
+    (listed,) = await engine.list_managed(instance)
+    assert listed.id == made.id and listed.state == "running" and listed.node
+
+
 async def test_a_create_is_one_engine_call_with_no_inspect_after_it(
     engine: SwarmEngine,
     swarm: Swarm,
