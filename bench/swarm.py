@@ -35,6 +35,9 @@ from botfleet.constants import LABEL_BOT_ID, LABEL_INSTANCE, LABEL_MANAGED
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "bench-admin-token-" + "x" * 24
+# What every bot of both contenders runs (the sample bot's own script would post results
+# to MAIN_SERVER_URL every 5 s: work on the machine that the CLI's services do not do).
+COMMAND = ("sleep", "3600")
 
 
 def spec_args(instance: str, image: str) -> list[str]:
@@ -46,7 +49,7 @@ def spec_args(instance: str, image: str) -> list[str]:
     args += ["--env", f"BOT_ID={bot}", "--env", "BOT_TOKEN=x", "--env", "MAIN_SERVER_URL=x"]
     for key, value in labels.items():
         args += ["--label", f"{key}={value}", "--container-label", f"{key}={value}"]
-    return [*args, image, "sleep", "3600"]
+    return [*args, image, *COMMAND]
 
 
 def services(url: str, instance: str, what: str = "{{.ID}}") -> list[str]:
@@ -130,7 +133,9 @@ async def create_botfleet(url: str, image: str, count: int, db: str) -> float:
             ) as api:
                 started = time.perf_counter()
                 for i in range(count):
-                    answer = await api.post("/bots", json={"name": f"b{i}", "image": image})
+                    # The command of spec_args: both contenders run the same workload.
+                    bot = {"name": f"b{i}", "image": image, "command": list(COMMAND)}
+                    answer = await api.post("/bots", json=bot)
                     answer.raise_for_status()
                 await asyncio.to_thread(wait_running, url, instance, count)
                 return time.perf_counter() - started

@@ -86,10 +86,10 @@ class SwarmEngine:
                 )
             except APIError as exc:
                 raise swarm_specs.refusal(self.name, str(exc.explanation or exc), spec) from exc
-            info = self._workload(client, str(created["ID"]))
-            if info is None:
-                raise ContainerFailed(self.name, f"service {spec.name} vanished once created")
-            return info
+            # No inspect after the create: a new service has no task yet worth reading (its
+            # bot is pending until the reconciler sees it run), and the inspect was as many
+            # engine calls again as the create (BENCHMARKS.md, "Swarm").
+            return swarm_specs.created(self.name, str(created["ID"]), body)
 
         return await self._call(create)
 
@@ -118,10 +118,16 @@ class SwarmEngine:
         labels = [f"{LABEL_MANAGED}=true", f"{LABEL_INSTANCE}={instance}"]
 
         def list_(client: docker.DockerClient) -> list[ContainerInfo]:
-            services = api(client).services(filters={"label": labels})
-            # The /tasks label filter matches the services' labels: one call for every task.
+            plain = self.managers.plain(client)
+            if plain is not None:
+                services = swarm_http.services_where(plain, {"label": labels})
+                # The /tasks label filter matches the services' labels: one call for every task.
+                every_task = swarm_http.tasks_where(plain, {"label": labels})
+            else:
+                services = api(client).services(filters={"label": labels})
+                every_task = api(client).tasks(filters={"label": labels})
             by_service: dict[str, list[Mapping[str, Any]]] = {}
-            for task in api(client).tasks(filters={"label": labels}):
+            for task in every_task:
                 by_service.setdefault(str(task.get("ServiceID")), []).append(task)
             nodes = self._node_names(client, by_service)
             return [

@@ -1,5 +1,6 @@
-"""The calls a cleanup makes once per service (its spec, its tasks, its removal), over the plain
-HTTP route of :mod:`botfleet.runtime.docker_http`, for the same reason the plain engines use it:
+"""The calls a cleanup makes once per service (its spec, its tasks, its removal), and the listing
+of every service with its tasks (each cleanup's and each reconcile pass's), over the plain HTTP
+route of :mod:`botfleet.runtime.docker_http`, for the same reason the plain engines use it:
 through docker-py each call costs several times the client CPU (BENCHMARKS.md, "Swarm").
 
 Errors come back as the SDK's, so :class:`~botfleet.runtime.swarm.SwarmEngine` handles one kind:
@@ -45,9 +46,18 @@ def service(http: EngineHttp, service_id: str) -> dict[str, Any] | None:
 
 
 def tasks(http: EngineHttp, service_id: str) -> list[dict[str, Any]]:
-    params = {"filters": json.dumps({"service": [service_id]})}
-    found = sdk_errors(lambda: http.get_json("/tasks", params))
-    return list(found or [])
+    return tasks_where(http, {"service": [service_id]})
+
+
+def services_where(http: EngineHttp, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
+    """``GET /services`` with ``filters`` (as docker-py's ``services(filters=…)``)."""
+    params = {"filters": json.dumps(filters)}
+    return list(sdk_errors(lambda: http.get_json("/services", params)) or [])
+
+
+def tasks_where(http: EngineHttp, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
+    params = {"filters": json.dumps(filters)}
+    return list(sdk_errors(lambda: http.get_json("/tasks", params)) or [])
 
 
 def remove(http: EngineHttp, service_id: str) -> None:

@@ -55,6 +55,11 @@ class Managers:
                     if url
                     else docker.from_env(timeout=timeout)
                 )
+                if client.api.base_url.startswith("http+docker://"):
+                    # A unix socket is never reached through a proxy: without this, requests
+                    # reads the proxy variables again on every call (a third of a listing's
+                    # client CPU, BENCHMARKS.md "Swarm"). TCP and TLS managers keep them.
+                    client.api.trust_env = False
                 self.clients[url] = client
                 self._plain[id(client)] = EngineHttp.for_client(client.api, self.timeout)
             return client

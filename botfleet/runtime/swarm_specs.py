@@ -54,6 +54,18 @@ def service_spec(spec: ContainerSpec, *, restart: str, image: str | None = None)
     }
 
 
+def created(engine: str, service_id: str, body: Mapping[str, Any]) -> ContainerInfo:
+    """A service just created from ``body``, as the workload of a bot: no task yet."""
+    return ContainerInfo(
+        id=service_id,
+        name=str(body.get("Name", "")),
+        engine=engine,
+        state="created",
+        labels=dict(body.get("Labels") or {}),
+        task_state="new",
+    )
+
+
 def restart_policy(restart: str) -> dict[str, Any]:
     if restart == "none":
         return {"Condition": "none"}

@@ -152,6 +152,40 @@ async def test_a_service_is_looked_at_and_removed_over_the_plain_route(
     assert await engine.remove_verified(made.id, lambda found: None) == "already gone"
 
 
+async def test_the_listing_goes_over_the_plain_route(
+    engine: SwarmEngine, instance: str, registry_image: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each cleanup and each reconcile pass lists every service with its tasks: over plain
+    HTTP, as the calls made once per service; a unix socket's SDK calls read no proxy
+    variables (BENCHMARKS.md, "Swarm")."""
+    made = await engine.run(spec(instance, registry_image))
+    await state_of(engine, made.id, "running")
+    for client in engine.managers.clients.values():
+        assert client.api.trust_env is False
+        for name in ("services", "tasks"):
+            monkeypatch.setattr(client.api, name, _not_the_sdk(name))
+    (listed,) = await engine.list_managed(instance)
+    assert listed.id == made.id and listed.state == "running" and listed.node
+
+
+async def test_a_create_is_one_engine_call_with_no_inspect_after_it(
+    engine: SwarmEngine,
+    swarm: Swarm,
+    instance: str,
+    registry_image: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A new service has no task worth reading yet: the create answers from what it asked, and
+    the bot stays pending until the reconciler sees its task run (BENCHMARKS.md, "Swarm")."""
+    made = spec(instance, registry_image)
+    monkeypatch.setattr(engine, "_workload", _not_the_sdk("an inspect after the create"))
+    info = await engine.run(made)
+    assert info.engine == engine.name and info.name == made.name
+    assert info.bot_id == made.labels[LABEL_BOT_ID] and info.belongs_to(instance)
+    assert info.state == "created" and info.task_state == "new" and info.node is None
+    assert info.id in docker(swarm.manager.url, "service", "inspect", info.id).stdout
+
+
 def _not_the_sdk(name: str) -> Any:
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError(f"{name} went through docker-py")
