@@ -93,6 +93,8 @@ class BotService:
         except BaseException:
             await asyncio.shield(self._discard(engine, info.id, bot.id))
             raise
+        if bot.deleted_at is not None:  # deleted meanwhile, when it had no container to stop
+            await self._stop(bot)
         log.info("bot created", extra={"bot_id": str(bot.id), "engine": engine.name})
         return bot, token
 
@@ -165,19 +167,19 @@ class BotService:
                 session.add(deleted_event(bot_id, bot.status, now))
                 set_status(bot, STATUS_DELETED, now)
                 bot.updated_at = now
-        if bot.container_id and bot.engine:
-            try:
-                engine = self._fleet.get(bot.engine)
-                await engine.stop(bot.container_id, timeout=BOT_STOP_TIMEOUT_SECONDS)
-            except Exception as exc:
-                log.warning(
-                    "bot %s deleted but its container is not stopped yet (%s); "
-                    "the reconciler will stop it",
-                    bot_id,
-                    exc,
-                )
+        await self._stop(bot)
         log.info("bot deleted", extra={"bot_id": str(bot_id)})
         return bot
+
+    async def _stop(self, bot: Bot) -> None:
+        """Stop a deleted bot's container; what fails here is left to the reconciler."""
+        if not (bot.container_id and bot.engine):
+            return
+        try:
+            engine = self._fleet.get(bot.engine)
+            await engine.stop(bot.container_id, timeout=BOT_STOP_TIMEOUT_SECONDS)
+        except Exception as exc:
+            log.warning("bot %s deleted, its container not stopped yet (%s)", bot.id, exc)
 
     async def restore(self, bot_id: uuid.UUID, *, now: datetime) -> tuple[Bot, str | None]:
         """Undo a delete within retention and run the bot again.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -207,6 +208,29 @@ async def test_delete_stops_and_keeps_the_container_and_is_idempotent(
     assert again.deleted_at == later  # the first delete's time stands
     with pytest.raises(BotNotFound):
         await service.delete(uuid.uuid4(), now=NOW)
+
+
+@pytest.mark.docker
+async def test_a_bot_deleted_while_it_is_created_ends_with_its_container_stopped(
+    service: BotService, docker_client: Any, sample_image: str, cleanup_containers: None
+) -> None:
+    """The delete lands while the engine creates the container, so it has nothing to stop: the
+    create stops it, without waiting for a reconciler (none runs here)."""
+    creating = asyncio.create_task(service.create(sleeper("raced"), now=NOW))
+    async with asyncio.timeout(30):
+        while (pending := await _only_bot(service)) is None:
+            await asyncio.sleep(0.001)
+    assert pending.container_id is None  # still in the engine's hands
+    deleted = await service.delete(pending.id, now=NOW + timedelta(seconds=1))
+    assert deleted.deleted_at is not None and deleted.container_id is None
+    bot, _ = await creating
+    assert bot.deleted_at is not None and bot.container_id
+    assert docker_client.containers.get(bot.container_id).status == "exited"
+
+
+async def _only_bot(service: BotService) -> Bot | None:
+    async with service._sessions() as session:
+        return await session.scalar(select(Bot))
 
 
 @pytest.mark.docker
