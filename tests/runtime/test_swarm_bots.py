@@ -15,7 +15,7 @@ import pytest
 from botfleet.config import Settings
 from tests.conftest import TEST_TOKEN, started_app
 from tests.support.swarm import Swarm, docker
-from tests.support.wait import wait_until_async
+from tests.support.wait import wait_until, wait_until_async
 
 pytestmark = pytest.mark.docker
 AUTH = {"Authorization": f"Bearer {TEST_TOKEN}"}
@@ -65,9 +65,27 @@ async def bot_when(
     return found
 
 
+def clear(swarm: Swarm) -> None:
+    """No service of an earlier test left, and none of its tasks still running on a node: swarm
+    spreads a service's task by the tasks each node runs, so leftovers (the node-failure test
+    moves every task to the manager) would tilt the placement this test looks at."""
+    ids = swarm.services()
+    if ids:
+        docker(swarm.manager.url, "service", "rm", *ids, check=False)
+
+    def idle() -> bool:
+        return not any(
+            docker(url, "ps", "-q", "--filter", "label=com.docker.swarm.service.id").stdout.split()
+            for url in (swarm.manager.url, swarm.worker.url)
+        )
+
+    wait_until(idle, timeout=90, message="no swarm task running on either node", interval=0.2)
+
+
 async def test_swarm_places_the_bots_on_both_nodes(
     api: httpx.AsyncClient, registry_image: str, swarm: Swarm
 ) -> None:
+    clear(swarm)
     bots = [
         await create(api, f"spread-{i}", registry_image, command=["sleep", "600"])
         for i in range(10)
