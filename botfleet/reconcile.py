@@ -225,10 +225,16 @@ class Reconciler:
             await engine.start(stop.container_id)
         except Exception as exc:
             log.warning("could not start restored bot %s again: %s", stop.bot_id, exc)
-        else:
-            log.info(
-                "started container %s of bot %s again: restored", stop.container_id, stop.bot_id
-            )
+            return
+        log.info("started container %s of bot %s again: restored", stop.container_id, stop.bot_id)
+        if await is_live(self._sessions, stop.bot_id):
+            return
+        # Deleted (or purged) again just before that start: its own stop may have come first,
+        # and its row was written before that stop, so this read sees it. Stop it once more.
+        try:
+            await engine.stop(stop.container_id, timeout=BOT_STOP_TIMEOUT_SECONDS)
+        except Exception as exc:
+            log.warning("could not stop bot %s, deleted again: %s", stop.bot_id, exc)
 
 
 EVENT_RECONNECT_SECONDS = 5.0

@@ -301,6 +301,45 @@ async def test_a_bot_restored_while_its_container_stops_runs_again(
 
 
 @pytest.mark.docker
+async def test_a_bot_deleted_again_just_before_it_starts_ends_stopped(
+    parts: tuple[BotService, Reconciler],
+    docker_client: Any,
+    sample_image: str,
+    cleanup_containers: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Restored while the reconciler stops it, so the pass starts it again; a delete lands just
+    before that start, and its own stop comes first. The bot is deleted: its container must
+    end stopped, not run on for a row the cleanup will purge."""
+    service, reconciler = parts
+    bot, _ = await service.create(run("deleted-again", "sleep", "600"), now=NOW)
+    await service.delete(bot.id, now=NOW)
+    container = docker_client.containers.get(bot.container_id)
+    container.start()
+    engine = reconciler._fleet.get(bot.engine)
+    real_stop, real_start = engine.stop, engine.start
+    restored: list[bool] = []
+
+    async def stop_during_a_restore(container_id: str, timeout: float = 10) -> None:
+        if not restored:
+            restored.append(True)
+            await service.restore(bot.id, now=NOW)
+        await real_stop(container_id, timeout=timeout)
+
+    async def start_after_a_delete(container_id: str) -> None:
+        await service.delete(bot.id, now=NOW + timedelta(minutes=1))  # its stop comes first
+        await real_start(container_id)
+
+    monkeypatch.setattr(engine, "stop", stop_during_a_restore)
+    monkeypatch.setattr(engine, "start", start_after_a_delete)
+    await reconciler.reconcile_once(NOW)
+
+    container.reload()
+    assert restored and (await service.get(bot.id)).deleted_at is not None
+    assert container.status == "exited"
+
+
+@pytest.mark.docker
 async def test_a_bot_purged_while_its_container_stops_stays_stopped(
     parts: tuple[BotService, Reconciler],
     settings: Settings,
