@@ -13,11 +13,13 @@ the bench's own, tests/support/swarm.py) with the sample bot in the local regist
    those ids.
 
 Rounds alternate the contenders (``BENCH_ROUNDS``, default 3; 1 small); ratios are of the medians.
+``BENCH_SWARM_ONLY=create`` or ``remove`` runs one part (the other's figures are left out).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import subprocess
 import sys
@@ -191,6 +193,9 @@ def main() -> int:
     from tests.support.swarm import push, running_swarm
 
     creates, removals = (2, 5) if scale() == "small" else (100, 300)
+    only = os.environ.get("BENCH_SWARM_ONLY", "")
+    if only not in ("", "create", "remove"):
+        raise SystemExit(f"BENCH_SWARM_ONLY must be create or remove, not {only!r}")
     rounds = bench_rounds(3)
     subprocess.run([str(ROOT / "examples/sample-bot/build.sh")], check=True, capture_output=True)
     image = push("botfleet/sample-bot:latest", "botfleet/sample-bot:latest")
@@ -201,7 +206,7 @@ def main() -> int:
         url = swarm.manager.url
         for r in range(rounds):
             order = ("cli", "botfleet") if r % 2 == 0 else ("botfleet", "cli")
-            for name in order:
+            for name in order if only != "remove" else ():
                 if name == "cli":
                     results["create_cli"].append(create_cli(url, image, creates))
                 else:
@@ -210,7 +215,7 @@ def main() -> int:
                         asyncio.run(create_botfleet(url, image, creates, db))
                     )
                 print(f"round {r + 1} create {name}: {results['create_' + name][-1]:.2f}s")
-            for name in order:
+            for name in order if only != "create" else ():
                 instance, ids = orphans(url, image, removals)
                 if name == "cli":
                     results["rm_cli"].append(remove_cli(url, ids))
@@ -221,6 +226,14 @@ def main() -> int:
                 left = services(url, instance)
                 ok = ok and not left
                 print(f"round {r + 1} rm {name}: {results['rm_' + name][-1]:.2f}s left={len(left)}")
+    if only:  # one part: printed, and the results file (both parts) is left as it is
+        cli, ours = (
+            results[f"{only}_cli" if only == "create" else "rm_cli"],
+            results[f"{only}_botfleet" if only == "create" else "rm_botfleet"],
+        )
+        ratio = statistics.median(cli) / statistics.median(ours)
+        print(f"{only}: cli {cli} botfleet {ours} ratio {ratio:.3f} ok={ok}")
+        return 0 if ok else 1
     med = {k: statistics.median(v) for k, v in results.items()}
     figures = {
         "sizes": {"creates": creates, "removals": removals},

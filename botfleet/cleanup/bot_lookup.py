@@ -7,16 +7,18 @@ thread reads the row itself through a read-only ``sqlite3`` connection (:class:`
 asking the event loop would cost that thread a round trip through the loop, a pooled session and
 aiosqlite's own worker thread — most of the client CPU of a removal on two cores
 (bench/containers) — and a read of its own, begun after the container's last inspect, is fresher
-than a shared query. WAL mode lets such readers run beside the writer. An in-memory SQLite
-database is private to its connection, so it keeps the async path, as PostgreSQL does (no
-synchronous driver is installed for it).
+than a shared query; a swarm's group of services reads its bots' rows in one query after the
+group's look (:meth:`SqliteBotReader.read`). WAL mode lets such readers run beside the
+writer. An in-memory SQLite database is private to its connection, so it keeps the async path,
+as PostgreSQL does (no synchronous driver is installed for it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Collection
+import uuid
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -89,8 +91,8 @@ async def bot_records(sessions: SessionFactory, bot_ids: Collection[str]) -> dic
 
 BUSY_TIMEOUT_SECONDS = 30.0  # as the server's own connections (store/session.py)
 
-_BY_ID = select(Bot.id, Bot.deleted_at, Bot.labels, Bot.status_at_deletion).where(
-    Bot.id == bindparam("bot_id")
+_BY_IDS = select(Bot.id, Bot.deleted_at, Bot.labels, Bot.status_at_deletion).where(
+    Bot.id.in_(bindparam("bot_ids", expanding=True))
 )
 
 
@@ -124,12 +126,19 @@ class SqliteBotReader:
 
     def get(self, bot_id: str | None) -> BotRecord | None:
         """The bot's row now; None when the label names no row (or is no UUID)."""
-        key = bot_uuid(bot_id)
-        if key is None:
+        if bot_id is None or bot_uuid(bot_id) is None:
             return None
+        return self.read([bot_id]).get(bot_id)
+
+    def read(self, bot_ids: Sequence[str]) -> dict[str, BotRecord]:
+        """The rows the labels name, by label, in one query."""
+        labels: dict[uuid.UUID, list[str]] = {}
+        for label in bot_ids:
+            if (key := bot_uuid(label)) is not None:
+                labels.setdefault(key, []).append(label)  # two spellings may name one row
         with self._engine.connect() as conn:
-            row = conn.execute(_BY_ID, {"bot_id": key}).first()
-        return None if row is None else BotRecord.of_row(row)
+            rows = conn.execute(_BY_IDS, {"bot_ids": list(labels)}).all()
+        return {label: BotRecord.of_row(row) for row in rows for label in labels[row.id]}
 
     def close(self) -> None:
         self._engine.dispose()

@@ -10,30 +10,32 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-from collections.abc import Sequence
-from typing import Any
-
-from sqlalchemy import insert
+from collections.abc import Mapping, Sequence
+from typing import TypeVar
 
 from botfleet.cleanup.batches import Tally
-from botfleet.cleanup.bot_lookup import BotLookup, SqliteBotReader
+from botfleet.cleanup.bot_lookup import BotLookup, SqliteBotReader, bot_records
 from botfleet.cleanup.container_scope import ContainerTarget
 from botfleet.cleanup.context import StageContext
-from botfleet.cleanup.eligibility import BotRecord, container_decision
+from botfleet.cleanup.eligibility import BotRecord, bot_uuid, container_decision
 from botfleet.cleanup.failures import Interrupted
-from botfleet.cleanup.sql import jsonable
+from botfleet.cleanup.removal_audit import record_removed
 from botfleet.constants import DEPENDENCY_DATABASE, KIND_CONTAINERS
 from botfleet.errors import ContainerConflict, EngineUnavailable, LockLost
-from botfleet.runtime.base import ContainerEngine, ContainerInfo
+from botfleet.runtime.base import ContainerEngine, ContainerInfo, GroupOutcome, RemovesInGroups
 from botfleet.runtime.fleet import Fleet
-from botfleet.store.models import CleanupAudit
+
+Outcome = GroupOutcome
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # A removal waits this long for its bot's row before it gives up (and removes nothing).
 BOT_CHECK_TIMEOUT_SECONDS = 60.0
 # Removed containers are audited in groups of this many (and at the end): one transaction each.
 AUDIT_EVERY = 32
+# On an engine that removes in groups (a swarm), how many groups are removed at once.
+GROUPS_IN_FLIGHT = 2
 
 
 async def remove_containers(
@@ -69,52 +71,79 @@ async def remove_containers(
 
         attempted: set[str] = set()
 
+        async def may_start() -> bool:
+            if state["down"] is not None or state["stop"] is not None:
+                return False
+            try:
+                await stage.checkpoint()
+            except (Interrupted, LockLost) as exc:  # in-flight removals finish, no new ones
+                state["stop"] = exc
+                return False
+            return True
+
+        async def settle(t: ContainerTarget, outcome: Outcome) -> None:
+            if isinstance(outcome, EngineUnavailable):
+                state["down"] = state["down"] or outcome
+                tally.failed += 1
+            elif isinstance(outcome, _BotCheckFailed):
+                # The database, not the engine, failed: the container stays, uncounted.
+                tally.failed += 1
+                tally.errors.append(
+                    {
+                        "stage": kind,
+                        "dependency": DEPENDENCY_DATABASE,
+                        "message": f"{t.id[:12]}: bot check failed: {outcome}"[:300],
+                    }
+                )
+            elif isinstance(outcome, BaseException):
+                tally.failed += 1
+                message = f"{t.id[:12]}: {type(outcome).__name__}: {outcome}"[:300]
+                tally.errors.append({"stage": kind, "engine": name, "message": message})
+            elif isinstance(outcome, str):
+                tally.skipped.append((t.id, outcome, name))
+            else:
+                removed.append((t, outcome))
+                if len(removed) >= AUDIT_EVERY:
+                    batch = removed[:]
+                    removed.clear()
+                    await record_removed(stage, kind, batch, tally)
+                    stage.report_progress(kind, tally.deleted, total)
+
         async def one(t: ContainerTarget) -> None:
             async with gate:
-                if state["down"] is not None or state["stop"] is not None:
-                    return
-                try:
-                    await stage.checkpoint()
-                except (Interrupted, LockLost) as exc:  # in-flight removals finish, no new ones
-                    state["stop"] = exc
+                if not await may_start():
                     return
                 attempted.add(t.id)
                 try:
-                    outcome: str | ContainerInfo = await _remove_one(
-                        stage, engine, t, instance, lookup, reader
-                    )
-                except EngineUnavailable as exc:
-                    state["down"] = state["down"] or exc
-                    tally.failed += 1
-                    return
-                except _BotCheckFailed as exc:
-                    # The database, not the engine, failed: the container stays, uncounted.
-                    tally.failed += 1
-                    tally.errors.append(
-                        {
-                            "stage": kind,
-                            "dependency": DEPENDENCY_DATABASE,
-                            "message": f"{t.id[:12]}: bot check failed: {exc}"[:300],
-                        }
-                    )
-                    return
+                    outcome: Outcome = await _remove_one(stage, engine, t, instance, lookup, reader)
                 except Exception as exc:
-                    tally.failed += 1
-                    message = f"{t.id[:12]}: {type(exc).__name__}: {exc}"[:300]
-                    tally.errors.append({"stage": kind, "engine": name, "message": message})
-                    return
-            if isinstance(outcome, str):
-                tally.skipped.append((t.id, outcome, name))
-                return
-            removed.append((t, outcome))
-            if len(removed) >= AUDIT_EVERY:
-                batch = removed[:]
-                removed.clear()
-                await _record_removed(stage, kind, batch, tally)
-                stage.report_progress(kind, tally.deleted, total)
+                    outcome = exc
+            await settle(t, outcome)
 
-        await asyncio.gather(*(one(t) for t in mine))
-        await _record_removed(stage, kind, removed, tally)
+        async def group(ts: list[ContainerTarget], engine: RemovesInGroups) -> None:
+            async with gate:
+                if not await may_start():
+                    return
+                attempted.update(t.id for t in ts)
+                try:
+                    outcomes: list[Outcome] = await remove_group(
+                        stage, engine, ts, instance, reader
+                    )
+                except Exception as exc:
+                    outcomes = [exc] * len(ts)
+            for t, outcome in zip(ts, outcomes, strict=True):
+                await settle(t, outcome)
+
+        if isinstance(engine, RemovesInGroups):
+            # Groups of ``concurrency`` looked at together, two groups at a time.
+            gate = asyncio.Semaphore(GROUPS_IN_FLIGHT)
+            step = max(1, concurrency)
+            await asyncio.gather(
+                *(group(mine[i : i + step], engine) for i in range(0, len(mine), step))
+            )
+        else:
+            await asyncio.gather(*(one(t) for t in mine))
+        await record_removed(stage, kind, removed, tally)
         stage.report_progress(kind, tally.deleted, total)
         down = state["down"]
         if down is not None:
@@ -188,6 +217,48 @@ async def _remove_one(
         return f"engine refused removal: {exc}"[:300]
 
 
+async def remove_group(
+    stage: StageContext,
+    engine: RemovesInGroups,
+    targets: Sequence[ContainerTarget],
+    instance: str,
+    reader: SqliteBotReader | None,
+) -> list[Outcome]:
+    """The engine looks at the whole group; then, in its thread, the bots' rows are read in one
+    query and each workload is judged as :func:`_remove_one` judges it; the engine removes those
+    cleared. A failed read of the bots fails the group: nothing is removed."""
+    loop, grace = asyncio.get_running_loop(), stage.policy.container_grace
+
+    def bots_of(labels: list[str]) -> dict[str, BotRecord]:  # by label
+        if reader is not None:
+            return reader.read(labels)
+        pending = asyncio.run_coroutine_threadsafe(bot_records(stage.run.sessions, labels), loop)
+        rows = _wait_for(pending)
+        keys = {label: str(bot_uuid(label)) for label in labels if bot_uuid(label)}
+        return {label: rows[key] for label, key in keys.items() if key in rows}
+
+    def check(found: Mapping[str, ContainerInfo | None]) -> dict[str, str | None]:
+        now, seen = stage.run.clock(), {t.id: _unchanged(t, found.get(t.id)) for t in targets}
+        live = [i for i in seen.values() if isinstance(i, ContainerInfo)]
+        try:
+            bots = bots_of([i.bot_id for i in live if i.bot_id])
+        except _BotCheckFailed:
+            raise
+        except Exception as exc:
+            raise _BotCheckFailed(f"{type(exc).__name__}: {exc}") from exc
+        reasons: dict[str, str | None] = {k: i for k, i in seen.items() if isinstance(i, str)}
+        for info in live:
+            bot = bots.get(info.bot_id or "")
+            decision = container_decision(info, bot, instance=instance, grace=grace, now=now)
+            reasons[info.id] = None if decision.eligible else decision.reason
+        return reasons
+
+    try:
+        return await engine.remove_verified_group([t.id for t in targets], check)
+    except _BotCheckFailed as exc:
+        return [exc] * len(targets)
+
+
 def _read(reader: SqliteBotReader, bot_id: str | None) -> BotRecord | None:
     try:
         return reader.get(bot_id)
@@ -195,7 +266,7 @@ def _read(reader: SqliteBotReader, bot_id: str | None) -> BotRecord | None:
         raise _BotCheckFailed(f"{type(exc).__name__}: {exc}") from exc
 
 
-def _wait_for(pending: concurrent.futures.Future[BotRecord | None]) -> BotRecord | None:
+def _wait_for(pending: concurrent.futures.Future[T]) -> T:
     """The bot's row, waited for in an engine thread. No answer in time, or the run's tasks
     cancelled as the event loop ends, is a failed check: the container stays."""
     try:
@@ -216,63 +287,3 @@ def _unchanged(target: ContainerTarget, info: ContainerInfo | None) -> Container
     if target.version is not None and info.version != target.version:
         return f"changed since selection: version {target.version} is now {info.version}"
     return info
-
-
-async def _record_removed(
-    stage: StageContext,
-    kind: str,
-    removed: list[tuple[ContainerTarget, ContainerInfo]],
-    tally: Tally,
-) -> None:
-    if not removed:
-        return
-    tally.deleted += len(removed)
-    at = stage.run.clock()
-    for t, info in removed:
-        tally.bytes_reclaimed += info.size_bytes or t.size_bytes or 0
-        if t.age_seconds is not None:
-            grace = stage.policy.container_grace.total_seconds()
-            tally.lag_seconds.append(round(t.age_seconds - grace, 3))
-    rows = [
-        {
-            "run_id": stage.run_id,
-            "kind": kind,
-            "resource_id": t.id,
-            "engine": t.engine,
-            "reason": f"{kind}: {t.reason}",
-            "actor": stage.actor,
-            "snapshot": container_snapshot(info, t.size_bytes),
-            "deleted_at": at,
-        }
-        for t, info in removed
-    ]
-    try:
-        async with stage.run.sessions() as session, session.begin():
-            await session.execute(insert(CleanupAudit), rows)
-    except Exception as exc:
-        # The containers are gone either way; say loudly that their audit is missing.
-        log.error("audit of %d removed %s failed: %s", len(rows), kind, exc)
-        tally.errors.append(
-            {
-                "stage": kind,
-                "dependency": DEPENDENCY_DATABASE,
-                "message": f"audit write failed for {len(rows)} removed {kind}: "
-                f"{type(exc).__name__}",
-            }
-        )
-
-
-def container_snapshot(info: ContainerInfo, size_bytes: int | None = None) -> dict[str, Any]:
-    return {
-        "id": info.id,
-        "name": info.name,
-        "engine": info.engine,
-        "state": info.state,
-        "labels": dict(info.labels),
-        "created_at": jsonable(info.created_at),
-        "finished_at": jsonable(info.finished_at),
-        "exit_code": info.exit_code,
-        "size_bytes": info.size_bytes if info.size_bytes is not None else size_bytes,
-        # A service's: its version when removed, and where its last task ran.
-        **({"version": info.version, "node": info.node} if info.version is not None else {}),
-    }

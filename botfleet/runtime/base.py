@@ -168,3 +168,21 @@ class ContainerEngine(Protocol):
         :class:`~botfleet.errors.LogsUnreadable` if it answers but cannot give the logs."""
 
     async def close(self) -> None: ...
+
+
+# What a group removal says of each workload: removed (what it was), why not, or what failed.
+GroupOutcome = ContainerInfo | str | BaseException
+# Asked once about a whole group after its look: by id, None to go ahead or the reason not to.
+GroupCheck = Callable[[Mapping[str, ContainerInfo | None]], Mapping[str, str | None]]
+
+
+@runtime_checkable
+class RemovesInGroups(Protocol):
+    """An engine that looks at several workloads in one go before removing them (a swarm:
+    ``runtime/swarm_removal.py``); the cleanup hands it groups instead of single removals."""
+
+    async def remove_verified_group(
+        self, ids: Sequence[str], check: GroupCheck
+    ) -> list[GroupOutcome]:
+        """One look at every workload of ``ids``, then ``check`` on all of them, then the
+        removals it clears; an outcome per id, in order."""

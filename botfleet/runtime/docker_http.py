@@ -96,14 +96,14 @@ class EngineHttp:
         if status == 404:
             return None
         if status >= 400:
-            raise EngineAnswer(status, _message(body))
+            raise EngineAnswer(status, answer_message(body))
         return json.loads(body)
 
     def delete(self, path: str, params: dict[str, Any] | None = None) -> int:
         """The status of a removal (2xx or 404); any other error status raises."""
         status, body = self.request("DELETE", path, params)
         if status >= 400 and status != 404:
-            raise EngineAnswer(status, _message(body))
+            raise EngineAnswer(status, answer_message(body))
         return status
 
     def request(
@@ -169,7 +169,7 @@ def container_path(container_id: str, suffix: str = "") -> str:
     return f"/containers/{quote(container_id, safe='')}{suffix}"
 
 
-def _message(body: bytes) -> str:
+def answer_message(body: bytes) -> str:
     try:
         decoded = json.loads(body)
     except ValueError:

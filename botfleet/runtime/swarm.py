@@ -23,8 +23,15 @@ from docker.errors import APIError, NotFound
 
 from botfleet.constants import KIND_SERVICES, LABEL_INSTANCE, LABEL_MANAGED
 from botfleet.errors import ContainerFailed, LogsUnreadable, WorkloadGone
-from botfleet.runtime import swarm_http, swarm_specs
-from botfleet.runtime.base import ContainerInfo, ContainerSpec, EventStream, Revival
+from botfleet.runtime import swarm_http, swarm_removal, swarm_specs
+from botfleet.runtime.base import (
+    ContainerInfo,
+    ContainerSpec,
+    EventStream,
+    GroupCheck,
+    GroupOutcome,
+    Revival,
+)
 from botfleet.runtime.images import PULL_ALWAYS, classify
 from botfleet.runtime.log_stream import EngineLogStream, LogQuery, LogStream, open_engine_logs
 from botfleet.runtime.swarm_managers import Managers, api, manager_info
@@ -106,13 +113,13 @@ class SwarmEngine:
                 client, container_id, lambda s: swarm_specs.with_env(s, spec.env, 1)
             ):
                 return None
-            info = self._workload(client, container_id)
+            info = self.workload_of(client, container_id)
             return None if info is None else Revival(info, fresh_env=True)
 
         return await self._call(revive)
 
     async def inspect(self, container_id: str, *, size: bool = False) -> ContainerInfo | None:
-        return await self._call(lambda c: self._workload(c, container_id))
+        return await self._call(lambda c: self.workload_of(c, container_id))
 
     async def list_managed(self, instance: str) -> list[ContainerInfo]:
         labels = [f"{LABEL_MANAGED}=true", f"{LABEL_INSTANCE}={instance}"]
@@ -129,7 +136,7 @@ class SwarmEngine:
             by_service: dict[str, list[Mapping[str, Any]]] = {}
             for task in every_task:
                 by_service.setdefault(str(task.get("ServiceID")), []).append(task)
-            nodes = self._node_names(client, by_service)
+            nodes = self.node_names(client, by_service)
             return [
                 swarm_specs.workload(self.name, s, by_service.get(str(s["ID"]), []), nodes)
                 for s in services
@@ -139,20 +146,26 @@ class SwarmEngine:
         return [w for w in found if w.belongs_to(instance)]  # never trust the filter alone
 
     async def remove(self, container_id: str) -> None:
-        await self._call(lambda c: self._remove_service(c, container_id))
+        await self._call(lambda c: self.remove_service(c, container_id))
 
     async def remove_verified(
         self, container_id: str, check: Callable[[ContainerInfo | None], str | None]
     ) -> ContainerInfo | str:
         def verified(client: docker.DockerClient) -> ContainerInfo | str:
-            info = self._workload(client, container_id)
+            info = self.workload_of(client, container_id)
             reason = check(info)
             if reason is not None or info is None:
                 return reason or "already gone"
-            self._remove_service(client, container_id)
+            self.remove_service(client, container_id)
             return info
 
         return await self._call(verified)
+
+    async def remove_verified_group(
+        self, ids: Sequence[str], check: GroupCheck
+    ) -> list[GroupOutcome]:
+        """One look at the group, ``check`` on all of it, then its removals in turn."""
+        return await self._call(lambda c: swarm_removal.remove_group(self, c, ids, check))
 
     def open_events(self, instance: str) -> EventStream:
         """Service and node events of the swarm, and this manager's own container events."""
@@ -191,7 +204,7 @@ class SwarmEngine:
         self._threads.shutdown(wait=False)
 
     # --- blocking helpers (in the engine's threads) -------------------------------------------
-    def _workload(self, client: docker.DockerClient, service_id: str) -> ContainerInfo | None:
+    def workload_of(self, client: docker.DockerClient, service_id: str) -> ContainerInfo | None:
         plain = self.managers.plain(client)
         if plain is not None:
             service = swarm_http.service(plain, service_id)
@@ -204,10 +217,10 @@ class SwarmEngine:
             except NotFound:
                 return None
             tasks = api(client).tasks(filters={"service": str(service["ID"])})
-        nodes = self._node_names(client, {"": tasks})
+        nodes = self.node_names(client, {"": tasks})
         return swarm_specs.workload(self.name, service, tasks, nodes)
 
-    def _node_names(
+    def node_names(
         self, client: docker.DockerClient, tasks: Mapping[str, Sequence[Mapping[str, Any]]]
     ) -> dict[str, str]:
         """Node id -> name, asked again only when a task runs on a node not seen yet."""
@@ -216,7 +229,7 @@ class SwarmEngine:
             self._nodes = swarm_specs.node_names(api(client).nodes())
         return self._nodes
 
-    def _remove_service(self, client: docker.DockerClient, service_id: str) -> None:
+    def remove_service(self, client: docker.DockerClient, service_id: str) -> None:
         plain = self.managers.plain(client)
         if plain is not None:
             swarm_http.remove(plain, service_id)  # gone already is fine

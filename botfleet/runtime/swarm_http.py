@@ -18,7 +18,7 @@ from urllib.parse import quote
 import requests
 from docker.errors import APIError
 
-from botfleet.runtime.docker_http import CONNECTION_ERRORS, EngineAnswer, EngineHttp
+from botfleet.runtime.docker_http import CONNECTION_ERRORS, EngineAnswer, EngineHttp, answer_message
 
 T = TypeVar("T")
 
@@ -58,6 +58,22 @@ def services_where(http: EngineHttp, filters: dict[str, list[str]]) -> list[dict
 def tasks_where(http: EngineHttp, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
     params = {"filters": json.dumps(filters)}
     return list(sdk_errors(lambda: http.get_json("/tasks", params)) or [])
+
+
+def tasks_of(http: EngineHttp, service_ids: list[str]) -> list[dict[str, Any]] | None:
+    """The tasks of several services in one call; None when one of them is gone (the engine
+    answers 404 for the whole call then — never read as "no tasks")."""
+    params = {"filters": json.dumps({"service": service_ids})}
+
+    def read() -> list[dict[str, Any]] | None:
+        status, body = http.request("GET", "/tasks", params)
+        if status == 404:
+            return None
+        if status >= 400:
+            raise EngineAnswer(status, answer_message(body))
+        return list(json.loads(body) or [])
+
+    return sdk_errors(read)
 
 
 def remove(http: EngineHttp, service_id: str) -> None:

@@ -162,3 +162,24 @@ def test_a_bot_read_never_waits_for_a_connection_another_thread_holds(tmp_path: 
     finally:
         reader.close()
     assert answers == [None]
+
+
+async def test_the_sqlite_reader_reads_a_group_of_bots_in_one_query(store: Store) -> None:
+    """A swarm's group of services reads its bots' rows at once: each label gets its own row,
+    under any spelling of its id; a label that names none gets none."""
+    from botfleet.cleanup.bot_lookup import SqliteBotReader
+
+    reader = SqliteBotReader.for_engine(store.engine)
+    if not store.settings.is_sqlite:
+        assert reader is None  # PostgreSQL reads the group's rows on the event loop
+        return
+    assert reader is not None
+    try:
+        bots = [str(await store.bot(labels={"n": str(i)})) for i in range(5)]
+        asks = [*bots, bots[0].upper(), str(uuid.uuid4()), "not-a-uuid"]
+        found = await asyncio.to_thread(reader.read, asks)
+        assert set(found) == {*bots, bots[0].upper()}
+        for label, row in found.items():
+            assert row.id == label.lower()
+    finally:
+        reader.close()

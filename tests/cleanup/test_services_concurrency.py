@@ -138,3 +138,39 @@ async def test_the_deletion_cap_holds_exactly_with_more_removals_in_flight_than_
     assert orphans.isdisjoint(left) and kept_controls <= left
     swarm.remove_services("botfleet.test=foreign")
     swarm.remove_services(f"{LABEL_INSTANCE}=someone-else")
+
+
+async def test_a_bot_restored_while_its_group_is_looked_at_keeps_its_service(
+    settings_factory: Callable[..., Settings],
+    store: Store,
+    engine: SwarmEngine,
+    swarm: Swarm,
+    instance: str,
+    registry_image: str,
+) -> None:
+    """The service does not change when its bot's row is restored (the operator has not started
+    it yet): only the bots' rows, read after the group's look, keep it."""
+    settings = settings_factory(
+        bot_runtime="swarm",
+        docker_hosts=swarm.manager.url,
+        container_cleanup_grace_minutes=1,
+        cleanup_container_concurrency=4,
+    )
+    orphans = {
+        scaled_to_zero(swarm, registry_image, labels(instance, uuid.uuid4())) for _ in "12345"
+    }
+    bot = await store.bot(deleted_at=datetime.now(UTC) - timedelta(days=1))
+    owned = scaled_to_zero(swarm, registry_image, labels(instance, bot))
+    cleanup = service_for(settings, store, engine, clock=later())
+
+    async def restore_row() -> None:  # after the selection, before any removal
+        await store.restore(bot)
+
+    real = await cleanup.run(trigger="cli", actor="cli:t", dry_run=False, pause_hook=restore_row)
+    services = real["resources"]["services"]
+    assert real["status"] == "succeeded", real["errors"]
+    assert services["deleted"] == len(orphans), services
+    left = set(engine_ids(swarm))
+    assert orphans.isdisjoint(left) and owned in left
+    (skip,) = services["skipped"]
+    assert skip["id"] == owned and skip["reason"] == f"bot {bot} is live", skip

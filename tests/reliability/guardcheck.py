@@ -99,6 +99,16 @@ GUARDS = (
         ),
     ),
     Guard(
+        "live-bot re-check of a group (the bots' rows read after the group's look)",
+        "botfleet/cleanup/container_removal.py",
+        '            bot = bots.get(info.bot_id or "")\n',
+        "            bot = None  # GUARD REMOVED: the rows read again are not used\n",
+        (
+            "tests/cleanup/test_services_concurrency.py"
+            "::test_a_bot_restored_while_its_group_is_looked_at_keeps_its_service",
+        ),
+    ),
+    Guard(
         "swarm task containers (never removed one by one: their service goes)",
         "botfleet/cleanup/eligibility.py",
         "    if container.swarm_task:\n",

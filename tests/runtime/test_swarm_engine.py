@@ -178,7 +178,7 @@ async def test_a_create_is_one_engine_call_with_no_inspect_after_it(
     """A new service has no task worth reading yet: the create answers from what it asked, and
     the bot stays pending until the reconciler sees its task run (BENCHMARKS.md, "Swarm")."""
     made = spec(instance, registry_image)
-    monkeypatch.setattr(engine, "_workload", _not_the_sdk("an inspect after the create"))
+    monkeypatch.setattr(engine, "workload_of", _not_the_sdk("an inspect after the create"))
     info = await engine.run(made)
     assert info.engine == engine.name and info.name == made.name
     assert info.bot_id == made.labels[LABEL_BOT_ID] and info.belongs_to(instance)
