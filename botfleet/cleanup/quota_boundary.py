@@ -16,7 +16,7 @@ index.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Integer, bindparam
 
 from botfleet.cleanup.predicates import Fragment
-from botfleet.cleanup.result_slices import Slicing, sliced_rows, sliced_sums
+from botfleet.cleanup.result_slices import Slicing, sliced_rows
 from botfleet.cleanup.sql import Runner
 from botfleet.store.models import UTCDateTime
 
@@ -46,6 +46,7 @@ LEFT JOIN LATERAL (SELECT r.created_at, r.id FROM results r
 LEFT JOIN LATERAL (SELECT r.created_at, r.id FROM results r
     WHERE q.quota IS NOT NULL AND r.bot_id = q.id AND r.id <= :max_id
     ORDER BY r.created_at DESC, r.id DESC OFFSET q.quota LIMIT 1) vq ON true"""
+_OF_PRIORITY = "FROM (SELECT * FROM ({terms}) t WHERE t.prio = :bp) q"
 _CANDIDATE = (
     "r.bot_id = q.id AND r.id <= :max_id AND (r.created_at, r.id) <= (hi.created_at, hi.id)"
     " AND (r.created_at, r.id) > (coalesce(vq.created_at, '-infinity'), coalesce(vq.id, 0))"
@@ -60,6 +61,20 @@ class Span:
     oldest: float
     newest: float
     count: int
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """One bot's results up to the plan's bound, oldest first: ``results`` of them, the first
+    ``skip`` over its quota, the next ``count`` candidates (its newest ones are its floor)."""
+
+    skip: int
+    count: int
+    results: int
+
+    def older(self, results: int) -> int:
+        """How many of its candidates are among its oldest ``results``."""
+        return max(0, min(results - self.skip, self.count))
 
 
 class Estimate:
@@ -146,12 +161,14 @@ async def find_boundary(
     m: int,
     total: int,
     spans: Sequence[Span],
+    bots: Mapping[Any, Ranks],
     max_id: int,
     slicing: Slicing | None,
 ) -> tuple[datetime, int]:
     """The ``m``-th (1-based) oldest candidate, by (created_at, id), of the bots of
     ``priority`` among ``terms`` (``{b}`` marks where a slice of bot ids goes), which have
-    ``total`` candidates in all, each within its bot's span."""
+    ``total`` candidates in all, each within its bot's span; ``bots``: where each bot's
+    candidates are among its results."""
     estimate = Estimate(spans)
     binds: list[Any] = [
         *terms.binds,
@@ -159,6 +176,7 @@ async def find_boundary(
         bindparam("max_id", max_id, BigInteger()),
     ]
     windows = _WINDOWS.replace("{terms}", terms.sql)
+    of_priority = _OF_PRIORITY.replace("{terms}", terms.sql)
     # Exact: ``low_n`` candidates were created before ``low``, ``high_n`` before ``high``.
     low = min(round(span.oldest) for span in spans)
     high = max(round(span.newest) for span in spans) + 1
@@ -170,10 +188,7 @@ async def find_boundary(
         below = estimate.value(p1) - estimate.value(low) <= estimate.value(high) - estimate.value(
             p2
         )
-        side = (low, p1) if below else (p2, high)
-        side_n, band_n = await _count(runner, windows, binds, side, (p1, p2), slicing)
-        n1 = low_n + side_n if below else high_n - side_n - band_n
-        n2 = n1 + band_n
+        n1, n2 = await _count(runner, of_priority, binds, (p1, p2), below, bots, slicing)
         if m <= n1:
             high, high_n = p1, n1
         elif m <= n2:
@@ -194,23 +209,46 @@ def _between(span: tuple[int, int], name: str) -> tuple[str, list[Any]]:
 
 async def _count(
     runner: Runner,
-    windows: str,
+    of_priority: str,
     binds: list[Any],
-    side: tuple[int, int],
     band: tuple[int, int],
+    below: bool,
+    bots: Mapping[Any, Ranks],
     slicing: Slicing | None,
 ) -> tuple[int, int]:
-    """Candidates created within ``side`` and within ``band``, counted per bot."""
-    side_sql, side_binds = _between(side, "side")
-    band_sql, band_binds = _between(band, "band")
+    """Candidates created before each end of ``band``. Each bot's results created before
+    (``below``) or from ``band`` on are counted, a plain range of ``ix_results_bot_recent``;
+    which of them are candidates follows from the bot's ranks, counted in the first pass."""
+    p1, p2 = _at(band[0]), _at(band[1])
+    if below:
+        counts = "count(*) FILTER (WHERE r.created_at < :p1) AS a, count(*) AS b"
+        within = "r.created_at < :p2"
+    else:
+        counts = "count(*) AS a, count(*) FILTER (WHERE r.created_at >= :p2) AS b"
+        within = "r.created_at >= :p1"
     sql = (
-        "SELECT coalesce(sum(s.n), 0), coalesce(sum(z.n), 0)"
-        f" {windows}"
-        f" CROSS JOIN LATERAL (SELECT count(*) AS n FROM results r WHERE {_CANDIDATE}{side_sql}) s"
-        f" CROSS JOIN LATERAL (SELECT count(*) AS n FROM results r WHERE {_CANDIDATE}{band_sql}) z"
-        " WHERE hi.id IS NOT NULL"
+        f"SELECT q.id, k.a, k.b {of_priority} CROSS JOIN LATERAL (SELECT {counts} FROM results r"
+        f" WHERE r.bot_id = q.id AND r.id <= :max_id AND {within}) k"
     )
-    sums = await sliced_sums(runner, sql, [*binds, *side_binds, *band_binds], slicing, PER_SLICE)
+    sums = [0, 0]
+    seen = 0
+
+    def consume(rows: Sequence[Any]) -> None:
+        nonlocal seen
+        for row in rows:
+            ranks = bots.get(row.id)
+            if ranks is None:
+                continue  # no candidates at the first pass
+            seen += 1
+            a, b = int(row.a), int(row.b)
+            older = (a, b) if below else (ranks.results - a, ranks.results - b)
+            sums[0] += ranks.older(older[0])
+            sums[1] += ranks.older(older[1])
+
+    more = [bindparam("p1", p1, UTCDateTime()), bindparam("p2", p2, UTCDateTime())]
+    await sliced_rows(runner, sql, [*binds, *more], consume, slicing, PER_SLICE)
+    if seen != len(bots):  # a bot deleted or held between two passes
+        raise StoreChanged("the store changed while the budget's boundary was searched")
     return sums[0], sums[1]
 
 
