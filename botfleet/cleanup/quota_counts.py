@@ -20,8 +20,9 @@ from sqlalchemy import BigInteger, bindparam
 from botfleet.cleanup.plan import Selection
 from botfleet.cleanup.policy import Policy
 from botfleet.cleanup.predicates import Dialect
-from botfleet.cleanup.quota_boundary import PER_SLICE, Ranks, Span, find_boundary, micros
+from botfleet.cleanup.quota_boundary import PER_SLICE, find_boundary
 from botfleet.cleanup.quota_cuts import cuts, sample_ids
+from botfleet.cleanup.quota_estimate import Ranks, Span, micros
 from botfleet.cleanup.quota_terms import (
     BudgetBoundary,
     QuotaSelection,

@@ -14,7 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from botfleet.cleanup import quota_boundary, quota_counts
-from botfleet.cleanup.quota_boundary import Estimate, Span, split_points
+from botfleet.cleanup.quota_boundary import split_points
+from botfleet.cleanup.quota_estimate import Estimate, Span
 from botfleet.config import Settings
 from tests.cleanup.test_results_quota import (
     NOW,
@@ -89,20 +90,35 @@ def draws(seed_: int) -> list[tuple[str, str, int, list[int]]]:
 
 @postgres_only
 @pytest.mark.parametrize(("seed_", "budget"), [(1, 300), (2, 150), (3, 600), (4, 450)])
+@pytest.mark.parametrize("band_sent", [0, 5_000])  # bands never sent back, or sent when small
 async def test_a_many_band_search_deletes_what_the_model_says(
-    settings: Settings, store: Store, monkeypatch: pytest.MonkeyPatch, seed_: int, budget: int
+    settings: Settings,
+    store: Store,
+    monkeypatch: pytest.MonkeyPatch,
+    seed_: int,
+    budget: int,
+    band_sent: int,
 ) -> None:
+    monkeypatch.setattr(quota_boundary, "BAND_SENT", band_sent)
     monkeypatch.setattr(quota_boundary, "SORTED_OUTRIGHT", 3)
     monkeypatch.setattr(quota_boundary, "FIRST_BAND", 2)
     monkeypatch.setattr(quota_boundary, "FIRST_BAND_SHARE", 0.0)
     passes: list[Any] = []
     counted = quota_boundary._count
 
-    async def count(*args: Any) -> tuple[int, int]:
+    async def count(*args: Any) -> Any:
         passes.append(args[3:5])
         return await counted(*args)
 
     monkeypatch.setattr(quota_boundary, "_count", count)
+    selects: list[Any] = []
+    select = quota_boundary._select
+
+    async def selected(*args: Any) -> Any:
+        selects.append(args[3])
+        return await select(*args)
+
+    monkeypatch.setattr(quota_boundary, "_select", selected)
     bots = draws(seed_)
     rows, states = await seed(store, bots)
     want = expected_survivors(rows, terms_of(GROUPS, bots, states), budget)
@@ -117,6 +133,8 @@ async def test_a_many_band_search_deletes_what_the_model_says(
         entry["deleted"] == dry["resources"]["results_over_quota"]["found"] == len(rows) - len(want)
     )
     assert len(passes) > 1, "the search took one band: nothing here tested its narrowing"
+    # Without bands sent back the search ends by selecting; with them, when the m-th is in one.
+    assert len(selects) == 1 if band_sent == 0 else len(selects) <= 1
 
 
 @postgres_only
