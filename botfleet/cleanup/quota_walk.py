@@ -116,9 +116,11 @@ class QuotaWalk:
     def _walk_step(self, table: CutsTable, walk: HeapWalk) -> Step:
         async def step(runner: Runner, size: int, _cursor: Any, archive: str | None) -> Batch:
             window = walk.window(size)
-            # The window's victims by their cuts; whether their bots are still live and not
-            # held, asked of those alone (a probe each), not of every bot (a hash of the whole
-            # table per batch).
+            # The window's victims by their cuts, in the order the scan reads the heap (no sort:
+            # the scan stops at the batch's size, and ``last`` is the furthest row read; a row
+            # a scan in another order passed by is the sweep's). Whether their bots are still
+            # live and not held is asked of those alone (a probe each), not of every bot (a
+            # hash of the whole table per batch).
             scanned = f"""
     SELECT r.ctid AS tid, r.id, r.bot_id, {_WHY} AS why
     FROM results r
@@ -126,7 +128,7 @@ class QuotaWalk:
     WHERE r.ctid > CAST(CAST(:after_tid AS text) AS tid)
       AND r.ctid < CAST(CAST(:until_tid AS text) AS tid) AND r.created_at <= :newest
       AND {WITHIN_CUT}
-    ORDER BY r.ctid LIMIT :batch
+    LIMIT :batch
 ), victims AS (
     SELECT s.tid, s.id, s.why FROM scanned s
     WHERE EXISTS (SELECT 1 FROM bots b WHERE b.id = s.bot_id AND {self.live} OFFSET 0)"""
