@@ -117,7 +117,7 @@ class QuotaWalk:
         async def step(runner: Runner, size: int, _cursor: Any, archive: str | None) -> Batch:
             window = walk.window(size)
             # The window's victims by their cuts, in the order the scan reads the heap (no sort:
-            # the scan stops at the batch's size, and ``last`` is the furthest row read; a row
+            # the scan stops at the batch's size, and ``last`` is the last victim read; a row
             # a scan in another order passed by is the sweep's). Whether their bots are still
             # live and not held is asked of those alone (a probe each), not of every bot (a
             # hash of the whole table per batch).
