@@ -3,9 +3,12 @@ without sorting them all (the global ``ORDER BY … OFFSET`` it replaces ranked 
 
 Each bot's candidates lie between two times the counts pass read (:mod:`~botfleet.cleanup.
 quota_counts`); assuming each bot posts evenly over its span gives an estimate of how many
-candidates are older than any time (:class:`Estimate`, pure). Around the time the estimate
-puts the ``m``-th, a narrow band is counted exactly, per bot, with the shorter side of it: the
-counts say which part holds the ``m``-th, and the search goes on in that part, with a wider
+candidates are older than any time (:class:`~botfleet.cleanup.quota_estimate.Estimate`).
+Around the time the estimate puts the ``m``-th, a narrow band is counted exactly, per bot,
+with the shorter side of it: results created before, or from, a time (a plain range of the
+index; which of them are candidates follows from the bot's ranks, counted in the first pass).
+The counts say which part holds the ``m``-th; a slice's band, when small, comes back whole,
+so the answer is often found right there. Else the search goes on in that part, with a wider
 band placed by the estimate calibrated on the counts (or the part halved, where the estimate
 cannot narrow it: the search always ends). Once the part holds few enough, each slice's first
 candidates there are merged. The answer is exact whatever the estimate's error; only the work
@@ -15,16 +18,15 @@ index.
 
 from __future__ import annotations
 
-import bisect
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import BigInteger, Integer, bindparam
 
 from botfleet.cleanup.predicates import Fragment
-from botfleet.cleanup.result_slices import Slicing, sliced_rows, sliced_sums
+from botfleet.cleanup.quota_estimate import Estimate, Ranks, Span, at_micros
+from botfleet.cleanup.result_slices import Slicing, sliced_rows
 from botfleet.cleanup.sql import Runner
 from botfleet.store.models import UTCDateTime
 
@@ -33,6 +35,8 @@ from botfleet.store.models import UTCDateTime
 FIRST_BAND = 2_000
 FIRST_BAND_SHARE = 0.002
 SORTED_OUTRIGHT = 20_000
+# Results in a band that a slice sends back (their keys) with its counts.
+BAND_SENT = 5_000
 # Results per slice of a per-bot pass (each reads a bot's index entries and probes it).
 PER_SLICE = 100_000
 
@@ -46,77 +50,11 @@ LEFT JOIN LATERAL (SELECT r.created_at, r.id FROM results r
 LEFT JOIN LATERAL (SELECT r.created_at, r.id FROM results r
     WHERE q.quota IS NOT NULL AND r.bot_id = q.id AND r.id <= :max_id
     ORDER BY r.created_at DESC, r.id DESC OFFSET q.quota LIMIT 1) vq ON true"""
+_OF_PRIORITY = "FROM (SELECT * FROM ({terms}) t WHERE t.prio = :bp) q"
 _CANDIDATE = (
     "r.bot_id = q.id AND r.id <= :max_id AND (r.created_at, r.id) <= (hi.created_at, hi.id)"
     " AND (r.created_at, r.id) > (coalesce(vq.created_at, '-infinity'), coalesce(vq.id, 0))"
 )
-
-
-@dataclass(frozen=True)
-class Span:
-    """One bot's candidates: how many, from the oldest's time to the newest's (µs since the
-    epoch, :func:`micros`)."""
-
-    oldest: float
-    newest: float
-    count: int
-
-
-class Estimate:
-    """How many candidates are older than a time, if each bot's are spread evenly over its
-    span: a piecewise linear, non-decreasing function, and its inverse."""
-
-    def __init__(self, spans: Sequence[Span]) -> None:
-        events: dict[float, float] = {}
-        for span in spans:
-            width = max(span.newest - span.oldest, 1.0)  # a bot with one instant: a steep step
-            rate = span.count / width
-            events[span.oldest] = events.get(span.oldest, 0.0) + rate
-            events[span.oldest + width] = events.get(span.oldest + width, 0.0) - rate
-        self.times: list[float] = sorted(events)
-        self.values: list[float] = []
-        value = slope = 0.0
-        last = self.times[0] if self.times else 0.0
-        for t in self.times:
-            value += slope * (t - last)
-            self.values.append(value)
-            slope += events[t]
-            last = t
-        self.total = float(sum(span.count for span in spans))
-
-    def value(self, t: float) -> float:
-        i = bisect.bisect_right(self.times, t)
-        if i == 0:
-            return 0.0
-        if i == len(self.times):
-            return self.total
-        t0, t1, v0, v1 = self.times[i - 1], self.times[i], self.values[i - 1], self.values[i]
-        return v0 + (v1 - v0) * (t - t0) / (t1 - t0)
-
-    def time_of(self, v: float) -> float:
-        """The earliest time the estimate reaches ``v``."""
-        if not self.times:
-            return 0.0
-        i = bisect.bisect_left(self.values, v)
-        if i == 0:
-            return self.times[0]
-        if i == len(self.values):
-            return self.times[-1]
-        t0, t1, v0, v1 = self.times[i - 1], self.times[i], self.values[i - 1], self.values[i]
-        return t0 if v1 == v0 else t0 + (t1 - t0) * (v - v0) / (v1 - v0)
-
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-MICROSECOND = timedelta(microseconds=1)
-
-
-def micros(at: datetime) -> int:
-    """A time as whole microseconds since the epoch (PostgreSQL's own resolution)."""
-    return (at - EPOCH) // MICROSECOND
-
-
-def _at(us: int) -> datetime:
-    return EPOCH + us * MICROSECOND
 
 
 def split_points(
@@ -146,12 +84,14 @@ async def find_boundary(
     m: int,
     total: int,
     spans: Sequence[Span],
+    bots: Mapping[Any, Ranks],
     max_id: int,
     slicing: Slicing | None,
 ) -> tuple[datetime, int]:
     """The ``m``-th (1-based) oldest candidate, by (created_at, id), of the bots of
     ``priority`` among ``terms`` (``{b}`` marks where a slice of bot ids goes), which have
-    ``total`` candidates in all, each within its bot's span."""
+    ``total`` candidates in all, each within its bot's span; ``bots``: where each bot's
+    candidates are among its results."""
     estimate = Estimate(spans)
     binds: list[Any] = [
         *terms.binds,
@@ -159,6 +99,7 @@ async def find_boundary(
         bindparam("max_id", max_id, BigInteger()),
     ]
     windows = _WINDOWS.replace("{terms}", terms.sql)
+    of_priority = _OF_PRIORITY.replace("{terms}", terms.sql)
     # Exact: ``low_n`` candidates were created before ``low``, ``high_n`` before ``high``.
     low = min(round(span.oldest) for span in spans)
     high = max(round(span.newest) for span in spans) + 1
@@ -170,10 +111,11 @@ async def find_boundary(
         below = estimate.value(p1) - estimate.value(low) <= estimate.value(high) - estimate.value(
             p2
         )
-        side = (low, p1) if below else (p2, high)
-        side_n, band_n = await _count(runner, windows, binds, side, (p1, p2), slicing)
-        n1 = low_n + side_n if below else high_n - side_n - band_n
-        n2 = n1 + band_n
+        n1, n2, keys = await _count(runner, of_priority, binds, (p1, p2), below, bots, slicing)
+        if n1 < m <= n2 and keys is not None:  # the band holds it, and came back whole
+            if len(keys) != n2 - n1:
+                raise StoreChanged("the store changed while the budget's boundary was searched")
+            return sorted(keys)[m - n1 - 1]
         if m <= n1:
             high, high_n = p1, n1
         elif m <= n2:
@@ -187,31 +129,75 @@ async def find_boundary(
 def _between(span: tuple[int, int], name: str) -> tuple[str, list[Any]]:
     sql = f" AND r.created_at >= :{name}_lo AND r.created_at < :{name}_hi"
     return sql, [
-        bindparam(f"{name}_lo", _at(span[0]), UTCDateTime()),
-        bindparam(f"{name}_hi", _at(span[1]), UTCDateTime()),
+        bindparam(f"{name}_lo", at_micros(span[0]), UTCDateTime()),
+        bindparam(f"{name}_hi", at_micros(span[1]), UTCDateTime()),
     ]
 
 
 async def _count(
     runner: Runner,
-    windows: str,
+    of_priority: str,
     binds: list[Any],
-    side: tuple[int, int],
     band: tuple[int, int],
+    below: bool,
+    bots: Mapping[Any, Ranks],
     slicing: Slicing | None,
-) -> tuple[int, int]:
-    """Candidates created within ``side`` and within ``band``, counted per bot."""
-    side_sql, side_binds = _between(side, "side")
-    band_sql, band_binds = _between(band, "band")
+) -> tuple[int, int, list[tuple[datetime, int]] | None]:
+    """Candidates created before each end of ``band``, and the band's candidates' keys (None
+    if a slice held too many results in the band to send them back). Each bot's results
+    created before (``below``) or from ``band`` on are counted, a plain range of
+    ``ix_results_bot_recent``; which of them are candidates follows from the bot's ranks,
+    counted in the first pass."""
+    if below:
+        counts = "count(*) FILTER (WHERE r.created_at < :p1) AS a, count(*) AS b"
+        within, in_band = "r.created_at < :p2", "r.created_at >= :p1"
+    else:
+        counts = "count(*) AS a, count(*) FILTER (WHERE r.created_at >= :p2) AS b"
+        within, in_band = "r.created_at >= :p1", "r.created_at < :p2"
+    # A slice's band comes back if it is small (what the estimate aims at): no pass to select.
+    sent = "CASE WHEN sum(abs(k.b - k.a)) OVER () <= :band_cap THEN k.{0} END AS {0}"
     sql = (
-        "SELECT coalesce(sum(s.n), 0), coalesce(sum(z.n), 0)"
-        f" {windows}"
-        f" CROSS JOIN LATERAL (SELECT count(*) AS n FROM results r WHERE {_CANDIDATE}{side_sql}) s"
-        f" CROSS JOIN LATERAL (SELECT count(*) AS n FROM results r WHERE {_CANDIDATE}{band_sql}) z"
-        " WHERE hi.id IS NOT NULL"
+        f"SELECT q.id, k.a, k.b, {sent.format('bt')}, {sent.format('bi')} {of_priority}"
+        f" CROSS JOIN LATERAL (SELECT {counts},"
+        f" array_agg(r.created_at) FILTER (WHERE {in_band}) AS bt,"
+        f" array_agg(r.id) FILTER (WHERE {in_band}) AS bi"
+        f" FROM results r WHERE r.bot_id = q.id AND r.id <= :max_id AND {within}) k"
     )
-    sums = await sliced_sums(runner, sql, [*binds, *side_binds, *band_binds], slicing, PER_SLICE)
-    return sums[0], sums[1]
+    sums = [0, 0]
+    seen = 0
+    keys: list[tuple[datetime, int]] | None = []
+
+    def consume(rows: Sequence[Any]) -> None:
+        nonlocal seen, keys
+        for row in rows:
+            ranks = bots.get(row.id)
+            if ranks is None:
+                continue  # no candidates at the first pass
+            seen += 1
+            a, b = int(row.a), int(row.b)
+            older = (a, b) if below else (ranks.results - a, ranks.results - b)
+            sums[0] += ranks.older(older[0])
+            sums[1] += ranks.older(older[1])
+            if keys is None or older[1] == older[0]:
+                continue
+            if row.bt is None:
+                keys = None
+                continue
+            # The band's results, oldest first, follow the bot's oldest ``older[0]``.
+            mine = sorted(zip(row.bt, row.bi, strict=True))
+            first = max(0, ranks.skip - older[0])
+            last = max(first, ranks.skip + ranks.count - older[0])
+            keys.extend((at, int(i)) for at, i in mine[first:last])
+
+    more = [
+        bindparam("p1", at_micros(band[0]), UTCDateTime()),
+        bindparam("p2", at_micros(band[1]), UTCDateTime()),
+        bindparam("band_cap", BAND_SENT, Integer()),
+    ]
+    await sliced_rows(runner, sql, [*binds, *more], consume, slicing, PER_SLICE)
+    if seen != len(bots):  # a bot deleted or held between two passes
+        raise StoreChanged("the store changed while the budget's boundary was searched")
+    return sums[0], sums[1], keys
 
 
 async def _select(

@@ -20,8 +20,9 @@ from sqlalchemy import BigInteger, bindparam
 from botfleet.cleanup.plan import Selection
 from botfleet.cleanup.policy import Policy
 from botfleet.cleanup.predicates import Dialect
-from botfleet.cleanup.quota_boundary import PER_SLICE, Span, find_boundary, micros
+from botfleet.cleanup.quota_boundary import PER_SLICE, find_boundary
 from botfleet.cleanup.quota_cuts import cuts, sample_ids
+from botfleet.cleanup.quota_estimate import Ranks, Span, micros
 from botfleet.cleanup.quota_terms import (
     BudgetBoundary,
     QuotaSelection,
@@ -37,11 +38,14 @@ from botfleet.constants import KIND_RESULTS_OVER_QUOTA
 POSTGRES = Dialect(postgres=True)
 # Each bot's results up to the plan's bound: all of them (the index-only count), less those
 # posted since (few: the newest ids).
-_COUNTED = """
-    CROSS JOIN LATERAL (SELECT count(*) AS n FROM results r WHERE r.bot_id = q.id) k
+_LESS_NEWER = """
     LEFT JOIN (SELECT x.bot_id, count(*) AS n FROM results x WHERE x.id > :max_id AND {x}
                GROUP BY x.bot_id) nw ON nw.bot_id = q.id
-    CROSS JOIN LATERAL (SELECT k.n - coalesce(nw.n, 0) AS n) c"""
+    CROSS JOIN LATERAL (SELECT {n} - coalesce(nw.n, 0) AS n) c"""
+_COUNTED = """
+    CROSS JOIN LATERAL (SELECT count(*) AS n FROM results r WHERE r.bot_id = q.id) k""" + (
+    _LESS_NEWER.replace("{n}", "k.n")
+)
 _NEWEST_FIRST = "ORDER BY r.created_at DESC, r.id DESC"
 
 
@@ -54,6 +58,7 @@ class Priority:
     candidates: int = 0
     spans: list[Span] = field(default_factory=list)
     newest: tuple[datetime, int] | None = None  # the newest candidate's (created_at, id)
+    bots: dict[Any, Ranks] = field(default_factory=dict)  # bot id → its candidates' ranks
 
     def add(self, row: Any) -> None:
         count, quota, floor = int(row.c), row.quota, int(row.f)
@@ -64,6 +69,8 @@ class Priority:
             return
         self.candidates += candidates
         self.spans.append(Span(micros(row.lo_t), micros(row.hi_t), candidates))
+        # Its oldest ``count - candidates - floor`` results are over its quota: not candidates.
+        self.bots[row.id] = Ranks(count - candidates - floor, candidates, count)
         key = (row.hi_t, int(row.hi_i))
         if self.newest is None or key > self.newest:
             self.newest = key
@@ -94,10 +101,11 @@ async def select_pg(
         )
         out = QuotaSelection(sel, extra={"over_quota": over_quota})
     else:
-        by_priority = await _priorities(runner, sliced.sql, [*sliced.binds, max_bind], slicing)
+        by_priority, rows = await _priorities(
+            runner, sliced.sql, [*sliced.binds, max_bind], slicing
+        )
         over_quota = sum(p.over_quota for p in by_priority.values())
         out = QuotaSelection(sel, extra={"over_quota": over_quota})
-        rows = await sliced_count(runner, "SELECT count(*) FROM results r WHERE {r}", [], slicing)
         size = await table_bytes(runner, POSTGRES, "results")
         over = rows_over(budget, rows, size, credit, over_quota)
         taken = 0
@@ -122,14 +130,20 @@ async def select_pg(
 
 async def _priorities(
     runner: Runner, terms: str, binds: list[Any], slicing: Slicing | None
-) -> dict[int, Priority]:
+) -> tuple[dict[int, Priority], int]:
     """Every bot's counts and the span of its candidates, summed by priority: newest
-    candidate at rank floor + 1, oldest at rank ``quota`` (or its oldest result)."""
+    candidate at rank floor + 1, oldest at rank ``quota`` (or its oldest result); and the
+    table's rows. One pass over ``ix_results_bot_id`` counts every bot id of the slice (live,
+    deleted, orphaned alike): its sum is the table's count, its live bots' counts theirs."""
     over = "q.quota IS NOT NULL AND c.n > q.quota"
+    counted = _LESS_NEWER.replace("{n}", "g.n")
     sql = f"""
-SELECT q.prio, q.quota, greatest(q.floor, 1) AS f, c.n AS c,
-       hi.created_at AS hi_t, hi.id AS hi_i, coalesce(lq.created_at, lo.created_at) AS lo_t
-FROM ({terms}) q {_COUNTED}
+WITH g AS MATERIALIZED (SELECT r.bot_id, count(*) AS n FROM results r WHERE {{r}}
+    GROUP BY r.bot_id)
+SELECT q.id, q.prio, q.quota, greatest(q.floor, 1) AS f, c.n AS c,
+       hi.created_at AS hi_t, hi.id AS hi_i, coalesce(lq.created_at, lo.created_at) AS lo_t,
+       NULL AS total_rows
+FROM ({terms}) q JOIN g ON g.bot_id = q.id {counted}
 LEFT JOIN LATERAL (SELECT r.created_at, r.id FROM results r
     WHERE r.bot_id = q.id AND r.id <= :max_id {_NEWEST_FIRST}
     OFFSET greatest(q.floor, 1) LIMIT 1) hi ON true
@@ -140,15 +154,21 @@ LEFT JOIN LATERAL (SELECT r.created_at FROM results r
     WHERE NOT ({over}) AND hi.id IS NOT NULL AND r.bot_id = q.id AND r.id <= :max_id
     ORDER BY r.created_at, r.id LIMIT 1) lo ON true
 WHERE hi.id IS NOT NULL
+UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, (SELECT sum(n) FROM g)
 """
     out: dict[int, Priority] = {}
+    rows = 0
 
-    def consume(rows: Sequence[Any]) -> None:
-        for row in rows:
-            out.setdefault(int(row.prio), Priority()).add(row)
+    def consume(found: Sequence[Any]) -> None:
+        nonlocal rows
+        for row in found:
+            if row.prio is None:
+                rows += int(row.total_rows or 0)
+            else:
+                out.setdefault(int(row.prio), Priority()).add(row)
 
     await sliced_rows(runner, sql, binds, consume, slicing, PER_SLICE)
-    return out
+    return out, rows
 
 
 async def _fresh_boundary(
@@ -181,6 +201,7 @@ async def _fresh_boundary(
                 over - before,
                 tally.candidates,
                 tally.spans,
+                tally.bots,
                 max_id,
                 slicing,
             )

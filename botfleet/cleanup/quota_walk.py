@@ -116,20 +116,27 @@ class QuotaWalk:
     def _walk_step(self, table: CutsTable, walk: HeapWalk) -> Step:
         async def step(runner: Runner, size: int, _cursor: Any, archive: str | None) -> Batch:
             window = walk.window(size)
-            victims = f"""
-    SELECT r.ctid AS tid, r.id, {_WHY} AS why
+            # The window's victims by their cuts, in the order the scan reads the heap (no sort:
+            # the scan stops at the batch's size, and ``last`` is the last victim read; a row
+            # a scan in another order passed by is the sweep's). Whether their bots are still
+            # live and not held is asked of those alone (a probe each), not of every bot (a
+            # hash of the whole table per batch).
+            scanned = f"""
+    SELECT r.ctid AS tid, r.id, r.bot_id, {_WHY} AS why
     FROM results r
     CROSS JOIN LATERAL (SELECT * FROM "{table.name}" c WHERE c.bot_id = r.bot_id OFFSET 0) c
-    JOIN bots b ON b.id = r.bot_id
     WHERE r.ctid > CAST(CAST(:after_tid AS text) AS tid)
       AND r.ctid < CAST(CAST(:until_tid AS text) AS tid) AND r.created_at <= :newest
-      AND {WITHIN_CUT} AND {self.live}
-    ORDER BY r.ctid LIMIT :batch"""
+      AND {WITHIN_CUT}
+    LIMIT :batch
+), victims AS (
+    SELECT s.tid, s.id, s.why FROM scanned s
+    WHERE EXISTS (SELECT 1 FROM bots b WHERE b.id = s.bot_id AND {self.live} OFFSET 0)"""
             row = await self._delete(
                 runner,
-                victims,
+                scanned,
                 "r.ctid = ANY(ARRAY(SELECT tid FROM victims))",
-                "(SELECT max(tid)::text FROM victims)",
+                "(SELECT max(tid)::text FROM scanned)",
                 [
                     bindparam("after_tid", window[0]),
                     bindparam("until_tid", window[1]),
@@ -137,6 +144,7 @@ class QuotaWalk:
                 ],
                 size,
                 archive,
+                first="scanned",
             )
             walk.advance(size, int(row.selected), row.last, window)
             return Batch(
@@ -187,14 +195,16 @@ class QuotaWalk:
         binds: list[Any],
         size: int,
         archive: str | None,
+        first: str = "victims",
     ) -> Any:
         """One statement: the victims deleted, and audited by reason. With an ``archive`` file
         name (CLEANUP_ARCHIVE_DIR) the deleted rows come back as the batch's archive lines and
-        the audit records name the file (safety rule 8)."""
+        the audit records name the file (safety rule 8). ``first``: the name ``victims``'s
+        first CTE (what the batch read: ``selected`` counts it), if it goes on to others."""
         named, lines = audit_names_file(archive), lines_column(archive)
         gone_columns = "r.*" if archive else "r.id"
         sql = f"""
-WITH victims AS ({victims}
+WITH {first} AS ({victims}
 ), gone AS (
     DELETE FROM results r WHERE {which}
     RETURNING {gone_columns}, {tuple_bytes("r")}
@@ -207,7 +217,7 @@ WITH victims AS ({victims}
     FROM gone g JOIN victims v ON v.id = g.id GROUP BY v.why
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM victims) AS selected, (SELECT count(*) FROM gone) AS rows,
+SELECT (SELECT count(*) FROM {first}) AS selected, (SELECT count(*) FROM gone) AS rows,
        {last} AS last, (SELECT count(*) FROM audit) AS audited,
        {freed_sum("gone")} AS freed{lines}
 """

@@ -13,8 +13,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from botfleet.cleanup import quota_boundary
-from botfleet.cleanup.quota_boundary import Estimate, Span, split_points
+from botfleet.cleanup import quota_boundary, quota_counts
+from botfleet.cleanup.quota_boundary import split_points
+from botfleet.cleanup.quota_estimate import Estimate, Span
 from botfleet.config import Settings
 from tests.cleanup.test_results_quota import (
     NOW,
@@ -89,20 +90,35 @@ def draws(seed_: int) -> list[tuple[str, str, int, list[int]]]:
 
 @postgres_only
 @pytest.mark.parametrize(("seed_", "budget"), [(1, 300), (2, 150), (3, 600), (4, 450)])
+@pytest.mark.parametrize("band_sent", [0, 5_000])  # bands never sent back, or sent when small
 async def test_a_many_band_search_deletes_what_the_model_says(
-    settings: Settings, store: Store, monkeypatch: pytest.MonkeyPatch, seed_: int, budget: int
+    settings: Settings,
+    store: Store,
+    monkeypatch: pytest.MonkeyPatch,
+    seed_: int,
+    budget: int,
+    band_sent: int,
 ) -> None:
+    monkeypatch.setattr(quota_boundary, "BAND_SENT", band_sent)
     monkeypatch.setattr(quota_boundary, "SORTED_OUTRIGHT", 3)
     monkeypatch.setattr(quota_boundary, "FIRST_BAND", 2)
     monkeypatch.setattr(quota_boundary, "FIRST_BAND_SHARE", 0.0)
     passes: list[Any] = []
     counted = quota_boundary._count
 
-    async def count(*args: Any) -> tuple[int, int]:
+    async def count(*args: Any) -> Any:
         passes.append(args[3:5])
         return await counted(*args)
 
     monkeypatch.setattr(quota_boundary, "_count", count)
+    selects: list[Any] = []
+    select = quota_boundary._select
+
+    async def selected(*args: Any) -> Any:
+        selects.append(args[3])
+        return await select(*args)
+
+    monkeypatch.setattr(quota_boundary, "_select", selected)
     bots = draws(seed_)
     rows, states = await seed(store, bots)
     want = expected_survivors(rows, terms_of(GROUPS, bots, states), budget)
@@ -117,3 +133,44 @@ async def test_a_many_band_search_deletes_what_the_model_says(
         entry["deleted"] == dry["resources"]["results_over_quota"]["found"] == len(rows) - len(want)
     )
     assert len(passes) > 1, "the search took one band: nothing here tested its narrowing"
+    # Without bands sent back the search ends by selecting; with them, when the m-th is in one.
+    assert len(selects) == 1 if band_sent == 0 else len(selects) <= 1
+
+
+@postgres_only
+@pytest.mark.parametrize("seed_", [5, 6])
+async def test_the_budget_counts_every_row_in_any_number_of_slices_at_once(
+    settings: Settings, store: Store, monkeypatch: pytest.MonkeyPatch, seed_: int
+) -> None:
+    """The table's count comes from the per-bot pass (every bot id of a slice, counted): with
+    orphaned results and deleted and held bots' results in the table, the budget sees every
+    row, and the plan is the model's whether the slices run one at a time or side by side."""
+    monkeypatch.setattr(quota_boundary, "SORTED_OUTRIGHT", 3)
+    monkeypatch.setattr(quota_boundary, "FIRST_BAND", 2)
+    monkeypatch.setattr(quota_boundary, "FIRST_BAND_SHARE", 0.0)
+    for module in (quota_boundary, quota_counts):
+        monkeypatch.setattr(module, "PER_SLICE", 5)  # many slices
+    bots = draws(seed_)
+    bots[3] = (bots[3][0], "deleted", 0, bots[3][3])
+    rows, states = await seed(store, bots)
+    for count in (7, 3, 11):  # orphans under random bot ids: in several slices
+        ids = await store.orphans(count)
+        rows += [(i, f"orphan-{i}", NOW) for i in ids]
+    budget = len(rows) // 2
+    want = expected_survivors(rows, terms_of(GROUPS, bots, states), budget)
+    policy = policy_of(GROUPS, budget)
+    plans = []
+    for concurrency in (1, 3):
+        tuned = settings.model_copy(update={"cleanup_db_concurrency": concurrency})
+        service = make_service(tuned, store, Clock(NOW + timedelta(minutes=1)), policy=policy)
+        dry = await service.run(
+            trigger="cli", actor="cli:t", dry_run=True, only="results_over_quota"
+        )
+        entry = dry["resources"]["results_over_quota"]
+        assert entry["budget"]["rows_before"] == len(rows)
+        plans.append((entry["found"], entry["sample"], entry["budget"]))
+    assert plans[0] == plans[1]
+    assert plans[0][0] == len(rows) - len(want)
+    report = await service.run(trigger="cli", actor="cli:t", dry_run=False, plan_id=dry["plan_id"])
+    assert report["status"] == "succeeded", report["errors"]
+    assert await store.result_ids() == want

@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from botfleet.cleanup import postgres_heap_walk
 from botfleet.cleanup.postgres_heap_walk import HeapWalk
-from botfleet.cleanup.quota_cuts import CUTS_TABLE_PREFIX
+from botfleet.cleanup.quota_cuts import CUTS_TABLE_PREFIX, CutsTable
 from botfleet.config import Settings
 from tests.cleanup.test_results_quota import (
     GROUPS,
@@ -86,3 +86,46 @@ async def test_every_road_deletes_what_the_model_says(
         "SELECT tablename FROM pg_tables WHERE starts_with(tablename, :p)", p=CUTS_TABLE_PREFIX
     )
     assert left == []
+
+
+@postgres_only
+@pytest.mark.parametrize("road", ["walk", "sparse"])
+@pytest.mark.parametrize("change", ["hold", "delete"])
+async def test_a_bot_held_or_deleted_after_its_cut_keeps_its_results(
+    settings: Settings, store: Store, monkeypatch: pytest.MonkeyPatch, road: str, change: str
+) -> None:
+    """The cuts are written at the stage's start; each batch asks again whether the bot is
+    live and not held (the walk asks it of the rows it read, after its cut)."""
+    if road == "sparse":
+        monkeypatch.setattr(postgres_heap_walk, "SPARSE", 1e9)
+    async with store.sessions() as session, session.begin():
+        await session.execute(text("ALTER TABLE results SET (fillfactor = 10)"))
+    rows, states = await seed(store, BOTS)
+    changed = list(states)[-1]
+    fill = CutsTable.fill
+
+    async def filled(self: CutsTable, runner: Any, *args: Any) -> int:
+        total = await fill(self, runner, *args)
+        cut = await runner.execute(
+            text(f'SELECT count(*) FROM "{self.name}" WHERE bot_id = :i'), {"i": changed}
+        )
+        assert cut.scalar() == 1, "the bot had no cut: nothing here tests the batch's check"
+        await runner.execute(
+            text(
+                'UPDATE bots SET labels = labels || \'{"botfleet.hold": "true"}\' WHERE id = :i'
+                if change == "hold"
+                else "UPDATE bots SET deleted_at = now() WHERE id = :i"
+            ),
+            {"i": changed},
+        )
+        if runner.in_transaction():
+            await runner.commit()
+        return total
+
+    monkeypatch.setattr(CutsTable, "fill", filled)
+    service = make_service(settings, store, Clock(NOW), policy=policy_of(GROUPS, 20))
+    report = await service.run(trigger="cli", actor="cli:t", dry_run=False)
+    assert report["status"] == "succeeded", report["errors"]
+    mine = {r[0] for r in rows if r[1] == changed}
+    want = expected_survivors(rows, terms_of(GROUPS, BOTS, states), 20) | mine
+    assert await store.result_ids() == want
