@@ -17,6 +17,7 @@ budget) listing the ids.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from botfleet.cleanup.archived_results import (
     archive_binds,
     audit_names_file,
-    lines_column,
+    final_select,
     rendered_body,
 )
 from botfleet.cleanup.batches import Batch, BatchLoop, Step, Tally, together
@@ -125,7 +126,7 @@ class QuotaWalk:
       AND r.ctid < CAST(CAST(:until_tid AS text) AS tid) AND r.created_at <= :newest
       AND {WITHIN_CUT} AND {self.live}
     ORDER BY r.ctid LIMIT :batch"""
-            row = await self._delete(
+            rows = await self._delete(
                 runner,
                 victims,
                 "r.ctid = ANY(ARRAY(SELECT tid FROM victims))",
@@ -138,12 +139,13 @@ class QuotaWalk:
                 size,
                 archive,
             )
+            row = rows[0]
             walk.advance(size, int(row.selected), row.last, window)
             return Batch(
                 int(row.selected),
                 int(row.rows),
                 done=walk.done,
-                archive=_body(row, archive),
+                archive=_body(rows, archive),
                 freed=int(row.freed),
             )
 
@@ -158,7 +160,7 @@ class QuotaWalk:
         WHERE r.bot_id = c.bot_id AND {WITHIN_CUT} ORDER BY r.created_at, r.id LIMIT :batch) r
     WHERE c.bot_id >= CAST(:after AS uuid) AND {self.live}
     ORDER BY c.bot_id LIMIT :batch"""
-            row = await self._delete(
+            rows = await self._delete(
                 runner,
                 victims,
                 "r.id = ANY(ARRAY(SELECT id FROM victims))",
@@ -167,12 +169,13 @@ class QuotaWalk:
                 size,
                 archive,
             )
+            row = rows[0]
             # A bot only partly done is where the next batch starts (``>=``).
             return Batch(
                 int(row.selected),
                 int(row.rows),
                 cursor=row.last,
-                archive=_body(row, archive),
+                archive=_body(rows, archive),
                 freed=int(row.freed),
             )
 
@@ -191,8 +194,11 @@ class QuotaWalk:
         """One statement: the victims deleted, and audited by reason. With an ``archive`` file
         name (CLEANUP_ARCHIVE_DIR) the deleted rows come back as the batch's archive lines and
         the audit records name the file (safety rule 8)."""
-        named, lines = audit_names_file(archive), lines_column(archive)
+        named = audit_names_file(archive)
         gone_columns = "r.*" if archive else "r.id"
+        summary = f"""SELECT (SELECT count(*) FROM victims) AS selected,
+       (SELECT count(*) FROM gone) AS rows, {last} AS last,
+       (SELECT count(*) FROM audit) AS audited, {freed_sum("gone")} AS freed"""
         sql = f"""
 WITH victims AS ({victims}
 ), gone AS (
@@ -207,9 +213,7 @@ WITH victims AS ({victims}
     FROM gone g JOIN victims v ON v.id = g.id GROUP BY v.why
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM victims) AS selected, (SELECT count(*) FROM gone) AS rows,
-       {last} AS last, (SELECT count(*) FROM audit) AS audited,
-       {freed_sum("gone")} AS freed{lines}
+{final_select(summary, archive)}
 """
         stmt = bound_text(
             sql,
@@ -223,11 +227,11 @@ SELECT (SELECT count(*) FROM victims) AS selected, (SELECT count(*) FROM gone) A
                 *archive_binds(archive),
             ],
         )
-        return (await runner.execute(stmt)).one()
+        return (await runner.execute(stmt)).all()
 
 
-def _body(row: Any, archive: str | None) -> Any:
-    return rendered_body(row.lines, int(row.rows), WHY_EITHER) if archive else None
+def _body(rows: Sequence[Any], archive: str | None) -> Any:
+    return rendered_body(rows, WHY_EITHER) if archive else None
 
 
 async def _commit(conn: AsyncConnection) -> None:

@@ -18,6 +18,7 @@ from botfleet.archive.format import AUDIT_KEY, MANIFEST
 from botfleet.archive.reader import read_lines, run_view, runs_view
 from botfleet.archive.restore import RestoreRefused, restore_run
 from botfleet.archive.writer import Archive
+from botfleet.cleanup import archive_lines
 from botfleet.cleanup.scheduler import Scheduler
 from botfleet.config import Settings
 from botfleet.constants import BREAKER_OPEN, DEPENDENCY_ARCHIVE
@@ -91,9 +92,16 @@ def archived_ids(root: Path) -> tuple[list[str], list[int]]:
     return bots, results
 
 
+@pytest.mark.parametrize("chunk_lines", [None, 2], ids=["default_chunks", "chunks_of_2_lines"])
 async def test_a_purge_archives_every_row_once_and_a_restore_gives_every_field_back(
-    settings: Settings, store: Store, tmp_path: Path
+    settings: Settings,
+    store: Store,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    chunk_lines: int | None,
 ) -> None:
+    if chunk_lines is not None:  # PostgreSQL hands each batch's lines over in several rows
+        monkeypatch.setattr(archive_lines, "CHUNK_LINES", chunk_lines)
     root = tmp_path / "archive"
     expired = await seed_varied(store, 23)
     live = await store.bot(results=2)
@@ -130,6 +138,9 @@ async def test_a_purge_archives_every_row_once_and_a_restore_gives_every_field_b
         header = json.loads(lines.readline())
     assert header["table"] == "batch" and header["run_id"] == report["run_id"]
     assert header["kind"] == "bots" and header["actor"] == "cli:test"
+    for path in run_dir.glob("bots-*.jsonl.gz"):  # the bots' lines, then their results'
+        tables = [line["table"] for line in read_lines(path)][1:]
+        assert tables == sorted(tables), path.name  # "bots" < "results"
 
     # A dry run of the restore writes nothing.
     dry = await restore_run(Archive(root), store.sessions, report["run_id"], now=NOW, dry_run=True)
