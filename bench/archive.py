@@ -131,13 +131,19 @@ def _phases(spent: dict[str, float]) -> dict[str, float]:
 
 PROFILED = ("no_lines", "lines_kept")
 # Variants of the archived run (BENCH_ARCHIVE_VARIANTS=one_row,…), alternated with off and on in
-# the same rounds: one_row hands each batch's lines over as one row (issue 21's third session).
-VARIANTS = ("one_row",)
+# the same rounds: one_row hands each batch's lines over as one row (issue 21's third session);
+# batch_factor_N runs archived batches of N x CLEANUP_BATCH_SIZE (writer.BATCH_FACTOR).
+VARIANTS = ("one_row", "batch_factor_1", "batch_factor_2", "batch_factor_4")
 
 
 def _ablate(mode: str) -> None:
     """The ablations of BENCH_ARCHIVE_PROFILE and the variants (see the module's docstring)."""
+    from botfleet.archive import writer
     from botfleet.cleanup import archived_results, purge_bots
+
+    if mode.startswith("batch_factor_"):
+        writer.BATCH_FACTOR = int(mode.removeprefix("batch_factor_"))  # type: ignore[misc]
+        return
 
     def each(parts: Any) -> str:
         return " UNION ALL ".join(f"SELECT {e} AS line FROM {s}" for e, s in parts)
@@ -309,7 +315,9 @@ def main() -> int:
     if os.environ.get("BENCH_ARCHIVE_PROFILE"):
         summary["profile"] = _profile(runs)
     for variant in variants:
-        summary[f"{variant}_seconds"] = [r["seconds"] for r in runs if r["mode"] == variant]
+        of = [r for r in runs if r["mode"] == variant]
+        summary[f"{variant}_seconds"] = [r["seconds"] for r in of]
+        summary[f"{variant}_batch_s"] = [r["batch_s"] for r in of]
     write_result("archive", summary)
     print(
         f"ratio archive on/off rows/s: {summary['ratio_median']} (pairs {summary['ratios']}), "
