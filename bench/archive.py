@@ -133,7 +133,7 @@ PROFILED = ("no_lines", "lines_kept")
 # Variants of the archived run (BENCH_ARCHIVE_VARIANTS=one_row,…), alternated with off and on in
 # the same rounds: one_row hands each batch's lines over as one row (issue 21's third session);
 # batch_factor_N runs archived batches of N x CLEANUP_BATCH_SIZE (writer.BATCH_FACTOR).
-VARIANTS = ("one_row", "batch_factor_1", "batch_factor_2", "batch_factor_4")
+VARIANTS = ("one_row", "batch_factor_1", "batch_factor_2", "batch_factor_3", "batch_factor_4")
 
 
 def _ablate(mode: str) -> None:

@@ -42,7 +42,7 @@ from botfleet.errors import BotfleetError
 COMPRESS_LEVEL = 1  # ISA-L's levels are 0-3
 # With an archive, a purge batch holds this many times CLEANUP_BATCH_SIZE rows: an archived batch
 # pays a transaction of its own, a file and its fsyncs, so fewer of them (BENCHMARKS.md, Archive).
-BATCH_FACTOR = 1
+BATCH_FACTOR = 2
 _PROBE = ".probe"
 
 
