@@ -57,8 +57,8 @@ def line(table: str, alias: str, columns: Columns, **extra: str) -> str:
 
 
 # A batch's lines reach the worker in rows of at most this many lines (≈ 75 kB), not as one
-# row: PostgreSQL's string_agg of a whole batch grows one string of megabytes, and asyncpg takes a
-# row of megabytes more slowly per byte than rows of kilobytes (BENCHMARKS.md, Archive).
+# row: one string_agg of a whole batch, a string of megabytes handed over as one row, costs more
+# per byte than rows of kilobytes, the more so the larger the batch (BENCHMARKS.md, Archive).
 CHUNK_LINES = 256
 
 
