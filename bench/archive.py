@@ -6,6 +6,8 @@
     BENCH_ROUNDS=3 python -m bench.archive     # off/on pairs (default 2; 1 small), alternating
     BENCH_DB_PREFIX=mine_ python -m bench.archive  # its databases' names (default botfleet_bench_)
     BENCH_ARCHIVE_PROFILE=1 python -m bench.archive  # also the two ablations below, each round
+    BENCH_ARCHIVE_VARIANTS=one_row python -m bench.archive  # also the archived run of one row
+                                               # of lines per batch (the code before)
 
 Each run gets a fresh copy of one template database and botfleet's real run (stages ``bots`` and
 ``orphaned_results``, default settings) in a process of its own, alternating off, on, off, on, so
@@ -128,28 +130,47 @@ def _phases(spent: dict[str, float]) -> dict[str, float]:
 
 
 PROFILED = ("no_lines", "lines_kept")
+# Variants of the archived run (BENCH_ARCHIVE_VARIANTS=one_row,…), alternated with off and on in
+# the same rounds: one_row hands each batch's lines over as one row (issue 21's third session);
+# batch_factor_N runs archived batches of N x CLEANUP_BATCH_SIZE (writer.BATCH_FACTOR).
+VARIANTS = ("one_row", "batch_factor_1", "batch_factor_2", "batch_factor_3", "batch_factor_4")
 
 
 def _ablate(mode: str) -> None:
-    """The ablations of BENCH_ARCHIVE_PROFILE (see the module's docstring)."""
+    """The ablations of BENCH_ARCHIVE_PROFILE and the variants (see the module's docstring)."""
+    from botfleet.archive import writer
     from botfleet.cleanup import archived_results, purge_bots
 
-    def no_lines(expression: str, source: str) -> str:
-        return "''::bytea"
+    if mode.startswith("batch_factor_"):
+        writer.BATCH_FACTOR = int(mode.removeprefix("batch_factor_"))  # type: ignore[misc]
+        return
 
-    def lines_kept(expression: str, source: str) -> str:
-        rendered = f"(SELECT length(string_agg({expression}, E'\\n')) AS n FROM {source}) s"
-        return f"(SELECT ''::bytea FROM {rendered} WHERE s.n >= 0 OR s.n IS NULL)"
+    def each(parts: Any) -> str:
+        return " UNION ALL ".join(f"SELECT {e} AS line FROM {s}" for e, s in parts)
 
-    ablated = no_lines if mode == "no_lines" else lines_kept
-    purge_bots.aggregated = ablated  # type: ignore[assignment]
-    archived_results.aggregated = ablated  # type: ignore[assignment]
+    def no_lines(summary: str, parts: Any) -> str:
+        return f"SELECT s.*, NULL::bytea AS lines FROM ({summary}) s"
+
+    def lines_kept(summary: str, parts: Any) -> str:
+        rendered = f"(SELECT sum(length(line)) AS n FROM ({each(parts)}) u) k"
+        return (
+            f"SELECT s.*, NULL::bytea AS lines FROM ({summary}) s, {rendered} "
+            "WHERE k.n >= 0 OR k.n IS NULL"
+        )
+
+    def one_row(summary: str, parts: Any) -> str:
+        lines = f"(SELECT convert_to(string_agg(line, E'\\n'), 'UTF8') FROM ({each(parts)}) u)"
+        return f"SELECT s.*, {lines} AS lines FROM ({summary}) s"
+
+    ablated = {"no_lines": no_lines, "lines_kept": lines_kept, "one_row": one_row}[mode]
+    purge_bots.with_lines = ablated  # type: ignore[assignment]
+    archived_results.with_lines = ablated  # type: ignore[assignment]
 
 
 async def _worker(url: str, archive_dir: str, mode: str) -> dict[str, Any]:
     import resource
 
-    if mode in PROFILED:
+    if mode in PROFILED or mode in VARIANTS:
         _ablate(mode)
     spent: dict[str, float] = dict.fromkeys(
         ("write_s", "fsync_s", "fsyncs", "dir_s", "rename_s", "statement", "batch_s"), 0.0
@@ -231,6 +252,10 @@ def main() -> int:
     scale_name = scale()
     rounds = int(os.environ.get("BENCH_ROUNDS", "2"))
     modes = ("off", "on", *PROFILED) if os.environ.get("BENCH_ARCHIVE_PROFILE") else ("off", "on")
+    variants = [v for v in os.environ.get("BENCH_ARCHIVE_VARIANTS", "").split(",") if v]
+    if set(variants) - set(VARIANTS):
+        raise SystemExit(f"BENCH_ARCHIVE_VARIANTS: one of {', '.join(VARIANTS)}")
+    modes = (*modes, *variants)
     spec = spec_for(scale_name)
     template = pgtools.bench_db(f"archive_{scale_name}")
     print(f"seeding template {template}: {spec}", flush=True)
@@ -287,8 +312,12 @@ def main() -> int:
         "load_avg_1m": [round(x, 2) for x in load],
         "same_rows_left": len(prints) == 1,
     }
-    if len(modes) > 2:
+    if os.environ.get("BENCH_ARCHIVE_PROFILE"):
         summary["profile"] = _profile(runs)
+    for variant in variants:
+        of = [r for r in runs if r["mode"] == variant]
+        summary[f"{variant}_seconds"] = [r["seconds"] for r in of]
+        summary[f"{variant}_batch_s"] = [r["batch_s"] for r in of]
     write_result("archive", summary)
     print(
         f"ratio archive on/off rows/s: {summary['ratio_median']} (pairs {summary['ratios']}), "

@@ -82,6 +82,11 @@ RESOURCE_KINDS: Final = (
 )
 # The kinds an engine's workloads are cleaned up under.
 WORKLOAD_KINDS: Final = (KIND_CONTAINERS, KIND_SERVICES)
+# The stages whose batches are archived (CLEANUP_ARCHIVE_DIR): the database's purges (idle_bots
+# only soft-deletes: nothing leaves the store).
+ARCHIVED_KINDS: Final = frozenset(
+    {KIND_BOTS, KIND_RESULTS, KIND_ORPHANED_RESULTS, KIND_RESULTS_OVER_QUOTA}
+)
 
 # Cleanup run triggers and statuses.
 TRIGGER_SCHEDULE: Final = "schedule"

@@ -56,10 +56,32 @@ def line(table: str, alias: str, columns: Columns, **extra: str) -> str:
     return f"{sql} || {_literal(',' + json.dumps('row') + ':')} || {row} || '}}'"
 
 
-def aggregated(expression: str, source: str) -> str:
-    """The batch's lines, one per row of ``source``, joined by newlines and handed over as UTF-8
-    bytes (``bytea``: no decoding and encoding again on the way to the file)."""
-    return f"(SELECT convert_to(string_agg({expression}, E'\\n'), 'UTF8') FROM {source})"
+# A batch's lines reach the worker in rows of at most this many lines (≈ 75 kB), not as one
+# row: one string_agg of a whole batch, a string of megabytes handed over as one row, costs more
+# per byte than rows of kilobytes, the more so the larger the batch (BENCHMARKS.md, Archive).
+CHUNK_LINES = 256
+
+
+def with_lines(summary: str, parts: Sequence[tuple[str, str]]) -> str:
+    """The final ``SELECT`` of a batch's statement: ``summary``'s columns (one row of counts) on
+    every row, and ``lines`` — UTF-8 bytes (``bytea``: no decoding and encoding again on the way
+    to the file), the lines of each ``(expression, source)`` part joined by newlines, at most
+    :data:`CHUNK_LINES` a row — in the parts' order; one row, ``lines`` NULL, when none."""
+    each = " UNION ALL ".join(
+        f"SELECT {i} AS part, {expression} AS line FROM {source}"
+        for i, (expression, source) in enumerate(parts)
+    )
+    return f"""SELECT s.*, l.lines FROM ({summary}) s LEFT JOIN (
+    SELECT part, n / {CHUNK_LINES} AS chunk, convert_to(string_agg(line, E'\\n'), 'UTF8') AS lines
+    FROM (SELECT part, line, row_number() OVER () AS n FROM ({each}) u) numbered
+    GROUP BY part, n / {CHUNK_LINES}
+) l ON true
+ORDER BY l.part, l.chunk"""
+
+
+def blocks(rows: Sequence[Any]) -> list[bytes]:
+    """The lines of a statement's rows (:func:`with_lines`), in order."""
+    return [r.lines for r in rows if r.lines is not None]
 
 
 def json_text(expression: str) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import bindparam
 
 from botfleet.archive.format import AUDIT_KEY, TABLE_RESULTS, BatchBody, row_line
-from botfleet.cleanup.archive_lines import aggregated, line
+from botfleet.cleanup.archive_lines import blocks, line, with_lines
 from botfleet.cleanup.sql import jsonable
 from botfleet.store.models import Result
 
@@ -27,18 +27,18 @@ def archive_binds(archive: str | None) -> list[Any]:
     return [bindparam("archive", archive)] if archive else []
 
 
-def lines_column(archive: str | None) -> str:
-    """A column of the batch's statement (PostgreSQL): the rows of its ``gone`` CTE (which
-    returns ``r.*``) as archive lines, rendered by the database."""
+def final_select(summary: str, archive: str | None) -> str:
+    """The batch statement's final ``SELECT`` (PostgreSQL): ``summary``, and with an archive the
+    rows of its ``gone`` CTE (which returns ``r.*``) as archive lines, rendered by the database
+    (:func:`botfleet.cleanup.archive_lines.with_lines`: one or more rows)."""
     if not archive:
-        return ""
-    return f""",
-       {aggregated(line(TABLE_RESULTS, "g", RESULT_COLUMNS), "gone g")} AS lines"""
+        return summary
+    return with_lines(summary, [(line(TABLE_RESULTS, "g", RESULT_COLUMNS), "gone g")])
 
 
-def rendered_body(lines: bytes | None, rows: int, reason: str) -> BatchBody:
-    """The batch body of lines PostgreSQL rendered (:func:`lines_column`)."""
-    return BatchBody([lines or ""], {TABLE_RESULTS: rows}, {"reason": reason})
+def rendered_body(rows: Sequence[Any], reason: str) -> BatchBody:
+    """The batch body of lines PostgreSQL rendered (:func:`final_select`)."""
+    return BatchBody(blocks(rows), {TABLE_RESULTS: int(rows[0].rows)}, {"reason": reason})
 
 
 def rows_body(rows: Sequence[Any], reason: str) -> BatchBody:

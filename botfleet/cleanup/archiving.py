@@ -15,19 +15,7 @@ from botfleet.archive.upkeep import Tidied, tidy
 from botfleet.archive.writer import ArchiveUnavailable, RunArchive
 from botfleet.cleanup.context import RunContext
 from botfleet.cleanup.report import FAILED, Findings
-from botfleet.constants import (
-    DEPENDENCY_ARCHIVE,
-    KIND_BOTS,
-    KIND_ORPHANED_RESULTS,
-    KIND_RESULTS,
-    KIND_RESULTS_OVER_QUOTA,
-)
-
-# The stages whose batches are archived: the database's purges (idle_bots only soft-deletes:
-# nothing leaves the store).
-ARCHIVED_KINDS = frozenset(
-    {KIND_BOTS, KIND_RESULTS, KIND_ORPHANED_RESULTS, KIND_RESULTS_OVER_QUOTA}
-)
+from botfleet.constants import ARCHIVED_KINDS, DEPENDENCY_ARCHIVE
 
 log = logging.getLogger(__name__)
 

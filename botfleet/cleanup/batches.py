@@ -8,7 +8,8 @@ batch governor sizes it and may pause between batches to let live traffic throug
 
 With an archive (CLEANUP_ARCHIVE_DIR), every batch runs in a transaction of its own: its
 statement deletes and returns what it deleted, the batch file is written and fsynced, and only
-then does the transaction commit (safety rule 8; :mod:`botfleet.archive.writer`); a walk whose
+then does the transaction commit (safety rule 8; :mod:`botfleet.archive.writer`), and a purge's
+batch holds ``batch_factor`` times as many rows (fewer transactions, files and fsyncs); a walk whose
 batches never share rows overlaps one batch's file with the next one's statement
 (:mod:`botfleet.cleanup.archived_batches`). A batch's step is told the name of its file, so that
 its audit record names it: that record, committed with the batch, is what proves the file
@@ -32,6 +33,7 @@ from botfleet.cleanup.archived_batches import ArchivedBatches, OverlappedBatches
 from botfleet.cleanup.batch_steps import Batch, InFlight, Step
 from botfleet.cleanup.context import StageContext
 from botfleet.cleanup.sql import dedicated_connection
+from botfleet.constants import ARCHIVED_KINDS
 from botfleet.store.models import UTCDateTime
 
 __all__ = ["Batch", "BatchLoop", "Step", "Tally", "together"]
@@ -92,6 +94,8 @@ class BatchLoop:
         if archive is None:
             await self._loop(tally, limit, kind, self._plain(step, connection, autocommit))
             return
+        # Larger batches for the purges it archives (idle_bots only soft-deletes live bots).
+        scale = archive.archive.batch_factor if kind in ARCHIVED_KINDS else 1
         batches = ArchivedBatches(self.stage, archive, kind, step)
         walk = archive.walk(kind)
         if connection is not None and overlap:
@@ -101,7 +105,7 @@ class BatchLoop:
                 async def start(size: int, cursor: Any, seq: int) -> InFlight:
                     return await overlapped.start(size, cursor, archive.name(kind, walk, seq))
 
-                await self._loop(tally, limit, kind, start)
+                await self._loop(tally, limit, kind, start, scale)
             return
 
         async def one(size: int, cursor: Any, seq: int) -> InFlight:
@@ -109,19 +113,28 @@ class BatchLoop:
             name = archive.name(kind, walk, seq)
             return InFlight.done(await batches.one(size, cursor, name, connection), size, started)
 
-        await self._loop(tally, limit, kind, one)
+        await self._loop(tally, limit, kind, one, scale)
 
-    async def _loop(self, tally: Tally, limit: int, kind: str, start: Start) -> None:
+    async def _loop(
+        self, tally: Tally, limit: int, kind: str, start: Start, scale: int = 1
+    ) -> None:
+        """``scale``: batches of ``scale`` times the governor's size (archived: fewer files)."""
         pending: deque[InFlight] = deque()  # statement run, commit not yet counted: oldest first
         try:
-            await self._batches(tally, limit, kind, start, pending)
+            await self._batches(tally, limit, kind, start, pending, scale)
         except BaseException:
             await self._drain(tally, limit, kind, pending, raising=False)
             raise
         await self._drain(tally, limit, kind, pending, raising=True)
 
     async def _batches(
-        self, tally: Tally, limit: int, kind: str, start: Start, pending: deque[InFlight]
+        self,
+        tally: Tally,
+        limit: int,
+        kind: str,
+        start: Start,
+        pending: deque[InFlight],
+        scale: int,
     ) -> None:
         governor = self.stage.run.governor
         seq = 0
@@ -143,7 +156,7 @@ class BatchLoop:
             room = limit - tally.deleted - tally.in_flight  # again: the checkpoint awaited
             if room <= 0:
                 continue
-            size = max(1, min(governor.next_size(), room))
+            size = max(1, min(governor.next_size() * scale, room))
             # Reserved until the batch commits: concurrent walks never delete more than planned.
             tally.in_flight += size
             seq += 1

@@ -12,6 +12,7 @@ one transaction per batch (:mod:`botfleet.cleanup.purge_bots_sqlite`).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,7 +21,7 @@ from sqlalchemy import String, bindparam
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from botfleet.archive.format import AUDIT_KEY, TABLE_BOTS, TABLE_RESULTS, BatchBody
-from botfleet.cleanup.archive_lines import aggregated, json_text, line
+from botfleet.cleanup.archive_lines import blocks, json_text, line, with_lines
 from botfleet.cleanup.audit import BATCH_KEY
 from botfleet.cleanup.batches import Batch, BatchLoop, Step, Tally, together
 from botfleet.cleanup.policy import Policy
@@ -119,7 +120,7 @@ class BotPurge:
     WHERE {p.eligible} AND {KEYSET}
     ORDER BY b.deleted_at
     LIMIT :batch"""
-        row = await self._delete_bots(
+        rows = await self._delete_bots(
             session,
             p,
             victims,
@@ -128,26 +129,28 @@ class BotPurge:
             keyset_binds(cursor, size),
             archive=archive,
         )
+        row = rows[0]
         return Batch(
             int(row.selected),
             int(row.rows),
             int(row.related),
             row.last,
-            archive=_body(row),
+            archive=_body(rows),
             freed=int(row.freed),
         )
 
     def _walk_step(self, walk: HeapWalk) -> Step:
         async def step(session: Runner, size: int, _cursor: Any, archive: str | None) -> Batch:
             window = walk.window(size)
-            row = await self._bots_by_tid(session, size, window, archive)
+            rows = await self._bots_by_tid(session, size, window, archive)
+            row = rows[0]
             walk.advance(size, int(row.selected), row.last, window)
             return Batch(
                 int(row.selected),
                 int(row.rows),
                 int(row.related),
                 done=walk.done,
-                archive=_body(row),
+                archive=_body(rows),
                 freed=int(row.freed),
             )
 
@@ -207,13 +210,16 @@ class BotPurge:
         named = f"'{AUDIT_KEY}', CAST(:archive AS text), " if archive else ""
         per_bot = "coalesce(p.n, 0)::text"
         bot_line = line(TABLE_BOTS, "g", BOT_COLUMNS, reason=json_text(why.sql), results=per_bot)
-        lines = (
-            f""",
-       {aggregated(bot_line, "gone g LEFT JOIN per_bot p ON p.bot_id = g.id")} AS bots_lines,
-       {aggregated(line(TABLE_RESULTS, "x", RESULT_COLUMNS), "res x")} AS results_lines"""
-            if archive
-            else ""
-        )
+        lines = [
+            (bot_line, "gone g LEFT JOIN per_bot p ON p.bot_id = g.id"),
+            (line(TABLE_RESULTS, "x", RESULT_COLUMNS), "res x"),
+        ]
+        summary = f"""SELECT (SELECT count(*) FROM victims) AS selected,
+       (SELECT count(*) FROM gone) AS rows,
+       (SELECT count(*) FROM res) AS related,
+       (SELECT sum(resource_count) FROM audit) AS audited,
+       {freed_sum("gone", "res", "events")} AS freed,
+       {last} AS last"""
         # No FOR UPDATE: the DELETE re-states the condition, and PostgreSQL re-checks it on a
         # row a concurrent restore changed (READ COMMITTED), so a restored bot is skipped.
         sql = f"""
@@ -243,27 +249,19 @@ WITH victims AS ({victims}
     GROUP BY w.engine, w.why
     RETURNING resource_count
 )
-SELECT (SELECT count(*) FROM victims) AS selected,
-       (SELECT count(*) FROM gone) AS rows,
-       (SELECT count(*) FROM res) AS related,
-       (SELECT sum(resource_count) FROM audit) AS audited,
-       {freed_sum("gone", "res", "events")} AS freed,
-       {last} AS last{lines}
+{with_lines(summary, lines) if archive else summary}
 """
         named_bind: list[Any] = [bindparam("archive", archive)] if archive else []
         stmt = bound_text(
             sql, [*p.binds, *why.binds, *binds, *self.loop.audit_binds(), *named_bind]
         )
         stmt = stmt.columns(last=last_type if last_type is not None else UTCDateTime())
-        return (await session.execute(stmt)).one()
+        return (await session.execute(stmt)).all()
 
 
-def _body(row: Any) -> BatchBody | None:
+def _body(rows: Sequence[Any]) -> BatchBody | None:
     """The archive lines a PostgreSQL batch returned (None without an archive)."""
-    mapping = row._mapping
-    if "bots_lines" not in mapping:
+    row = rows[0]
+    if "lines" not in row._mapping:
         return None
-    return BatchBody(
-        [mapping["bots_lines"] or "", mapping["results_lines"] or ""],
-        {TABLE_BOTS: int(row.rows), TABLE_RESULTS: int(row.related)},
-    )
+    return BatchBody(blocks(rows), {TABLE_BOTS: int(row.rows), TABLE_RESULTS: int(row.related)})

@@ -22,7 +22,7 @@ from botfleet.cleanup.archived_results import (
     archive_binds,
     audit_names_file,
     audit_snapshot,
-    lines_column,
+    final_select,
     rendered_body,
     rows_body,
 )
@@ -167,7 +167,10 @@ class ResultPurge:
     ) -> Batch:
         """One statement; with an ``archive`` file name, the audit names it and the deleted
         rows come back as archive lines."""
-        named, lines = audit_names_file(archive), lines_column(archive)
+        named = audit_names_file(archive)
+        summary = f"""SELECT (SELECT count(*) FROM victims) AS selected,
+       (SELECT count(*) FROM gone) AS rows, (SELECT max(key) FROM victims) AS last,
+       (SELECT count(*) FROM audit) AS audited, {freed_sum("gone")} AS freed"""
         sql = f"""
 WITH victims AS ({victims}),
 gone AS (
@@ -181,9 +184,7 @@ gone AS (
     FROM gone HAVING count(*) > 0
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM victims) AS selected, (SELECT count(*) FROM gone) AS rows,
-       (SELECT max(key) FROM victims) AS last, (SELECT count(*) FROM audit) AS audited,
-       {freed_sum("gone")} AS freed{lines}
+{final_select(summary, archive)}
 """
         stmt = bound_text(
             sql,
@@ -194,11 +195,12 @@ SELECT (SELECT count(*) FROM victims) AS selected, (SELECT count(*) FROM gone) A
                 *archive_binds(archive),
             ],
         )
-        row = (await runner.execute(stmt)).one()
+        rows = (await runner.execute(stmt)).all()
+        row = rows[0]
         last = row.last
         if isinstance(last, datetime) and last.tzinfo is None:
             last = last.replace(tzinfo=UTC)
-        body = rendered_body(row.lines, int(row.rows), reason) if archive else None
+        body = rendered_body(rows, reason) if archive else None
         return Batch(
             int(row.selected), int(row.rows), cursor=last, archive=body, freed=int(row.freed)
         )

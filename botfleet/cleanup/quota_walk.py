@@ -17,6 +17,7 @@ budget) listing the ids.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from botfleet.cleanup.archived_results import (
     archive_binds,
     audit_names_file,
-    lines_column,
+    final_select,
     rendered_body,
 )
 from botfleet.cleanup.batches import Batch, BatchLoop, Step, Tally, together
@@ -132,7 +133,7 @@ class QuotaWalk:
 ), victims AS (
     SELECT s.tid, s.id, s.why FROM scanned s
     WHERE EXISTS (SELECT 1 FROM bots b WHERE b.id = s.bot_id AND {self.live} OFFSET 0)"""
-            row = await self._delete(
+            rows = await self._delete(
                 runner,
                 scanned,
                 "r.ctid = ANY(ARRAY(SELECT tid FROM victims))",
@@ -146,12 +147,13 @@ class QuotaWalk:
                 archive,
                 first="scanned",
             )
+            row = rows[0]
             walk.advance(size, int(row.selected), row.last, window)
             return Batch(
                 int(row.selected),
                 int(row.rows),
                 done=walk.done,
-                archive=_body(row, archive),
+                archive=_body(rows, archive),
                 freed=int(row.freed),
             )
 
@@ -166,7 +168,7 @@ class QuotaWalk:
         WHERE r.bot_id = c.bot_id AND {WITHIN_CUT} ORDER BY r.created_at, r.id LIMIT :batch) r
     WHERE c.bot_id >= CAST(:after AS uuid) AND {self.live}
     ORDER BY c.bot_id LIMIT :batch"""
-            row = await self._delete(
+            rows = await self._delete(
                 runner,
                 victims,
                 "r.id = ANY(ARRAY(SELECT id FROM victims))",
@@ -175,12 +177,13 @@ class QuotaWalk:
                 size,
                 archive,
             )
+            row = rows[0]
             # A bot only partly done is where the next batch starts (``>=``).
             return Batch(
                 int(row.selected),
                 int(row.rows),
                 cursor=row.last,
-                archive=_body(row, archive),
+                archive=_body(rows, archive),
                 freed=int(row.freed),
             )
 
@@ -201,8 +204,11 @@ class QuotaWalk:
         name (CLEANUP_ARCHIVE_DIR) the deleted rows come back as the batch's archive lines and
         the audit records name the file (safety rule 8). ``first``: the name ``victims``'s
         first CTE (what the batch read: ``selected`` counts it), if it goes on to others."""
-        named, lines = audit_names_file(archive), lines_column(archive)
+        named = audit_names_file(archive)
         gone_columns = "r.*" if archive else "r.id"
+        summary = f"""SELECT (SELECT count(*) FROM {first}) AS selected,
+       (SELECT count(*) FROM gone) AS rows, {last} AS last,
+       (SELECT count(*) FROM audit) AS audited, {freed_sum("gone")} AS freed"""
         sql = f"""
 WITH {first} AS ({victims}
 ), gone AS (
@@ -217,9 +223,7 @@ WITH {first} AS ({victims}
     FROM gone g JOIN victims v ON v.id = g.id GROUP BY v.why
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM {first}) AS selected, (SELECT count(*) FROM gone) AS rows,
-       {last} AS last, (SELECT count(*) FROM audit) AS audited,
-       {freed_sum("gone")} AS freed{lines}
+{final_select(summary, archive)}
 """
         stmt = bound_text(
             sql,
@@ -233,11 +237,11 @@ SELECT (SELECT count(*) FROM {first}) AS selected, (SELECT count(*) FROM gone) A
                 *archive_binds(archive),
             ],
         )
-        return (await runner.execute(stmt)).one()
+        return (await runner.execute(stmt)).all()
 
 
-def _body(row: Any, archive: str | None) -> Any:
-    return rendered_body(row.lines, int(row.rows), WHY_EITHER) if archive else None
+def _body(rows: Sequence[Any], archive: str | None) -> Any:
+    return rendered_body(rows, WHY_EITHER) if archive else None
 
 
 async def _commit(conn: AsyncConnection) -> None:

@@ -32,7 +32,7 @@ TRICKY = [
     None,
     {"unicode": "żółw ✓", "nested": {"deep": [{"x": -(2**63)}]}},
     # What the NDJSON COPY's delimiter and quote are (\x01, \x02), and backslashes.
-    {"control": "\x01\x02\x1f\t", "path": "C:\\temp\\", "quote": "\\\""},
+    {"control": "\x01\x02\x1f\t", "path": "C:\\temp\\", "quote": '\\"'},
 ]
 
 

@@ -17,7 +17,8 @@ from sqlalchemy import select
 from botfleet.archive.format import AUDIT_KEY, MANIFEST
 from botfleet.archive.reader import read_lines, run_view, runs_view
 from botfleet.archive.restore import RestoreRefused, restore_run
-from botfleet.archive.writer import Archive
+from botfleet.archive.writer import BATCH_FACTOR, Archive, archive_for
+from botfleet.cleanup import archive_lines
 from botfleet.cleanup.scheduler import Scheduler
 from botfleet.config import Settings
 from botfleet.constants import BREAKER_OPEN, DEPENDENCY_ARCHIVE
@@ -91,9 +92,16 @@ def archived_ids(root: Path) -> tuple[list[str], list[int]]:
     return bots, results
 
 
+@pytest.mark.parametrize("chunk_lines", [None, 2], ids=["default_chunks", "chunks_of_2_lines"])
 async def test_a_purge_archives_every_row_once_and_a_restore_gives_every_field_back(
-    settings: Settings, store: Store, tmp_path: Path
+    settings: Settings,
+    store: Store,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    chunk_lines: int | None,
 ) -> None:
+    if chunk_lines is not None:  # PostgreSQL hands each batch's lines over in several rows
+        monkeypatch.setattr(archive_lines, "CHUNK_LINES", chunk_lines)
     root = tmp_path / "archive"
     expired = await seed_varied(store, 23)
     live = await store.bot(results=2)
@@ -130,6 +138,9 @@ async def test_a_purge_archives_every_row_once_and_a_restore_gives_every_field_b
         header = json.loads(lines.readline())
     assert header["table"] == "batch" and header["run_id"] == report["run_id"]
     assert header["kind"] == "bots" and header["actor"] == "cli:test"
+    for path in run_dir.glob("bots-*.jsonl.gz"):  # the bots' lines, then their results'
+        tables = [line["table"] for line in read_lines(path)][1:]
+        assert tables == sorted(tables), path.name  # "bots" < "results"
 
     # A dry run of the restore writes nothing.
     dry = await restore_run(Archive(root), store.sessions, report["run_id"], now=NOW, dry_run=True)
@@ -224,3 +235,29 @@ async def test_results_past_retention_of_a_live_bot_are_archived_and_restored(
     answer = await restore_run(Archive(root), store.sessions, report["run_id"], now=NOW)
     assert answer == answer | {"bots": 0, "results": 3}
     assert await columns_of(store, Result, old) == before
+
+
+@pytest.mark.parametrize("factor", [1, 3])
+async def test_archived_batches_hold_the_archive_s_factor_times_the_batch_size(
+    settings: Settings, store: Store, tmp_path: Path, factor: int
+) -> None:
+    """Fewer, larger batches when archiving (writer.BATCH_FACTOR in production): no file holds
+    more than factor times CLEANUP_BATCH_SIZE bots, and some hold more than one batch size."""
+    expired = await seed_varied(store, 30)
+    settings = settings.model_copy(update={"cleanup_batch_size": 2, "cleanup_adaptive": False})
+    archive = Archive(tmp_path, batch_factor=factor)
+    service = make_service(settings, store, Clock(NOW), archive=archive)
+    report = await service.run(trigger="cli", actor="cli:t", dry_run=False, only=["bots"])
+    assert report["status"] == "succeeded" and deleted(report)["bots"] == 30
+    sizes = [f["rows"]["bots"] for f in report["archive"]["files"]]
+    assert sum(sizes) == 30 and max(sizes) <= 2 * factor
+    assert max(sizes) > 2 or factor == 1, sizes
+    bots, _results = archived_ids(tmp_path)
+    assert sorted(bots) == sorted(str(b) for b in expired)
+
+
+def test_an_archive_from_the_settings_batches_by_the_production_factor(
+    settings: Settings, tmp_path: Path
+) -> None:
+    archive = archive_for(settings.model_copy(update={"cleanup_archive_dir": str(tmp_path)}))
+    assert archive is not None and archive.batch_factor == BATCH_FACTOR > 1

@@ -9,7 +9,14 @@ import uuid
 from datetime import UTC, datetime
 
 from botfleet.archive.format import parse_line
-from botfleet.cleanup.archive_lines import json_text, line, row_object
+from botfleet.cleanup.archive_lines import (
+    CHUNK_LINES,
+    blocks,
+    json_text,
+    line,
+    row_object,
+    with_lines,
+)
 from botfleet.config import Settings
 from botfleet.store.models import Bot, Result
 from tests.conftest import postgres_only
@@ -97,3 +104,26 @@ async def test_a_line_carries_its_table_extra_keys_and_row(
     assert parsed["table"] == "bots" and parsed["reason"] == 'rule "x"\n'
     assert parsed["results"] == 3 and parsed["row"]["id"] == str(bot_id)
     assert "\n" not in text  # one line, whatever the values hold
+
+
+@postgres_only
+async def test_a_batch_hands_its_lines_over_in_rows_of_at_most_chunk_lines_in_part_order(
+    settings: Settings, store: Store
+) -> None:
+    many = 2 * CHUNK_LINES + 3  # three rows of the first part, one of the second
+    parts = [
+        (
+            "'{\"bot\":' || i || '}'",
+            f"generate_series(1, {many}) i",
+        ),
+        ("'{\"result\":' || i || '}'", "generate_series(1, 5) i"),
+    ]
+    rows = await store.rows(with_lines("SELECT 7 AS counted", parts))
+    assert len(rows) == 4 and {r.counted for r in rows} == {7}  # the summary on every row
+    assert all(len(r.lines.split(b"\n")) <= CHUNK_LINES for r in rows)
+    handed = b"\n".join(blocks(rows)).decode().split("\n")
+    assert [json.loads(x) for x in handed[many:]] == [{"result": i} for i in range(1, 6)]
+    assert sorted(json.loads(x)["bot"] for x in handed[:many]) == list(range(1, many + 1))
+
+    none = await store.rows(with_lines("SELECT 0 AS counted", [("'x'", "bots WHERE false")]))
+    assert len(none) == 1 and none[0].counted == 0 and blocks(none) == []

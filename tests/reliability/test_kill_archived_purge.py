@@ -26,6 +26,7 @@ from sqlalchemy import select
 from bench.seed import SeedSpec, bot_uuid, group_of, seed
 from botfleet.archive.format import AUDIT_KEY
 from botfleet.archive.reader import read_lines
+from botfleet.archive.writer import BATCH_FACTOR
 from botfleet.store.migrate import upgrade
 from botfleet.store.models import CleanupAudit
 from tests.conftest import make_settings
@@ -35,7 +36,7 @@ from tests.support.figures import record_figure, scale
 from tests.support.store import CHECKER, Store
 from tests.support.wait import wait_until, wait_until_async
 
-BATCH = 20
+BATCH = 20  # rows per archived batch: CLEANUP_BATCH_SIZE times the archive's BATCH_FACTOR
 STOPPING_SERVE = [sys.executable, str(Path(__file__).with_name("_serve_stopping.py"))]
 
 
@@ -140,7 +141,7 @@ async def test_kill_9_during_an_archived_purge(
         "CLEANUP_ENABLED": "true",
         "CLEANUP_STARTUP_DELAY_SECONDS": "0",
         "CLEANUP_INTERVAL_HOURS": "1",
-        "CLEANUP_BATCH_SIZE": str(BATCH),
+        "CLEANUP_BATCH_SIZE": str(BATCH // BATCH_FACTOR),
         "CLEANUP_ADAPTIVE": "false",
         "CONTAINER_CLEANUP_ENABLED": "false",
         "DOCKER_HOSTS": "unix:///nonexistent.sock",
