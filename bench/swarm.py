@@ -92,6 +92,22 @@ def remove_all(url: str, instance: str) -> None:
         subprocess.run(["docker", "-H", url, "service", "rm", *ids], capture_output=True)
 
 
+def wait_idle(urls: list[str], timeout: float = 300) -> None:
+    """Until no node runs a bot's container: the next contender must not share the machine
+    with the teardown of the last one's services (it lands on whoever goes second)."""
+    deadline = time.monotonic() + timeout
+    ours = f"label={LABEL_MANAGED}=true"
+    while any(
+        subprocess.run(
+            ["docker", "-H", u, "ps", "-aq", "--filter", ours], capture_output=True, text=True
+        ).stdout.split()
+        for u in urls
+    ):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the nodes still run bots' containers after {timeout}s")
+        time.sleep(0.5)
+
+
 def create_cli(url: str, image: str, count: int) -> float:
     instance = f"cli{uuid.uuid4().hex[:8]}"
     started = time.perf_counter()
@@ -215,6 +231,7 @@ def main() -> int:
                         asyncio.run(create_botfleet(url, image, creates, db))
                     )
                 print(f"round {r + 1} create {name}: {results['create_' + name][-1]:.2f}s")
+                wait_idle([url, swarm.worker.url])
             for name in order if only != "create" else ():
                 instance, ids = orphans(url, image, removals)
                 if name == "cli":
