@@ -12,7 +12,7 @@ the bench's own, tests/support/swarm.py) with the sample bot in the local regist
    (its version, its tasks, its bot) and audits it — against one ``docker service rm`` of exactly
    those ids.
 
-Rounds alternate the contenders (``BENCH_ROUNDS``, default 3; 1 small); ratios are of the medians.
+Rounds alternate the contenders (``BENCH_ROUNDS``, default 5; 1 small); ratios are of the medians.
 ``BENCH_SWARM_ONLY=create`` or ``remove`` runs one part (the other's figures are left out).
 """
 
@@ -212,7 +212,7 @@ def main() -> int:
     only = os.environ.get("BENCH_SWARM_ONLY", "")
     if only not in ("", "create", "remove"):
         raise SystemExit(f"BENCH_SWARM_ONLY must be create or remove, not {only!r}")
-    rounds = bench_rounds(3)
+    rounds = bench_rounds(5)
     subprocess.run([str(ROOT / "examples/sample-bot/build.sh")], check=True, capture_output=True)
     image = push("botfleet/sample-bot:latest", "botfleet/sample-bot:latest")
     results: dict[str, list[float]] = {"create_cli": [], "create_botfleet": [], "rm_cli": []}
