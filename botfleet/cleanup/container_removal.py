@@ -25,8 +25,6 @@ from botfleet.errors import ContainerConflict, EngineUnavailable, LockLost
 from botfleet.runtime.base import ContainerEngine, ContainerInfo, GroupOutcome, RemovesInGroups
 from botfleet.runtime.fleet import Fleet
 
-Outcome = GroupOutcome
-
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -63,9 +61,11 @@ async def remove_containers(
             for t in mine:
                 tally.skipped.append((t.id, "engine no longer in DOCKER_HOSTS", name))
             return
-        # A sliding window of ``concurrency`` removals (no chunk waits for its slowest member);
-        # audit rows are written every AUDIT_EVERY removals and at the end.
-        gate = asyncio.Semaphore(concurrency)
+        # A sliding window of ``concurrency`` removals (no chunk waits for its slowest member),
+        # or on an engine that removes in groups, groups of ``concurrency``, GROUPS_IN_FLIGHT at
+        # a time; audit rows are written every AUDIT_EVERY removals and at the end.
+        in_groups = isinstance(engine, RemovesInGroups)
+        gate = asyncio.Semaphore(GROUPS_IN_FLIGHT if in_groups else concurrency)
         removed: list[tuple[ContainerTarget, ContainerInfo]] = []
         state: dict[str, BaseException | None] = {"down": None, "stop": None}
 
@@ -81,7 +81,7 @@ async def remove_containers(
                 return False
             return True
 
-        async def settle(t: ContainerTarget, outcome: Outcome) -> None:
+        async def settle(t: ContainerTarget, outcome: GroupOutcome) -> None:
             if isinstance(outcome, EngineUnavailable):
                 state["down"] = state["down"] or outcome
                 tally.failed += 1
@@ -115,7 +115,9 @@ async def remove_containers(
                     return
                 attempted.add(t.id)
                 try:
-                    outcome: Outcome = await _remove_one(stage, engine, t, instance, lookup, reader)
+                    outcome: GroupOutcome = await _remove_one(
+                        stage, engine, t, instance, lookup, reader
+                    )
                 except Exception as exc:
                     outcome = exc
             await settle(t, outcome)
@@ -126,7 +128,7 @@ async def remove_containers(
                     return
                 attempted.update(t.id for t in ts)
                 try:
-                    outcomes: list[Outcome] = await remove_group(
+                    outcomes: list[GroupOutcome] = await remove_group(
                         stage, engine, ts, instance, reader
                     )
                 except Exception as exc:
@@ -135,8 +137,6 @@ async def remove_containers(
                 await settle(t, outcome)
 
         if isinstance(engine, RemovesInGroups):
-            # Groups of ``concurrency`` looked at together, two groups at a time.
-            gate = asyncio.Semaphore(GROUPS_IN_FLIGHT)
             step = max(1, concurrency)
             await asyncio.gather(
                 *(group(mine[i : i + step], engine) for i in range(0, len(mine), step))
@@ -223,10 +223,10 @@ async def remove_group(
     targets: Sequence[ContainerTarget],
     instance: str,
     reader: SqliteBotReader | None,
-) -> list[Outcome]:
+) -> list[GroupOutcome]:
     """The engine looks at the whole group; then, in its thread, the bots' rows are read in one
     query and each workload is judged as :func:`_remove_one` judges it; the engine removes those
-    cleared. A failed read of the bots fails the group: nothing is removed."""
+    cleared. A failed read of the bots raises a failed bot check: nothing of the group goes."""
     loop, grace = asyncio.get_running_loop(), stage.policy.container_grace
 
     def bots_of(labels: list[str]) -> dict[str, BotRecord]:  # by label
@@ -234,7 +234,7 @@ async def remove_group(
             return reader.read(labels)
         pending = asyncio.run_coroutine_threadsafe(bot_records(stage.run.sessions, labels), loop)
         rows = _wait_for(pending)
-        keys = {label: str(bot_uuid(label)) for label in labels if bot_uuid(label)}
+        keys = {label: str(key) for label in labels if (key := bot_uuid(label)) is not None}
         return {label: rows[key] for label, key in keys.items() if key in rows}
 
     def check(found: Mapping[str, ContainerInfo | None]) -> dict[str, str | None]:
@@ -253,10 +253,7 @@ async def remove_group(
             reasons[info.id] = None if decision.eligible else decision.reason
         return reasons
 
-    try:
-        return await engine.remove_verified_group([t.id for t in targets], check)
-    except _BotCheckFailed as exc:
-        return [exc] * len(targets)
+    return await engine.remove_verified_group([t.id for t in targets], check)
 
 
 def _read(reader: SqliteBotReader, bot_id: str | None) -> BotRecord | None:

@@ -133,9 +133,7 @@ class SwarmEngine:
             else:
                 services = api(client).services(filters={"label": labels})
                 every_task = api(client).tasks(filters={"label": labels})
-            by_service: dict[str, list[Mapping[str, Any]]] = {}
-            for task in every_task:
-                by_service.setdefault(str(task.get("ServiceID")), []).append(task)
+            by_service = swarm_specs.tasks_by_service(every_task)
             nodes = self.node_names(client, by_service)
             return [
                 swarm_specs.workload(self.name, s, by_service.get(str(s["ID"]), []), nodes)

@@ -11,7 +11,6 @@ with its peers in flight did.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -53,15 +52,18 @@ def workloads(
         else api(client).services(filters={"id": list(ids)})
     )
     found = {str(s["ID"]): s for s in listed if str(s["ID"]) in wanted}  # ids match prefixes
-    tasks = swarm_http.tasks_of(plain, list(found)) if plain is not None and found else None
-    if plain is None and found:
-        with contextlib.suppress(NotFound):
+    if not found:
+        return {}
+    if plain is not None:
+        tasks = swarm_http.tasks_of(plain, list(found))
+    else:
+        try:
             tasks = api(client).tasks(filters={"service": list(found)})
+        except NotFound:
+            tasks = None
     if tasks is None:  # one went meanwhile (the filter names each): look at each alone
         return {i: engine.workload_of(client, i) for i in found}
-    by_service: dict[str, list[Mapping[str, Any]]] = {i: [] for i in found}
-    for task in tasks:
-        by_service.setdefault(str(task.get("ServiceID")), []).append(task)
+    by_service = swarm_specs.tasks_by_service(tasks, found)
     nodes = engine.node_names(client, by_service)
     return {i: swarm_specs.workload(engine.name, s, by_service[i], nodes) for i, s in found.items()}
 

@@ -54,6 +54,16 @@ def service_spec(spec: ContainerSpec, *, restart: str, image: str | None = None)
     }
 
 
+def tasks_by_service(
+    tasks: Iterable[Mapping[str, Any]], services: Iterable[str] = ()
+) -> dict[str, list[Mapping[str, Any]]]:
+    """Tasks grouped by their service's id; each of ``services`` present, with none if need be."""
+    grouped: dict[str, list[Mapping[str, Any]]] = {s: [] for s in services}
+    for task in tasks:
+        grouped.setdefault(str(task.get("ServiceID")), []).append(task)
+    return grouped
+
+
 def created(engine: str, service_id: str, body: Mapping[str, Any]) -> ContainerInfo:
     """A service just created from ``body``, as the workload of a bot: no task yet."""
     return ContainerInfo(
