@@ -86,16 +86,21 @@ class BatchLoop:
         connection: AsyncConnection | None = None,
         autocommit: bool = False,
         overlap: bool = False,
+        scale: int = 1,
     ) -> None:
         """Batches until the stage's rows are gone or ``limit`` (the plan's count) is reached.
         ``overlap``: no two batches of this walk touch the same rows, so with an archive the next
-        batch's statement may run on a second connection while this one's file is written."""
+        batch's statement may run on a second connection while this one's file is written.
+        ``scale``: batches of ``scale`` times the governor's size, for rows much lighter than a
+        bot with its results (:data:`botfleet.cleanup.quota_walk.QUOTA_BATCH_FACTOR`)."""
         archive = self.stage.archive
         if archive is None:
-            await self._loop(tally, limit, kind, self._plain(step, connection, autocommit))
+            plain = self._plain(step, connection, autocommit)
+            await self._loop(tally, limit, kind, plain, scale)
             return
         # Larger batches for the purges it archives (idle_bots only soft-deletes live bots).
-        scale = archive.archive.batch_factor if kind in ARCHIVED_KINDS else 1
+        if kind in ARCHIVED_KINDS:
+            scale = max(scale, archive.archive.batch_factor)
         batches = ArchivedBatches(self.stage, archive, kind, step)
         walk = archive.walk(kind)
         if connection is not None and overlap:

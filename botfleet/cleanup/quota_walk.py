@@ -49,6 +49,11 @@ WHY_EITHER = f"{KIND_RESULTS_OVER_QUOTA}: a rule's max_results_per_bot or CLEANU
 _WHY = f"CASE WHEN {FOR_QUOTA} THEN :rq ELSE :rb END"
 # The widest window a batch scans: about 10,000 results, when it finds none to delete.
 WINDOW_BLOCKS = 128
+# A batch deletes this many times CLEANUP_BATCH_SIZE results. A result is a light row: a batch of
+# CLEANUP_BATCH_SIZE of them was a fifth of the work of a batch of as many bots (each deleted with
+# its results and audited), and as long again went in its round trips and the client's share, so
+# the walks waited on the client as much as on the database (BENCHMARKS.md, Result quotas).
+QUOTA_BATCH_FACTOR = 3
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,7 @@ class QuotaWalk:
                         self._sweep_step(table),
                         connection=conn,
                         autocommit=stage.archive is None,
+                        scale=QUOTA_BATCH_FACTOR,
                     )
             finally:
                 await _commit(conn)
@@ -105,7 +111,13 @@ class QuotaWalk:
         async def walk_part(part: HeapWalk, own: AsyncConnection) -> None:
             step = self._walk_step(table, part)
             await self.loop.run(
-                KIND_RESULTS_OVER_QUOTA, tally, limit, step, connection=own, autocommit=autocommit
+                KIND_RESULTS_OVER_QUOTA,
+                tally,
+                limit,
+                step,
+                connection=own,
+                autocommit=autocommit,
+                scale=QUOTA_BATCH_FACTOR,
             )
 
         async def walk_apart(part: HeapWalk) -> None:  # on a connection of its own

@@ -13,6 +13,7 @@ from sqlalchemy import text
 from botfleet.cleanup import postgres_heap_walk
 from botfleet.cleanup.postgres_heap_walk import HeapWalk
 from botfleet.cleanup.quota_cuts import CUTS_TABLE_PREFIX, CutsTable
+from botfleet.cleanup.quota_walk import QUOTA_BATCH_FACTOR, QuotaWalk
 from botfleet.config import Settings
 from tests.cleanup.test_results_quota import (
     GROUPS,
@@ -129,3 +130,32 @@ async def test_a_bot_held_or_deleted_after_its_cut_keeps_its_results(
     mine = {r[0] for r in rows if r[1] == changed}
     want = expected_survivors(rows, terms_of(GROUPS, BOTS, states), 20) | mine
     assert await store.result_ids() == want
+
+
+@postgres_only
+@pytest.mark.parametrize("road", ["walk", "sparse"])
+async def test_a_batch_holds_the_factor_times_the_batch_size(
+    settings: Settings, store: Store, monkeypatch: pytest.MonkeyPatch, road: str
+) -> None:
+    """Results are light rows: a batch asks for QUOTA_BATCH_FACTOR x CLEANUP_BATCH_SIZE of them
+    (the governor's size, scaled), and still deletes exactly what the model says."""
+    if road == "sparse":
+        monkeypatch.setattr(postgres_heap_walk, "SPARSE", 1e9)
+    sizes: list[int] = []
+    delete = QuotaWalk._delete
+
+    async def counted(self: QuotaWalk, *args: Any, **kw: Any) -> Any:
+        sizes.append(args[5])  # runner, victims, which, last, binds, size, archive
+        return await delete(self, *args, **kw)
+
+    monkeypatch.setattr(QuotaWalk, "_delete", counted)
+    rows, states = await seed(store, BOTS)
+    small = settings.model_copy(update={"cleanup_batch_size": 4})
+    service = make_service(small, store, Clock(NOW), policy=policy_of(GROUPS, 20))
+    report = await service.run(trigger="cli", actor="cli:t", dry_run=False)
+    assert report["status"] == "succeeded", report["errors"]
+    assert await store.result_ids() == expected_survivors(
+        rows, terms_of(GROUPS, BOTS, states), 20
+    )
+    assert QUOTA_BATCH_FACTOR > 1
+    assert sizes and max(sizes) == QUOTA_BATCH_FACTOR * 4
