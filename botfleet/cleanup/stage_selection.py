@@ -26,7 +26,8 @@ from botfleet.cleanup.plan import DATABASE_STAGES, STAGES, Plan, Selection
 from botfleet.cleanup.quota_selection import select_over_quota
 from botfleet.cleanup.quota_terms import BudgetBoundary
 from botfleet.cleanup.report import DISABLED, FAILED, NOT_SELECTED, Findings
-from botfleet.cleanup.result_slices import Slicing
+from botfleet.cleanup.result_slices import Connect, Slicing
+from botfleet.cleanup.sql import dedicated_connection
 from botfleet.constants import (
     KIND_BOT_RESULTS,
     KIND_BOTS,
@@ -159,6 +160,16 @@ class StageSelector:
         self.found.durations[kind] = time.perf_counter() - started
         return errors
 
+    def _slice_connections(self) -> Connect | None:
+        """PostgreSQL: each slice worker on a connection of its own (result_slices.Slicing)."""
+        ctx = self.ctx
+        if not ctx.dialect.postgres:
+            return None
+        limits = ctx.limits
+        return lambda: dedicated_connection(
+            ctx.db, limits.lock_timeout_ms, limits.statement_timeout_ms
+        )
+
     def _credit(self) -> int:
         """Results the run's other stages will delete (what the budget need not)."""
         kinds = (KIND_BOT_RESULTS, KIND_RESULTS, KIND_ORPHANED_RESULTS)
@@ -174,7 +185,9 @@ class StageSelector:
         ctx, plan, selections = self.ctx, self.plan, self.found.selections
         async with ctx.sessions() as session:
             await ctx.bound(session)
-            slicing = Slicing(ctx.sessions, ctx.bound, ctx.limits.db_concurrency)
+            slicing = Slicing(
+                ctx.sessions, ctx.bound, ctx.limits.db_concurrency, self._slice_connections()
+            )
             if kind == KIND_BOTS:
                 bots, results = await select_bots(
                     session, ctx.dialect, plan.policy, plan.now, slicing

@@ -3,12 +3,15 @@ taken slice by slice agree with one query; every slice runs with the slice setti
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from botfleet.cleanup import database_selection, result_slices
 from botfleet.cleanup.database_selection import select_bots, select_orphaned_results
@@ -22,7 +25,7 @@ from botfleet.cleanup.result_slices import (
     key_ranges,
     slice_count,
 )
-from botfleet.cleanup.sql import bound_text
+from botfleet.cleanup.sql import bound_text, dedicated_connection
 from botfleet.config import Settings
 from tests.conftest import postgres_only
 from tests.support.cleanup import days
@@ -88,8 +91,9 @@ DELETED_AGO = [None, days(-1), days(0.5), days(6), days(8), days(29), days(31), 
 
 
 @postgres_only
+@pytest.mark.parametrize("workers", ["pooled sessions", "own connections"])
 async def test_counts_agree_whether_taken_in_one_slice_or_many(
-    settings: Settings, store: Store, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, store: Store, monkeypatch: pytest.MonkeyPatch, workers: str
 ) -> None:
     """PostgreSQL counts slice by slice of bot ids (cleanup/result_slices.py): cut into 16 slices,
     every count — bots, their results, held, orphans — is what one query over all rows says."""
@@ -128,7 +132,12 @@ async def test_counts_agree_whether_taken_in_one_slice_or_many(
         return list(key_ranges(16))
 
     monkeypatch.setattr(result_slices, "results_slices", sixteen)
-    two_at_a_time = result_slices.Slicing(store.sessions, None, concurrency=2)
+    two_at_a_time = result_slices.Slicing(
+        store.sessions,
+        None,
+        concurrency=2,
+        connect=_own(store) if workers != "pooled sessions" else None,
+    )
     async with store.sessions() as session:
         bots, results = await select_bots(session, d, POLICY, NOW, two_at_a_time)
     async with store.sessions() as session:
@@ -168,3 +177,66 @@ async def test_every_slice_runs_with_the_slice_settings(store: Store, concurrenc
     slices = sums[-1]
     assert slices >= 1 and sums == [slices] * len(checks)
     assert after != "0"
+
+
+@postgres_only
+@pytest.mark.parametrize("rows", [False, True])
+async def test_workers_on_their_own_connections_set_the_slice_settings_and_reset_them(
+    store: Store, monkeypatch: pytest.MonkeyPatch, rows: bool
+) -> None:
+    """With ``connect``, a worker sets the slice settings once for its connection's session,
+    runs each slice as one statement, and resets them before the connection goes back to the
+    pool, whose other users never see them."""
+    monkeypatch.setattr(result_slices, "results_slices", _sixteen)
+    checks = (
+        "(current_setting('enable_hashjoin') = 'off')::int",
+        "(current_setting('jit') = 'off')::int",
+        "(current_setting('synchronous_commit') = 'off')::int",
+        "(current_setting('max_parallel_workers_per_gather') = '0')::int",
+        "1",
+    )
+    sql = (
+        f"SELECT {', '.join(checks)} FROM (VALUES (CAST(NULL AS uuid))) AS b(id)"
+        " WHERE ({b}) OR true"
+    )
+    left: list[tuple[str, ...]] = []
+    slicing = result_slices.Slicing(store.sessions, None, concurrency=2, connect=_own(store, left))
+    async with store.sessions() as session:
+        if rows:
+            seen: list[tuple[int, ...]] = []
+            await result_slices.sliced_rows(
+                session, sql, [], lambda found: seen.extend(tuple(r) for r in found), slicing
+            )
+            sums = [sum(column) for column in zip(*seen, strict=True)]
+        else:
+            sums = await result_slices.sliced_sums(session, sql, [], slicing)
+    assert sums == [16] * len(checks)
+    assert len(left) == 2  # two workers, each on its own connection
+    for hashjoin, jit, gather in left:  # as each worker handed its connection back
+        assert (hashjoin, jit) == ("on", "on") and gather != "0"
+
+
+async def _sixteen(runner: object, per_slice: int | None = None) -> list[object]:
+    return list(key_ranges(16))
+
+
+def _own(store: Store, left: list[tuple[str, ...]] | None = None) -> result_slices.Connect:
+    """Each worker's own connection, as the cleanup makes them; ``left``: its slice settings
+    once the worker is done with it."""
+
+    @contextlib.asynccontextmanager
+    async def connect() -> AsyncIterator[AsyncConnection]:
+        async with dedicated_connection(store.engine, 5_000, 60_000) as conn:
+            yield conn
+            if left is not None:
+                row = (
+                    await conn.execute(
+                        text(
+                            "SELECT current_setting('enable_hashjoin'), current_setting('jit'),"
+                            " current_setting('max_parallel_workers_per_gather')"
+                        )
+                    )
+                ).one()
+                left.append(tuple(row))
+
+    return connect
