@@ -120,13 +120,19 @@ def _slice_binds(r: KeyRange) -> tuple[dict[str, str], list[Any]]:
     return {"r": cond("r.bot_id"), "b": cond("b.id"), "x": cond("x.bot_id")}, binds
 
 
+def _settings(local: bool) -> Any:
+    """One statement setting :data:`SLICE_SETTINGS`, for the transaction or the session."""
+    scope = "true" if local else "false"
+    pairs = ", ".join(f"set_config('{k}', '{v}', {scope})" for k, v in SLICE_SETTINGS.items())
+    return text(f"SELECT {pairs}")
+
+
 @contextlib.asynccontextmanager
 async def _worker_connection(connect: Connect) -> AsyncIterator[AsyncConnection]:
     """A worker's own connection with :data:`SLICE_SETTINGS` for its session, reset after
     (the connection goes back to the pool; a failed one is discarded by ``connect``)."""
     async with connect() as conn:
-        pairs = ", ".join(f"set_config('{k}', '{v}', false)" for k, v in SLICE_SETTINGS.items())
-        await conn.execute(text(f"SELECT {pairs}"))
+        await conn.execute(_settings(local=False))
         yield conn
         for setting in SLICE_SETTINGS:
             await conn.execute(text(f"RESET {setting}"))
@@ -138,8 +144,7 @@ async def _slice_transaction(runner: Runner, prepare: Prepare | None) -> None:
         await runner.commit()
     if prepare is not None:
         await prepare(runner)
-    pairs = ", ".join(f"set_config('{k}', '{v}', true)" for k, v in SLICE_SETTINGS.items())
-    await runner.execute(text(f"SELECT {pairs}"))
+    await runner.execute(_settings(local=True))
 
 
 def _slice_query(sql: str, key_range: KeyRange, binds: Iterable[Any]) -> Any:
@@ -147,15 +152,6 @@ def _slice_query(sql: str, key_range: KeyRange, binds: Iterable[Any]) -> Any:
     for name, cond in conds.items():
         sql = sql.replace("{" + name + "}", cond)
     return bound_text(sql, [*binds, *slice_binds])
-
-
-async def _run_slice(
-    runner: Runner, sql: str, key_range: KeyRange, binds: Iterable[Any], prepare: Prepare | None
-) -> list[int]:
-    await _slice_transaction(runner, prepare)
-    row = (await runner.execute(_slice_query(sql, key_range, binds))).one()
-    await runner.commit()
-    return [int(v or 0) for v in row]
 
 
 async def sliced_sums(
@@ -168,34 +164,14 @@ async def sliced_sums(
     """Column sums of ``sql`` (with ``{r}``, ``{b}``, ``{x}`` placeholders) over every slice of
     bot ids, each slice in a transaction of its own: no transaction of the selection lasts long.
     Without ``slicing`` (or with a concurrency of 1) the slices run one after another on
-    ``runner``; with it, on that many pooled sessions at once. ``per_slice``: results per
+    ``runner``; with it, that many at once (:func:`sliced_rows`). ``per_slice``: results per
     slice, if not :data:`ROWS_PER_SLICE` (a statement that reads more per result)."""
-    binds = list(binds)
-    ranges = await results_slices(runner, per_slice)
-    if runner.in_transaction():
-        await runner.commit()
     rows: list[list[int]] = []
-    if slicing is None or slicing.concurrency <= 1 or len(ranges) == 1:
-        prepare = slicing.prepare if slicing is not None else None
-        for key_range in ranges:
-            rows.append(await _run_slice(runner, sql, key_range, binds, prepare))
-    else:
-        pending = list(reversed(ranges))
 
-        async def worker(sessions: SessionFactory, prepare: Prepare | None) -> None:
-            if slicing.connect is not None:
-                async with _worker_connection(slicing.connect) as conn:
-                    while pending:
-                        row = (await conn.execute(_slice_query(sql, pending.pop(), binds))).one()
-                        rows.append([int(v or 0) for v in row])
-                return
-            async with sessions() as session:
-                while pending:
-                    key_range = pending.pop()
-                    rows.append(await _run_slice(session, sql, key_range, binds, prepare))
+    def consume(found: Sequence[Any]) -> None:
+        rows.extend([int(v or 0) for v in row] for row in found)
 
-        workers = min(slicing.concurrency, len(ranges))
-        await asyncio.gather(*(worker(slicing.sessions, slicing.prepare) for _ in range(workers)))
+    await sliced_rows(runner, sql, binds, consume, slicing, per_slice)
     return [sum(column) for column in zip(*rows, strict=True)] if rows else []
 
 
@@ -218,8 +194,9 @@ async def sliced_rows(
     slicing: Slicing | None = None,
     per_slice: int | None = None,
 ) -> None:
-    """Like :func:`sliced_sums`, for a statement that returns rows: each slice's rows are
-    handed to ``consume`` as the slice ends (in whatever order the slices end)."""
+    """Each slice's rows of ``sql`` handed to ``consume`` as the slice ends (in whatever order
+    the slices end); the slices as :func:`sliced_sums` says, on pooled sessions or, with
+    ``slicing.connect``, on each worker's own connection."""
     binds = list(binds)
     ranges = await results_slices(runner, per_slice)
     if runner.in_transaction():

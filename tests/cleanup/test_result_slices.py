@@ -153,29 +153,31 @@ async def test_counts_agree_whether_taken_in_one_slice_or_many(
     assert orphans.found == 15
 
 
+# Each slice setting as 1 when it holds, and a 1 per slice: the slice's bounds bound, one row.
+CHECKS = (
+    "(current_setting('enable_hashjoin') = 'off')::int",
+    "(current_setting('jit') = 'off')::int",
+    "(current_setting('synchronous_commit') = 'off')::int",
+    "(current_setting('max_parallel_workers_per_gather') = '0')::int",
+    "1",
+)
+SETTINGS_SQL = (
+    f"SELECT {', '.join(CHECKS)} FROM (VALUES (CAST(NULL AS uuid))) AS b(id) WHERE ({{b}}) OR true"
+)
+
+
 @postgres_only
 @pytest.mark.parametrize("concurrency", [1, 2])
 async def test_every_slice_runs_with_the_slice_settings(store: Store, concurrency: int) -> None:
     """Serial merges in each slice: no hash join, no JIT, no WAL wait at commit, and no
     parallel workers (slices already run CLEANUP_DB_CONCURRENCY at a time)."""
-    checks = (
-        "(current_setting('enable_hashjoin') = 'off')::int",
-        "(current_setting('jit') = 'off')::int",
-        "(current_setting('synchronous_commit') = 'off')::int",
-        "(current_setting('max_parallel_workers_per_gather') = '0')::int",
-        "1",
-    )
-    sql = (
-        f"SELECT {', '.join(checks)} FROM (VALUES (CAST(NULL AS uuid))) AS b(id)"
-        " WHERE ({b}) OR true"  # the slice's bounds bound, one row per slice
-    )
     slicing = result_slices.Slicing(store.sessions, None, concurrency=concurrency)
     async with store.sessions() as session:
-        sums = await result_slices.sliced_sums(session, sql, [], slicing)
+        sums = await result_slices.sliced_sums(session, SETTINGS_SQL, [], slicing)
         # Transaction-local: the session's own settings are untouched afterwards.
         after = (await session.execute(text("SHOW max_parallel_workers_per_gather"))).scalar()
     slices = sums[-1]
-    assert slices >= 1 and sums == [slices] * len(checks)
+    assert slices >= 1 and sums == [slices] * len(CHECKS)
     assert after != "0"
 
 
@@ -188,29 +190,22 @@ async def test_workers_on_their_own_connections_set_the_slice_settings_and_reset
     runs each slice as one statement, and resets them before the connection goes back to the
     pool, whose other users never see them."""
     monkeypatch.setattr(result_slices, "results_slices", _sixteen)
-    checks = (
-        "(current_setting('enable_hashjoin') = 'off')::int",
-        "(current_setting('jit') = 'off')::int",
-        "(current_setting('synchronous_commit') = 'off')::int",
-        "(current_setting('max_parallel_workers_per_gather') = '0')::int",
-        "1",
-    )
-    sql = (
-        f"SELECT {', '.join(checks)} FROM (VALUES (CAST(NULL AS uuid))) AS b(id)"
-        " WHERE ({b}) OR true"
-    )
     left: list[tuple[str, ...]] = []
     slicing = result_slices.Slicing(store.sessions, None, concurrency=2, connect=_own(store, left))
     async with store.sessions() as session:
         if rows:
             seen: list[tuple[int, ...]] = []
             await result_slices.sliced_rows(
-                session, sql, [], lambda found: seen.extend(tuple(r) for r in found), slicing
+                session,
+                SETTINGS_SQL,
+                [],
+                lambda found: seen.extend(tuple(r) for r in found),
+                slicing,
             )
             sums = [sum(column) for column in zip(*seen, strict=True)]
         else:
-            sums = await result_slices.sliced_sums(session, sql, [], slicing)
-    assert sums == [16] * len(checks)
+            sums = await result_slices.sliced_sums(session, SETTINGS_SQL, [], slicing)
+    assert sums == [16] * len(CHECKS)
     assert len(left) == 2  # two workers, each on its own connection
     for hashjoin, jit, gather in left:  # as each worker handed its connection back
         assert (hashjoin, jit) == ("on", "on") and gather != "0"
