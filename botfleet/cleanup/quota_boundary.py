@@ -3,29 +3,30 @@ without sorting them all (the global ``ORDER BY … OFFSET`` it replaces ranked 
 
 Each bot's candidates lie between two times the counts pass read (:mod:`~botfleet.cleanup.
 quota_counts`); assuming each bot posts evenly over its span gives an estimate of how many
-candidates are older than any time (:class:`~botfleet.cleanup.quota_estimate.Estimate`).
-Around the time the estimate puts the ``m``-th, a narrow band is counted exactly, per bot,
-with the shorter side of it: results created before, or from, a time (a plain range of the
-index; which of them are candidates follows from the bot's ranks, counted in the first pass).
-The counts say which part holds the ``m``-th; a slice's band, when small, comes back whole,
-so the answer is often found right there. Else the search goes on in that part, with a wider
-band placed by the estimate calibrated on the counts (or the part halved, where the estimate
-cannot narrow it: the search always ends). Once the part holds few enough, each slice's first
-candidates there are merged. The answer is exact whatever the estimate's error; only the work
-grows with it. Counting one side is the floor of the cost: which rank a time has is not in an
-index.
+candidates are older than any time (:class:`~botfleet.cleanup.quota_estimate.Estimate`). Around
+the time the estimate puts the ``m``-th, a narrow band is counted exactly, per bot, with the
+shorter side of it: candidates created before, or from, a time (a plain range of the index
+between the bot's newest candidate and its newest result over quota, two probes). Each slice
+sends back its sums, not a row per bot: the client's work per bot, not the database's, was what
+made the pass slow (BENCHMARKS.md). The counts say which part holds the ``m``-th; a slice's
+band, when small, comes back whole, so the answer is often found right there. Else the search
+goes on in that part, with a wider band placed by the estimate calibrated on the counts (or the
+part halved, where the estimate cannot narrow it: the search always ends). Once the part holds
+few enough, each slice's first candidates there are merged. The answer is exact whatever the
+estimate's error; only the work grows with it. Counting one side is the floor of the cost:
+which rank a time has is not in an index.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import BigInteger, Integer, bindparam
 
 from botfleet.cleanup.predicates import Fragment
-from botfleet.cleanup.quota_estimate import Estimate, Ranks, Span, at_micros
+from botfleet.cleanup.quota_estimate import Estimate, Members, Span, at_micros
 from botfleet.cleanup.result_slices import Slicing, sliced_rows
 from botfleet.cleanup.sql import Runner
 from botfleet.store.models import UTCDateTime
@@ -50,10 +51,15 @@ LEFT JOIN LATERAL (SELECT r.created_at, r.id FROM results r
 LEFT JOIN LATERAL (SELECT r.created_at, r.id FROM results r
     WHERE q.quota IS NOT NULL AND r.bot_id = q.id AND r.id <= :max_id
     ORDER BY r.created_at DESC, r.id DESC OFFSET q.quota LIMIT 1) vq ON true"""
-_OF_PRIORITY = "FROM (SELECT * FROM ({terms}) t WHERE t.prio = :bp) q"
+# (The bound over quota is a filter: as a row of coalesced values it was an index condition
+# that the scan started from, the bot's oldest result, not the band's side.)
 _CANDIDATE = (
     "r.bot_id = q.id AND r.id <= :max_id AND (r.created_at, r.id) <= (hi.created_at, hi.id)"
-    " AND (r.created_at, r.id) > (coalesce(vq.created_at, '-infinity'), coalesce(vq.id, 0))"
+    " AND (vq.id IS NULL OR (r.created_at, r.id) > (vq.created_at, vq.id))"
+)
+# The bot has a candidate: a newest one, newer than its newest result over quota.
+_HAS_CANDIDATES = (
+    "hi.id IS NOT NULL AND (vq.id IS NULL OR (vq.created_at, vq.id) < (hi.created_at, hi.id))"
 )
 
 
@@ -84,14 +90,14 @@ async def find_boundary(
     m: int,
     total: int,
     spans: Sequence[Span],
-    bots: Mapping[Any, Ranks],
+    members: Members,
     max_id: int,
     slicing: Slicing | None,
 ) -> tuple[datetime, int]:
     """The ``m``-th (1-based) oldest candidate, by (created_at, id), of the bots of
     ``priority`` among ``terms`` (``{b}`` marks where a slice of bot ids goes), which have
-    ``total`` candidates in all, each within its bot's span; ``bots``: where each bot's
-    candidates are among its results."""
+    ``total`` candidates in all, each within its bot's span; ``members``: which bots the
+    first pass found with candidates."""
     estimate = Estimate(spans)
     binds: list[Any] = [
         *terms.binds,
@@ -99,7 +105,6 @@ async def find_boundary(
         bindparam("max_id", max_id, BigInteger()),
     ]
     windows = _WINDOWS.replace("{terms}", terms.sql)
-    of_priority = _OF_PRIORITY.replace("{terms}", terms.sql)
     # Exact: ``low_n`` candidates were created before ``low``, ``high_n`` before ``high``.
     low = min(round(span.oldest) for span in spans)
     high = max(round(span.newest) for span in spans) + 1
@@ -111,7 +116,9 @@ async def find_boundary(
         below = estimate.value(p1) - estimate.value(low) <= estimate.value(high) - estimate.value(
             p2
         )
-        n1, n2, keys = await _count(runner, of_priority, binds, (p1, p2), below, bots, slicing)
+        n1, n2, keys = await _count(
+            runner, windows, binds, (p1, p2), below, (total, members), slicing
+        )
         if n1 < m <= n2 and keys is not None:  # the band holds it, and came back whole
             if len(keys) != n2 - n1:
                 raise StoreChanged("the store changed while the budget's boundary was searched")
@@ -136,58 +143,56 @@ def _between(span: tuple[int, int], name: str) -> tuple[str, list[Any]]:
 
 async def _count(
     runner: Runner,
-    of_priority: str,
+    windows: str,
     binds: list[Any],
     band: tuple[int, int],
     below: bool,
-    bots: Mapping[Any, Ranks],
+    first_pass: tuple[int, Members],
     slicing: Slicing | None,
 ) -> tuple[int, int, list[tuple[datetime, int]] | None]:
     """Candidates created before each end of ``band``, and the band's candidates' keys (None
-    if a slice held too many results in the band to send them back). Each bot's results
-    created before (``below``) or from ``band`` on are counted, a plain range of
-    ``ix_results_bot_recent``; which of them are candidates follows from the bot's ranks,
-    counted in the first pass."""
+    if a slice's band held too many to send them back). Each bot's candidates created before
+    (``below``) or from ``band`` on are counted, a plain range of ``ix_results_bot_recent``;
+    counted from the band on, those before it are the rest of the priority's candidates
+    (``first_pass``: how many, and in which bots)."""
+    total, members = first_pass
     if below:
         counts = "count(*) FILTER (WHERE r.created_at < :p1) AS a, count(*) AS b"
         within, in_band = "r.created_at < :p2", "r.created_at >= :p1"
     else:
         counts = "count(*) AS a, count(*) FILTER (WHERE r.created_at >= :p2) AS b"
         within, in_band = "r.created_at >= :p1", "r.created_at < :p2"
-    # A slice's band comes back if it is small (what the estimate aims at): no pass to select.
-    sent = "CASE WHEN sum(abs(k.b - k.a)) OVER () <= :band_cap THEN k.{0} END AS {0}"
-    sql = (
-        f"SELECT q.id, k.a, k.b, {sent.format('bt')}, {sent.format('bi')} {of_priority}"
-        f" CROSS JOIN LATERAL (SELECT {counts},"
-        f" array_agg(r.created_at) FILTER (WHERE {in_band}) AS bt,"
-        f" array_agg(r.id) FILTER (WHERE {in_band}) AS bi"
-        f" FROM results r WHERE r.bot_id = q.id AND r.id <= :max_id AND {within}) k"
-    )
+    # One row of sums per slice, then its band's keys if the band is small (what the estimate
+    # aims at: no pass to select).
+    sql = f"""
+WITH k AS MATERIALIZED (SELECT q.id, c.a, c.b, c.bt, c.bi {windows}
+    CROSS JOIN LATERAL (SELECT {counts},
+        array_agg(r.created_at) FILTER (WHERE {in_band}) AS bt,
+        array_agg(r.id) FILTER (WHERE {in_band}) AS bi
+        FROM results r WHERE {_CANDIDATE} AND {within}) c
+    WHERE {_HAS_CANDIDATES}),
+s AS (SELECT coalesce(sum(a), 0) AS a, coalesce(sum(b), 0) AS b, count(*) AS bots,
+    coalesce(sum(uuid_hash(id)), 0) AS fingerprint FROM k)
+SELECT s.a, s.b, s.bots, s.fingerprint, NULL::timestamptz AS band_t, NULL::bigint AS band_i
+FROM s
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, u.band_t, u.band_i
+FROM s, k CROSS JOIN LATERAL unnest(k.bt, k.bi) u(band_t, band_i)
+WHERE abs(s.b - s.a) <= :band_cap"""
     sums = [0, 0]
-    seen = 0
+    seen = Members()
     keys: list[tuple[datetime, int]] | None = []
 
     def consume(rows: Sequence[Any]) -> None:
         nonlocal seen, keys
-        for row in rows:
-            ranks = bots.get(row.id)
-            if ranks is None:
-                continue  # no candidates at the first pass
-            seen += 1
-            a, b = int(row.a), int(row.b)
-            older = (a, b) if below else (ranks.results - a, ranks.results - b)
-            sums[0] += ranks.older(older[0])
-            sums[1] += ranks.older(older[1])
-            if keys is None or older[1] == older[0]:
-                continue
-            if row.bt is None:
-                keys = None
-                continue
-            # The band's results, oldest first, follow the bot's oldest ``older[0]``.
-            mine = sorted(zip(row.bt, row.bi, strict=True))
-            first = max(0, ranks.skip - older[0])
-            last = max(first, ranks.skip + ranks.count - older[0])
-            keys.extend((at, int(i)) for at, i in mine[first:last])
+        head = next(row for row in rows if row.bots is not None)
+        band = [(row.band_t, int(row.band_i)) for row in rows if row.bots is None]
+        a, b = int(head.a), int(head.b)
+        sums[0] += a
+        sums[1] += b
+        seen = Members(seen.count + int(head.bots), seen.fingerprint + int(head.fingerprint))
+        if keys is not None and a != b:
+            keys = keys + band if band else None  # none sent back: too many
 
     more = [
         bindparam("p1", at_micros(band[0]), UTCDateTime()),
@@ -195,8 +200,10 @@ async def _count(
         bindparam("band_cap", BAND_SENT, Integer()),
     ]
     await sliced_rows(runner, sql, [*binds, *more], consume, slicing, PER_SLICE)
-    if seen != len(bots):  # a bot deleted or held between two passes
+    if seen != members:  # a bot deleted, restored or held between two passes
         raise StoreChanged("the store changed while the budget's boundary was searched")
+    if not below:
+        sums = [total - sums[0], total - sums[1]]
     return sums[0], sums[1], keys
 
 

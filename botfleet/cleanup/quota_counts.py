@@ -22,7 +22,7 @@ from botfleet.cleanup.policy import Policy
 from botfleet.cleanup.predicates import Dialect
 from botfleet.cleanup.quota_boundary import PER_SLICE, find_boundary
 from botfleet.cleanup.quota_cuts import cuts, sample_ids
-from botfleet.cleanup.quota_estimate import Ranks, Span, micros
+from botfleet.cleanup.quota_estimate import Members, Span, at_micros
 from botfleet.cleanup.quota_terms import (
     BudgetBoundary,
     QuotaSelection,
@@ -49,31 +49,42 @@ _COUNTED = """
 _NEWEST_FIRST = "ORDER BY r.created_at DESC, r.id DESC"
 
 
+def _micros(at: str) -> str:
+    """A time as whole µs since the epoch (exact: ``extract`` is numeric): an int for the
+    client, not a datetime to convert per bot."""
+    return f"(extract(epoch FROM {at}) * 1000000)::bigint"
+
+
 @dataclass
 class Priority:
-    """One priority's bots: results over their quotas, budget candidates, and each bot's
-    candidates as a span of time (for the boundary's search)."""
+    """One priority's bots: results over their quotas, budget candidates, each bot's
+    candidates as a span of time (for the boundary's search), and which bots have any."""
 
     over_quota: int = 0
     candidates: int = 0
     spans: list[Span] = field(default_factory=list)
-    newest: tuple[datetime, int] | None = None  # the newest candidate's (created_at, id)
-    bots: dict[Any, Ranks] = field(default_factory=dict)  # bot id → its candidates' ranks
+    newest: tuple[int, int] | None = None  # the newest candidate's (created_at in µs, id)
+    bots: int = 0
+    fingerprint: int = 0
 
-    def add(self, row: Any) -> None:
-        count, quota, floor = int(row.c), row.quota, int(row.f)
-        if quota is not None:
-            self.over_quota += max(0, count - int(quota))
-        candidates = max(0, min(count, count if quota is None else int(quota)) - floor)
+    def add(
+        self, over: int, candidates: int, oldest: int, newest: int, newest_id: int, fingerprint: int
+    ) -> None:
+        """One bot of the first pass: its figures as the pass's statement computed them."""
+        self.over_quota += over
         if candidates == 0:
             return
         self.candidates += candidates
-        self.spans.append(Span(micros(row.lo_t), micros(row.hi_t), candidates))
-        # Its oldest ``count - candidates - floor`` results are over its quota: not candidates.
-        self.bots[row.id] = Ranks(count - candidates - floor, candidates, count)
-        key = (row.hi_t, int(row.hi_i))
+        self.spans.append(Span(oldest, newest, candidates))
+        self.bots += 1
+        self.fingerprint += fingerprint
+        key = (newest, newest_id)
         if self.newest is None or key > self.newest:
             self.newest = key
+
+    @property
+    def members(self) -> Members:
+        return Members(self.bots, self.fingerprint)
 
 
 async def select_pg(
@@ -140,8 +151,10 @@ async def _priorities(
     sql = f"""
 WITH g AS MATERIALIZED (SELECT r.bot_id, count(*) AS n FROM results r WHERE {{r}}
     GROUP BY r.bot_id)
-SELECT q.id, q.prio, q.quota, greatest(q.floor, 1) AS f, c.n AS c,
-       hi.created_at AS hi_t, hi.id AS hi_i, coalesce(lq.created_at, lo.created_at) AS lo_t,
+SELECT q.prio, CASE WHEN {over} THEN c.n - q.quota ELSE 0 END AS over_quota,
+       greatest(0, least(c.n, coalesce(q.quota, c.n)) - greatest(q.floor, 1)) AS candidates,
+       {_micros("coalesce(lq.created_at, lo.created_at)")} AS lo_us,
+       {_micros("hi.created_at")} AS hi_us, hi.id AS hi_i, uuid_hash(q.id) AS fingerprint,
        NULL AS total_rows
 FROM ({terms}) q JOIN g ON g.bot_id = q.id {counted}
 LEFT JOIN LATERAL (SELECT r.created_at, r.id FROM results r
@@ -154,18 +167,21 @@ LEFT JOIN LATERAL (SELECT r.created_at FROM results r
     WHERE NOT ({over}) AND hi.id IS NOT NULL AND r.bot_id = q.id AND r.id <= :max_id
     ORDER BY r.created_at, r.id LIMIT 1) lo ON true
 WHERE hi.id IS NOT NULL
-UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, (SELECT sum(n) FROM g)
+UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, (SELECT sum(n) FROM g)
 """
     out: dict[int, Priority] = {}
     rows = 0
 
     def consume(found: Sequence[Any]) -> None:
         nonlocal rows
-        for row in found:
-            if row.prio is None:
-                rows += int(row.total_rows or 0)
-            else:
-                out.setdefault(int(row.prio), Priority()).add(row)
+        for prio, over_quota, candidates, lo_us, hi_us, hi_i, fingerprint, total in found:
+            if prio is None:
+                rows += int(total or 0)
+                continue
+            tally = out.get(prio)
+            if tally is None:
+                tally = out[prio] = Priority()
+            tally.add(over_quota, candidates, lo_us, hi_us, hi_i, fingerprint)
 
     await sliced_rows(runner, sql, binds, consume, slicing, PER_SLICE)
     return out, rows
@@ -189,7 +205,7 @@ async def _fresh_boundary(
         top = max(p for p, tally in by_priority.items() if tally.candidates)
         newest = by_priority[top].newest
         assert newest is not None  # a priority with candidates has a newest one
-        return BudgetBoundary(top, newest[0], newest[1]), total
+        return BudgetBoundary(top, at_micros(newest[0]), newest[1]), total
     before = 0
     for prio in sorted(by_priority):
         tally = by_priority[prio]
@@ -201,7 +217,7 @@ async def _fresh_boundary(
                 over - before,
                 tally.candidates,
                 tally.spans,
-                tally.bots,
+                tally.members,
                 max_id,
                 slicing,
             )

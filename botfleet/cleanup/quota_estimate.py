@@ -1,7 +1,7 @@
 """Where the budget's candidates of a priority are, as the first pass counted them (pure):
 each bot's span of time (:class:`Span`), the estimate of how many are older than a time
-(:class:`Estimate`), and which of a bot's results are candidates (:class:`Ranks`): the search
-of :mod:`~botfleet.cleanup.quota_boundary` counts around the estimate, exactly."""
+(:class:`Estimate`), and which bots have any (:class:`Members`): the search of
+:mod:`~botfleet.cleanup.quota_boundary` counts around the estimate, exactly."""
 
 from __future__ import annotations
 
@@ -9,30 +9,26 @@ import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class Span:
-    """One bot's candidates: how many, from the oldest's time to the newest's (µs since the
-    epoch, :func:`micros`)."""
+class Span(NamedTuple):
+    """One bot's candidates: how many (``size``), from the oldest's time to the newest's (µs
+    since the epoch, :func:`micros`). A tuple: the first pass makes one per bot."""
 
     oldest: float
     newest: float
-    count: int
+    size: int
 
 
 @dataclass(frozen=True)
-class Ranks:
-    """One bot's results up to the plan's bound, oldest first: ``results`` of them, the first
-    ``skip`` over its quota, the next ``count`` candidates (its newest ones are its floor)."""
+class Members:
+    """Which bots of a priority have candidates, as a pass sees them: how many, and the sum of
+    their ids' hashes (PostgreSQL's ``uuid_hash``), so that two passes can tell whether they
+    saw the same bots without sending every id back."""
 
-    skip: int
-    count: int
-    results: int
-
-    def older(self, results: int) -> int:
-        """How many of its candidates are among its oldest ``results``."""
-        return max(0, min(results - self.skip, self.count))
+    count: int = 0
+    fingerprint: int = 0
 
 
 class Estimate:
@@ -43,7 +39,7 @@ class Estimate:
         events: dict[float, float] = {}
         for span in spans:
             width = max(span.newest - span.oldest, 1.0)  # a bot with one instant: a steep step
-            rate = span.count / width
+            rate = span.size / width
             events[span.oldest] = events.get(span.oldest, 0.0) + rate
             events[span.oldest + width] = events.get(span.oldest + width, 0.0) - rate
         self.times: list[float] = sorted(events)
@@ -55,7 +51,7 @@ class Estimate:
             self.values.append(value)
             slope += events[t]
             last = t
-        self.total = float(sum(span.count for span in spans))
+        self.total = float(sum(span.size for span in spans))
 
     def value(self, t: float) -> float:
         i = bisect.bisect_right(self.times, t)

@@ -174,3 +174,41 @@ async def test_the_budget_counts_every_row_in_any_number_of_slices_at_once(
     report = await service.run(trigger="cli", actor="cli:t", dry_run=False, plan_id=dry["plan_id"])
     assert report["status"] == "succeeded", report["errors"]
     assert await store.result_ids() == want
+
+
+@postgres_only
+@pytest.mark.parametrize("change", ["one bot deleted", "one deleted, another released"])
+async def test_a_search_that_sees_other_bots_than_the_first_pass_stops(
+    settings: Settings, store: Store, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    """The band counts come back as sums per slice, so each slice also says which bots it
+    counted (how many, and the sum of their ids' hashes): a bot deleted between the passes,
+    or one deleted and another released from its hold (the same number of bots), stops the
+    search instead of answering from a different set of bots."""
+    monkeypatch.setattr(quota_boundary, "SORTED_OUTRIGHT", 3)
+    monkeypatch.setattr(quota_boundary, "FIRST_BAND", 2)
+    monkeypatch.setattr(quota_boundary, "FIRST_BAND_SHARE", 0.0)
+    bots = draws(1)
+    _, states = await seed(store, bots)
+    ids = list(states)
+    # The search is among group c's bots (the lowest priority cannot cover the budget).
+    assert bots[2][0] == bots[5][0] == "c"
+    await store._set_bot(ids[5], labels={"group": "c", "botfleet.hold": "true"})
+    counted = quota_boundary._count
+    priorities: list[int] = []
+
+    async def count(*args: Any) -> Any:
+        if not priorities:
+            await store.soft_delete(ids[2], NOW)
+            if change != "one bot deleted":
+                await store._set_bot(ids[5], labels={"group": "c"})
+        priorities.append(next(b.value for b in args[2] if b.key == "bp"))
+        return await counted(*args)
+
+    monkeypatch.setattr(quota_boundary, "_count", count)
+    service = make_service(
+        settings, store, Clock(NOW + timedelta(minutes=1)), policy=policy_of(GROUPS, 300)
+    )
+    dry = await service.run(trigger="cli", actor="cli:t", dry_run=True, only="results_over_quota")
+    assert priorities == [2], "the search did not count a band of group c's bots"
+    assert "the store changed while the budget's boundary was searched" in str(dry["errors"])

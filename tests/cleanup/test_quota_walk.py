@@ -154,8 +154,6 @@ async def test_a_batch_holds_the_factor_times_the_batch_size(
     service = make_service(small, store, Clock(NOW), policy=policy_of(GROUPS, 20))
     report = await service.run(trigger="cli", actor="cli:t", dry_run=False)
     assert report["status"] == "succeeded", report["errors"]
-    assert await store.result_ids() == expected_survivors(
-        rows, terms_of(GROUPS, BOTS, states), 20
-    )
+    assert await store.result_ids() == expected_survivors(rows, terms_of(GROUPS, BOTS, states), 20)
     assert QUOTA_BATCH_FACTOR > 1
     assert sizes and max(sizes) == QUOTA_BATCH_FACTOR * 4
