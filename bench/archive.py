@@ -7,7 +7,8 @@
     BENCH_DB_PREFIX=mine_ python -m bench.archive  # its databases' names (default botfleet_bench_)
     BENCH_ARCHIVE_PROFILE=1 python -m bench.archive  # also the two ablations below, each round
     BENCH_ARCHIVE_VARIANTS=one_row python -m bench.archive  # also the archived run of one row
-                                               # of lines per batch (the code before)
+                                               # of lines per batch (the code before); also
+                                               # batch_factor_N, and arrays (lines without keys)
 
 Each run gets a fresh copy of one template database and botfleet's real run (stages ``bots`` and
 ``orphaned_results``, default settings) in a process of its own, alternating off, on, off, on, so
@@ -132,8 +133,16 @@ def _phases(spent: dict[str, float]) -> dict[str, float]:
 PROFILED = ("no_lines", "lines_kept")
 # Variants of the archived run (BENCH_ARCHIVE_VARIANTS=one_row,…), alternated with off and on in
 # the same rounds: one_row hands each batch's lines over as one row (issue 21's third session);
-# batch_factor_N runs archived batches of N x CLEANUP_BATCH_SIZE (writer.BATCH_FACTOR).
-VARIANTS = ("one_row", "batch_factor_1", "batch_factor_2", "batch_factor_3", "batch_factor_4")
+# batch_factor_N runs archived batches of N x CLEANUP_BATCH_SIZE (writer.BATCH_FACTOR); arrays
+# renders each line as an array of values, naming no column (issue 21, sixth session).
+VARIANTS = (
+    "one_row",
+    "batch_factor_1",
+    "batch_factor_2",
+    "batch_factor_3",
+    "batch_factor_4",
+    "arrays",
+)
 
 
 def _ablate(mode: str) -> None:
@@ -143,6 +152,9 @@ def _ablate(mode: str) -> None:
 
     if mode.startswith("batch_factor_"):
         writer.BATCH_FACTOR = int(mode.removeprefix("batch_factor_"))  # type: ignore[misc]
+        return
+    if mode == "arrays":
+        _arrays()
         return
 
     def each(parts: Any) -> str:
@@ -165,6 +177,28 @@ def _ablate(mode: str) -> None:
     ablated = {"no_lines": no_lines, "lines_kept": lines_kept, "one_row": one_row}[mode]
     purge_bots.with_lines = ablated  # type: ignore[assignment]
     archived_results.with_lines = ablated  # type: ignore[assignment]
+
+
+def _arrays() -> None:
+    """The ``arrays`` variant: each line a JSON array of the row's values and the extras, no
+    key repeated (what a format naming each column once per file would render and hand over;
+    its files are not readable by ``botfleet archive``)."""
+    from botfleet.cleanup import archive_lines, archived_results, purge_bots
+
+    def row_array(alias: str, columns: Any) -> str:
+        refs = [(f'{alias}."{c.key}"', c) for c in columns]
+        parts = [f"coalesce({archive_lines._value(ref, c)}, 'null')" for ref, c in refs]
+        return "'[' || " + " || ',' || ".join(parts) + " || ']'"
+
+    def line(table: str, alias: str, columns: Any, **extra: str) -> str:
+        row = row_array(alias, columns)
+        if not extra:
+            return row
+        more = " || ',' || ".join(extra.values())
+        return f"'[' || {row} || ',' || {more} || ']'"
+
+    purge_bots.line = line  # type: ignore[assignment]
+    archived_results.line = line  # type: ignore[assignment]
 
 
 async def _worker(url: str, archive_dir: str, mode: str) -> dict[str, Any]:
