@@ -44,6 +44,9 @@ class Bot:
     token: str
     state: str = "live"  # live | deleted | purged
     acked: list[int] = field(default_factory=list)
+    # What the server answered, in order (op, status, seconds since the epoch): when a bot ends
+    # wrong, its history says which of its operations came last.
+    history: list[tuple[str, int, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -69,6 +72,7 @@ async def client(
             assert answer.status_code == 201, answer.text
             body = answer.json()
             bot = Bot(body["id"], name, body["token"])
+            bot.history.append(("create", 201, time.time()))
             mine.append(bot)
             ledger.bots[bot.id] = bot
             ledger.outcomes["create 201"] += 1
@@ -76,11 +80,13 @@ async def client(
             bot = rng.choice(live)
             answer = await http.delete(f"/bots/{bot.id}")
             assert answer.status_code == 200, answer.text
+            bot.history.append(("delete", 200, time.time()))
             bot.state = "deleted"
             ledger.outcomes["delete 200"] += 1
         elif roll < 0.65 and deleted:
             bot = rng.choice(deleted)
             answer = await http.post(f"/bots/{bot.id}/restore")
+            bot.history.append(("restore", answer.status_code, time.time()))
             ledger.outcomes[f"restore {answer.status_code}"] += 1
             if answer.status_code == 200:
                 bot.state = "live"
@@ -239,7 +245,13 @@ async def test_churn_on_a_swarm_loses_nothing_live(
             try:
                 await wait_until_async(settled, timeout=120, message="the swarm to settle")
             except AssertionError as exc:
-                raise AssertionError(f"{exc}; still running: {unsettled}") from exc
+                stuck = [
+                    (ledger.bots[u[0]].history, swarm.service_state(f"botfleet.bot-id={u[0]}"))
+                    for u in unsettled
+                ]
+                raise AssertionError(
+                    f"{exc}; still running: {unsettled}; their histories and services: {stuck}"
+                ) from exc
             reports.append(await service.run(trigger="cli", actor="cli:churn", dry_run=False))
     finally:
         await ctx.__aexit__(None, None, None)

@@ -12,6 +12,7 @@ loopback registry needs no TLS.
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 import urllib.request
 from collections.abc import Iterator
@@ -113,6 +114,40 @@ class Swarm:
 
     def services(self) -> list[str]:
         return [s for s in docker(self.manager.url, "service", "ls", "-q").stdout.split() if s]
+
+    def service_state(self, label: str) -> list[dict[str, Any]]:
+        """What a failing test shows of the services labelled ``label``: each one's replicas now
+        and before its last update, the update's state, its version and its tasks."""
+        out = []
+        ids = docker(self.manager.url, "service", "ls", "-q", "--filter", f"label={label}")
+        for sid in ids.stdout.split():
+            raw = docker(self.manager.url, "service", "inspect", sid, check=False).stdout
+            tasks = docker(
+                self.manager.url,
+                "service",
+                "ps",
+                sid,
+                "--no-trunc",
+                "--format",
+                "{{.Name}} {{.DesiredState}} {{.CurrentState}} {{.Error}}",
+                check=False,
+            ).stdout.splitlines()
+            service = (json.loads(raw) or [{}])[0] if raw.strip() else {}
+            out.append(
+                {
+                    "id": sid,
+                    "version": service.get("Version"),
+                    "updated": service.get("UpdatedAt"),
+                    "mode": service.get("Spec", {}).get("Mode"),
+                    "previous_mode": (service.get("PreviousSpec") or {}).get("Mode"),
+                    "update_status": service.get("UpdateStatus"),
+                    "force_update": service.get("Spec", {})
+                    .get("TaskTemplate", {})
+                    .get("ForceUpdate"),
+                    "tasks": tasks,
+                }
+            )
+        return out
 
     def remove_services(self, label: str) -> None:
         ids = docker(self.manager.url, "service", "ls", "-q", "--filter", f"label={label}")
