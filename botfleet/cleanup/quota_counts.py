@@ -145,7 +145,9 @@ async def _priorities(
     """Every bot's counts and the span of its candidates, summed by priority: newest
     candidate at rank floor + 1, oldest at rank ``quota`` (or its oldest result); and the
     table's rows. One pass over ``ix_results_bot_id`` counts every bot id of the slice (live,
-    deleted, orphaned alike): its sum is the table's count, its live bots' counts theirs."""
+    deleted, orphaned alike): its sum is the table's count, its live bots' counts theirs.
+    A bot's row holds only ints (its figures computed by the statement, times in µs): one
+    Python thread reads every bot's row while it also drives the slice workers."""
     over = "q.quota IS NOT NULL AND c.n > q.quota"
     counted = _LESS_NEWER.replace("{n}", "g.n")
     sql = f"""
