@@ -28,15 +28,10 @@ from botfleet.reconcile_plan import (
     ACTIVE_STATES,
     ReconcilePlan,
     StopContainer,
+    plan_lost_stops,
     plan_reconcile,
 )
-from botfleet.reconcile_store import (
-    apply_changes,
-    deleted_bots,
-    is_live,
-    judged_bots,
-    still_deleted,
-)
+from botfleet.reconcile_store import apply_changes, deleted_bots, is_live, judged_bots
 from botfleet.runtime.base import ContainerEngine, ContainerInfo, EventStream
 from botfleet.runtime.fleet import Fleet
 from botfleet.store.models import utcnow
@@ -172,6 +167,8 @@ class Reconciler:
         deleted = await deleted_bots(self._sessions, active - seen_active)
         stats.checked += len(deleted)
         plan.extend(plan_reconcile(deleted, containers, now=now))
+        rowless = active - seen_active - {bot.id for bot in deleted}
+        plan.stops.extend(plan_lost_stops(containers, rowless))
         stats.updated = await apply_changes(self._sessions, plan.changes, now)
         stats.stopped = await self._stop_deleted(plan.stops)
         self.passes += 1
@@ -197,8 +194,8 @@ class Reconciler:
     async def _stop_deleted(self, stops: Sequence[StopContainer]) -> int:
         stopped = 0
         for stop in stops:
-            if not await still_deleted(self._sessions, stop.bot_id):
-                continue  # restored since the snapshot
+            if await is_live(self._sessions, stop.bot_id):
+                continue  # restored since the snapshot (a row purged since: stopped all the same)
             try:
                 engine = self._fleet.get(stop.engine)
                 await engine.stop(stop.container_id, timeout=BOT_STOP_TIMEOUT_SECONDS)

@@ -1,5 +1,6 @@
 """What reconciliation changes, decided from a snapshot alone (pure): a bot's status from its
-container's state, and the containers of deleted bots still running, to be stopped."""
+container's state, and the containers of deleted bots still running, to be stopped — and the
+services of purged bots whose stop swarm lost, to be stopped again."""
 
 from __future__ import annotations
 
@@ -165,3 +166,26 @@ def plan_reconcile(
                 StatusChange(bot.id, bot.status, status, exit_code, bot.deleted, node, detail)
             )
     return plan
+
+
+def plan_lost_stops(
+    containers: Mapping[str, Sequence[ContainerInfo]], rowless: set[uuid.UUID]
+) -> list[StopContainer]:
+    """Workloads of bots with no row (``rowless``: purged since they were deleted) whose stop
+    swarm lost: their service is at zero replicas, as botfleet's delete left it, yet a task is
+    still meant to run. Stopped again, since nothing else would: the reconciler stops only the
+    workloads of rows it reads, and the cleanup removes only stopped ones (safety rule 6). A
+    row-less workload still running for any other reason is left to the operator
+    (docs/operations.md, BotfleetOrphansGrowing)."""
+    stops = []
+    for infos in containers.values():
+        for info in infos:
+            if not (info.stop_lost and info.bot_id):
+                continue
+            try:
+                bot_id = uuid.UUID(info.bot_id)
+            except ValueError:
+                continue
+            if bot_id in rowless:
+                stops.append(StopContainer(bot_id, info.engine, info.id))
+    return stops

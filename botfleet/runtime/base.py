@@ -68,6 +68,9 @@ class ContainerInfo:
     task_state: str | None = None
     detail: str | None = None
     version: int | None = None
+    # A swarm service scaled to zero whose task swarm still means to run: the stop was lost
+    # (docs/reliability.md, "A stop swarm lost"). Never true of a plain container.
+    stop_lost: bool = False
 
     @property
     def bot_id(self) -> str | None:

@@ -161,7 +161,20 @@ def workload(
         task_state=task_state,
         detail=detail,
         version=int((service.get("Version") or {}).get("Index") or 0),
+        stop_lost=wanted_replicas(service) == 0 and any(_meant_to_run(t) for t in live),
     )
+
+
+def wanted_replicas(service: Mapping[str, Any]) -> int | None:
+    """The replicas a replicated service's spec asks for (None for any other mode)."""
+    mode = (service.get("Spec") or {}).get("Mode") or {}
+    wanted = (mode.get("Replicated") or {}).get("Replicas")
+    return None if wanted is None else int(wanted)
+
+
+def _meant_to_run(task: Mapping[str, Any]) -> bool:
+    """Swarm still means the task to run: its desired state is not yet shut down or removed."""
+    return str(task.get("DesiredState") or "") in ("new", "ready", "running")
 
 
 def node_names(nodes: Iterable[Mapping[str, Any]]) -> dict[str, str]:
