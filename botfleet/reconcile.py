@@ -168,7 +168,14 @@ class Reconciler:
         stats.checked += len(deleted)
         plan.extend(plan_reconcile(deleted, containers, now=now))
         rowless = active - seen_active - {bot.id for bot in deleted}
-        plan.stops.extend(plan_lost_stops(containers, rowless))
+        for lost in plan_lost_stops(containers, rowless):
+            log.warning(
+                "a stop swarm lost: service %s of purged bot %s runs at zero replicas;"
+                " stopping it again",
+                lost.container_id,
+                lost.bot_id,
+            )
+            plan.stops.append(lost)
         stats.updated = await apply_changes(self._sessions, plan.changes, now)
         stats.stopped = await self._stop_deleted(plan.stops)
         self.passes += 1
