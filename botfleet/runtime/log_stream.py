@@ -147,11 +147,19 @@ def read_frames(raw: Any, tty: bool) -> Iterator[tuple[str, bytes]]:
 
 class EngineLogStream:
     """An engine's log response read as lines; ``close()`` (from any thread) shuts its socket,
-    which ends a follow that waits for the workload's next line."""
+    which ends a follow that waits for the workload's next line.
+
+    Its connection never goes back to the client's pool: ``close()`` shuts the socket under
+    the connection, and a stream the engine had just ended has already handed that connection
+    back — the next call on the engine then got a dead socket (a 500 from ``ValueError: file
+    descriptor cannot be a negative integer``, found by the fuzzer). A log request opens a
+    connection of its own instead."""
 
     def __init__(self, response: Any, tty: bool) -> None:
         from docker.types.daemon import CancellableStream
 
+        response.raw._pool = None  # urllib3: release_conn() then keeps the connection
+        self._response = response
         self._frames = CancellableStream(read_frames(response.raw, tty), response)
 
     def __iter__(self) -> Iterator[LogLine]:
@@ -160,6 +168,8 @@ class EngineLogStream:
     def close(self) -> None:
         with contextlib.suppress(OSError):  # already closed by the engine
             self._frames.close()
+        with contextlib.suppress(Exception):  # its connection, with it (it is in no pool)
+            self._response.close()
 
 
 def open_engine_logs(api: Any, path: str, query: LogQuery, tty: bool) -> Any:

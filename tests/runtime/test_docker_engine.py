@@ -19,6 +19,7 @@ from botfleet.errors import (
 )
 from botfleet.runtime.base import ContainerEngine, ContainerSpec
 from botfleet.runtime.docker import DockerEngine, parse_docker_time
+from botfleet.runtime.log_stream import LogQuery
 from tests.support.wait import wait_until_async
 
 pytestmark = pytest.mark.docker
@@ -239,3 +240,28 @@ async def test_remove_verified_removes_only_what_the_check_passes(
         await engine.remove_verified(running.id, lambda info: None)
     still = await engine.inspect(running.id)
     assert still is not None and still.state == "running"
+
+
+@pytest.mark.parametrize("follow", [True, False])
+async def test_a_closed_log_stream_hands_no_connection_back_to_the_pool(
+    engine: DockerEngine, instance: str, cleanup_containers: None, follow: bool
+) -> None:
+    """Closing a log stream shuts its socket; had the stream already ended, its connection
+    was back in the client's pool by then, and the next call on the engine got a dead socket
+    (a 500 the fuzzer found: ``ValueError: file descriptor cannot be a negative integer``).
+    A log stream's connection is its own: closed with it, never pooled."""
+    info = await engine.run(spec(instance, ["sh", "-c", "echo one; echo two"]))
+
+    async def exited() -> bool:
+        found = await engine.inspect(info.id)
+        return found is not None and found.state == "exited"
+
+    await wait_until_async(exited, timeout=30, message="the container to exit")
+    stream = engine.open_logs(info.id, LogQuery(tail=10, follow=follow))
+    connection = stream._response.raw._connection
+    assert [line.text for line in stream] == ["one", "two"]  # the engine ended the stream
+    stream.close()
+    assert connection.sock is None, "the stream's connection was left open, in the pool"
+    again = engine.open_logs(info.id, LogQuery(tail=1))
+    assert [line.text for line in again] == ["two"]
+    again.close()
