@@ -127,3 +127,10 @@ async def is_live(sessions: SessionFactory, bot_id: uuid.UUID) -> bool:
         row = await session.execute(select(Bot.deleted_at).where(Bot.id == bot_id))
         found = row.first()
     return found is not None and found.deleted_at is None
+
+
+async def still_deleted(sessions: SessionFactory, bot_id: uuid.UUID) -> bool:
+    """The bot's row is there and still deleted (not restored, not purged)."""
+    async with sessions() as session:
+        deleted_at = await session.scalar(select(Bot.deleted_at).where(Bot.id == bot_id))
+    return deleted_at is not None
