@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 class Span(NamedTuple):
     """One bot's candidates: how many (``size``), from the oldest's time to the newest's (µs
-    since the epoch, :func:`micros`). A tuple: the first pass makes one per bot."""
+    since the epoch, as the first pass's statement sends them). A tuple: one per bot."""
 
     oldest: float
     newest: float
@@ -79,10 +79,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
 
 
-def micros(at: datetime) -> int:
-    """A time as whole microseconds since the epoch (PostgreSQL's own resolution)."""
-    return (at - EPOCH) // MICROSECOND
-
-
 def at_micros(us: int) -> datetime:
+    """A time given as whole µs since the epoch (PostgreSQL's own resolution; the first pass
+    sends times so)."""
     return EPOCH + us * MICROSECOND
