@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import secrets
 import shutil
@@ -214,7 +215,7 @@ def registry_image(sample_image: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def swarm(docker_client: Any, registry_image: str) -> Iterator[Any]:
+def swarm_session(docker_client: Any, registry_image: str) -> Iterator[Any]:
     """A two-node swarm of the session's own (tests/support/swarm.py), removed at the end."""
     from tests.engines import EngineStartError
     from tests.support.swarm import Swarm
@@ -229,6 +230,22 @@ def swarm(docker_client: Any, registry_image: str) -> Iterator[Any]:
         missing_service(f"a swarm of two dockerd ({exc})")
     yield made
     made.remove()
+
+
+# What the swarm's health check saw and recovered from, shown at the end of the session.
+SWARM_NOTES: list[str] = []
+
+
+@pytest.fixture
+def swarm(swarm_session: Any, request: pytest.FixtureRequest) -> Any:
+    """The session's swarm, checked before each test that uses it: a daemon that died or a node
+    that stays down fails the test with what the daemons' logs say (one cause, named once, not
+    every later test failing its own way); a node that missed heartbeats and came back is
+    noted in the session's summary."""
+    recovered = swarm_session.check_healthy()
+    if recovered:
+        SWARM_NOTES.append(f"{request.node.nodeid}: {recovered}")
+    return swarm_session
 
 
 @pytest.fixture
@@ -282,3 +299,28 @@ def in_store(settings: Settings, fn: Callable[[Any], Any]) -> Any:
             await engine.dispose()
 
     return asyncio.run(go())
+
+
+# --- the session itself ----------------------------------------------------------------------
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """No garbage collection while a report is made. Formatting a failure parses source
+    (``ast``); a collection inside that may finalize a connection a failed test left behind,
+    whose finalizer logs, and formatting that log parses source again. On CPython 3.11 the nested
+    parse trips the AST constructor's recursion check (``SystemError: AST constructor recursion
+    depth mismatch``, python/cpython#106905), an INTERNALERROR that ends the whole session and
+    hides every failure after it: one failing test must not cost the report of the others."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if SWARM_NOTES:
+        terminalreporter.section("the test swarm recovered")
+        for note in SWARM_NOTES:
+            terminalreporter.line(note)

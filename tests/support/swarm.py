@@ -52,6 +52,17 @@ def docker(url: str, *args: str, check: bool = True) -> subprocess.CompletedProc
     return done
 
 
+class SwarmBroken(RuntimeError):
+    """The session's swarm is not usable: what is wrong, then each daemon's state and log tail."""
+
+    def __init__(self, what: str, swarm: Swarm) -> None:
+        lines = [what]
+        for name, engine in swarm.engines():
+            lines.append(f"{name} dockerd running={engine.running}, {engine.log_path}:")
+            lines.extend("  " + line for line in engine.tail(8).splitlines())
+        super().__init__("\n".join(lines))
+
+
 @dataclass
 class Swarm:
     """The session's swarm: ``manager.url`` goes into ``DOCKER_HOSTS``."""
@@ -108,6 +119,26 @@ class Swarm:
             return len(nodes) == 2 and all(n["status"] == "Ready" for n in nodes)
 
         wait_until(ready, timeout=timeout, message="both swarm nodes to be ready", interval=0.2)
+
+    def check_healthy(self, timeout: float = 30) -> str | None:
+        """Before a test: both daemons running and both nodes ready, waiting up to ``timeout``
+        for a node that missed heartbeats to come back. None when healthy at once; a line saying
+        what was wrong when it recovered; raises :class:`SwarmBroken` (the daemons' state and
+        their logs' last lines) when it did not, so that a broken swarm names itself instead of
+        failing every later test in its own way."""
+        dead = [name for name, e in self.engines() if not e.running]
+        if dead:
+            raise SwarmBroken(f"dockerd of the swarm's {' and '.join(dead)} exited", self)
+        try:
+            if len(seen := self.nodes()) == 2 and all(n["status"] == "Ready" for n in seen):
+                return None
+            self.wait_ready(timeout)
+        except Exception as exc:
+            raise SwarmBroken(f"swarm nodes not ready in {timeout:g}s ({exc})", self) from exc
+        return f"swarm nodes were {seen}, ready again"
+
+    def engines(self) -> list[tuple[str, ExtraEngine]]:
+        return [("manager", self.manager), ("worker", self.worker)]
 
     def node_of(self, url: str) -> str:
         return docker(url, "info", "--format", "{{.Swarm.NodeID}}").stdout.strip()
