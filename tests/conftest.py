@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import os
 import secrets
 import shutil
@@ -32,6 +31,8 @@ PG_ADMIN_URL = os.environ.get("BOTFLEET_TEST_PG", "postgresql://postgres@127.0.0
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_IMAGE = "botfleet/sample-bot:latest"
 TEST_TOKEN = "test-admin-token-" + "x" * 24
+# No garbage collection while a report is made: tests/support/report_guard.py.
+pytest_plugins = ("tests.support.report_guard",)
 TABLES = ("bots", "results", "cleanup_runs", "cleanup_audit", "notify_outbox", "bot_events")
 
 
@@ -302,23 +303,6 @@ def in_store(settings: Settings, fn: Callable[[Any], Any]) -> Any:
 
 
 # --- the session itself ----------------------------------------------------------------------
-@pytest.hookimpl(hookwrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    """No garbage collection while a report is made. Formatting a failure parses source
-    (``ast``); a collection inside that may finalize a connection a failed test left behind,
-    whose finalizer logs, and formatting that log parses source again. On CPython 3.11 the nested
-    parse trips the AST constructor's recursion check (``SystemError: AST constructor recursion
-    depth mismatch``, python/cpython#106905), an INTERNALERROR that ends the whole session and
-    hides every failure after it: one failing test must not cost the report of the others."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if SWARM_NOTES:
         terminalreporter.section("the test swarm recovered")
