@@ -239,11 +239,22 @@ SWARM_NOTES: list[str] = []
 
 @pytest.fixture
 def swarm(swarm_session: Any, request: pytest.FixtureRequest) -> Any:
-    """The session's swarm, checked before each test that uses it: a daemon that died or a node
-    that stays down fails the test with what the daemons' logs say (one cause, named once, not
-    every later test failing its own way); a node that missed heartbeats and came back is
-    noted in the session's summary."""
-    recovered = swarm_session.check_healthy()
+    """The session's swarm, checked before each test that uses it. A node that missed
+    heartbeats and came back is noted in the session's summary; a swarm that is broken (a
+    daemon dead, a node down for 30 s) is noted with what its daemons' logs say, and replaced
+    by a new one, once per session: the swarm is the tests' equipment, not what they test
+    (tests/reliability/test_swarm_node_failure.py kills a node on purpose, and revives it). A
+    second break fails the test with the logs."""
+    from tests.support.swarm import SwarmBroken
+
+    try:
+        recovered = swarm_session.check_healthy()
+    except SwarmBroken as broken:
+        if any(note.startswith("rebuilt") for note in SWARM_NOTES):
+            raise
+        SWARM_NOTES.append(f"rebuilt before {request.node.nodeid}: {broken}")
+        swarm_session.rebuild()
+        return swarm_session
     if recovered:
         SWARM_NOTES.append(f"{request.node.nodeid}: {recovered}")
     return swarm_session
@@ -305,6 +316,6 @@ def in_store(settings: Settings, fn: Callable[[Any], Any]) -> Any:
 # --- the session itself ----------------------------------------------------------------------
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if SWARM_NOTES:
-        terminalreporter.section("the test swarm recovered")
+        terminalreporter.section("the test swarm's health")
         for note in SWARM_NOTES:
             terminalreporter.line(note)

@@ -137,6 +137,14 @@ class Swarm:
             raise SwarmBroken(f"swarm nodes not ready in {timeout:g}s ({exc})", self) from exc
         return f"swarm nodes were {seen}, ready again"
 
+    def rebuild(self) -> None:
+        """A new swarm in place of a broken one: both daemons removed, two new ones joined."""
+        self.remove()
+        self.manager, self.worker = ExtraEngine(), ExtraEngine()
+        self.manager_addr = f"127.0.0.1:{free_port()}"
+        self.worker_addr = f"127.0.0.1:{free_port()}"
+        self.start()
+
     def engines(self) -> list[tuple[str, ExtraEngine]]:
         return [("manager", self.manager), ("worker", self.worker)]
 
