@@ -12,28 +12,41 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Garbage that lasts: each cycle's finalizer parses source, as a leaked connection's logging
-# does, and leaves a new cycle behind, so that every collection finds one. Collections come every
-# hundred allocations: the failure's report parses the test's source, and is collected inside.
-FAILING = """
+# While a report is made (inside the guard, which wraps every other hook), each parse of source
+# first leaves a cycle of garbage whose finalizer parses source, as a leaked connection's
+# logging does, and runs with a collection at every allocation: the failure's report, parsing
+# the test's source, collects it inside.
+CONFTEST = """
 import ast, gc
+import pytest
+
+parse = ast.parse
 
 class Parses:
-    left = 20_000
-
     def __del__(self):
-        ast.parse("a + b\\n" * 5)
-        if Parses.left > 0:
-            Parses.left -= 1
-            cycle()
+        parse("a + b\\n" * 5)
 
-def cycle():
+def parse_with_garbage(*args, **kwargs):
     a, b = Parses(), Parses()
     a.other, b.other = b, a
+    del a, b
+    threshold = gc.get_threshold()
+    gc.set_threshold(1)
+    try:
+        return parse(*args, **kwargs)
+    finally:
+        gc.set_threshold(*threshold)
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    ast.parse = parse_with_garbage
+    try:
+        yield
+    finally:
+        ast.parse = parse
+"""
+FAILING = """
 def test_fails():
-    cycle()
-    gc.set_threshold(100)
     assert 1 == 2
 
 def test_after():
@@ -42,6 +55,7 @@ def test_after():
 
 
 def run(tmp_path: Path, *plugins: str) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "conftest.py").write_text(CONFTEST)
     (tmp_path / "test_failing.py").write_text(FAILING)
     args = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly"]
     for plugin in plugins:
