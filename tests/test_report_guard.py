@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import IN_CI
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # While a report is made (inside the guard, which wraps every other hook), each parse of source
@@ -69,9 +71,15 @@ def run(tmp_path: Path, *plugins: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.skipif(sys.version_info[:2] != (3, 11), reason="the CPython bug is 3.11's")
 def test_without_the_guard_the_session_ends_in_an_internal_error(tmp_path: Path) -> None:
-    """The condition is real here: without the guard, the same file ends the session."""
+    """The condition is real here: without the guard, the same file ends the session. The bug
+    is CPython 3.11's, the project's interpreter (CI runs on it: elsewhere it fails, not
+    skips)."""
+    if sys.version_info[:2] != (3, 11):
+        message = f"the nested-parse bug is CPython 3.11's; this is {sys.version.split()[0]}"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
     done = run(tmp_path)
     assert "INTERNALERROR" in done.stdout + done.stderr, done.stdout[-2000:]
     assert "AST constructor recursion depth mismatch" in done.stdout + done.stderr

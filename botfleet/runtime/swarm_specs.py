@@ -161,11 +161,11 @@ def workload(
         task_state=task_state,
         detail=detail,
         version=int((service.get("Version") or {}).get("Index") or 0),
-        stop_lost=wanted_replicas(service) == 0 and any(_meant_to_run(t) for t in live),
+        stop_lost=_wanted_replicas(service) == 0 and any(_meant_to_run(t) for t in live),
     )
 
 
-def wanted_replicas(service: Mapping[str, Any]) -> int | None:
+def _wanted_replicas(service: Mapping[str, Any]) -> int | None:
     """The replicas a replicated service's spec asks for (None for any other mode)."""
     mode = (service.get("Spec") or {}).get("Mode") or {}
     wanted = (mode.get("Replicated") or {}).get("Replicas")
