@@ -5,6 +5,7 @@
     BENCH_SCALE=small python -m bench.archive  # 1/100 of that, one pair
     BENCH_ROUNDS=3 python -m bench.archive     # off/on pairs (default 2; 1 small), alternating
     BENCH_DB_PREFIX=mine_ python -m bench.archive  # its databases' names (default botfleet_bench_)
+    BENCH_DB_CONCURRENCY=1 python -m bench.archive   # both runs with CLEANUP_DB_CONCURRENCY=1
     BENCH_ARCHIVE_PROFILE=1 python -m bench.archive  # also the two ablations below, each round
     BENCH_ARCHIVE_VARIANTS=one_row python -m bench.archive  # also the archived run of one row
                                                # of lines per batch (the code before); also
@@ -211,7 +212,9 @@ async def _worker(url: str, archive_dir: str, mode: str) -> dict[str, Any]:
     )
     batch_seconds: list[float] = []
     _instrument(spent, batch_seconds)
-    overrides = {"cleanup_archive_dir": archive_dir} if archive_dir else {}
+    overrides: dict[str, Any] = {"cleanup_archive_dir": archive_dir} if archive_dir else {}
+    if os.environ.get("BENCH_DB_CONCURRENCY"):  # both runs: how many walks side by side
+        overrides["cleanup_db_concurrency"] = int(os.environ["BENCH_DB_CONCURRENCY"])
     async with cleanup_service(url, **overrides) as service:
         started = time.perf_counter()
         report = await service.run(
