@@ -28,7 +28,9 @@ CONCURRENCY = 8
 def scaled_to_zero(swarm: Swarm, image: str, lbls: dict[str, str]) -> str:
     """A service with no replica (no task ever ran): what a purged bot's service looks like
     once swarm's task history is gone. Quick to make, so a test can make many."""
-    args = ["service", "create", "--detach", "-q", "--replicas=0", "--network", "host"]
+    # Named: swarm names an unnamed service at random and refuses a name a live service has.
+    args = ["service", "create", "--detach", "-q", "--name", f"bf-test-{uuid.uuid4().hex}"]
+    args += ["--replicas=0", "--network", "host"]
     for key, value in lbls.items():
         args += ["--label", f"{key}={value}"]
     return docker(swarm.manager.url, *args, image, "sleep", "600").stdout.strip()

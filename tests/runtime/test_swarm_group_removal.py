@@ -34,7 +34,9 @@ async def engine(swarm: Swarm, instance: str) -> Any:
 def service(swarm: Swarm, instance: str, image: str, *, replicas: int) -> str:
     bot = str(uuid.uuid4())
     labels = [f"{LABEL_MANAGED}=true", f"{LABEL_BOT_ID}={bot}", f"{LABEL_INSTANCE}={instance}"]
-    args = ["service", "create", "--detach", "-q", f"--replicas={replicas}", "--network", "host"]
+    # Named: swarm names an unnamed service at random and refuses a name a live service has.
+    args = ["service", "create", "--detach", "-q", "--name", f"botfleet-{bot}"]
+    args += [f"--replicas={replicas}", "--network", "host"]
     for label in labels:
         args += ["--label", label]
     return docker(swarm.manager.url, *args, image, "sleep", "600").stdout.strip()
