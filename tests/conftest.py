@@ -36,12 +36,15 @@ pytest_plugins = ("tests.support.report_guard",)
 TABLES = ("bots", "results", "cleanup_runs", "cleanup_audit", "notify_outbox", "bot_events")
 
 
-def missing_service(what: str) -> None:
-    """Fail in CI, skip elsewhere: a missing service must never pass silently in CI."""
-    message = f"{what} is not available (make test starts it: scripts/ensure-services.sh)"
+def not_here(message: str) -> None:
+    """Fail in CI, skip elsewhere: what a test needs and lacks must never pass silently in CI."""
     if IN_CI:
         pytest.fail(message, pytrace=False)
     pytest.skip(message)  # only off CI: under CI=true the line above fails instead
+
+
+def missing_service(what: str) -> None:
+    not_here(f"{what} is not available (make test starts it: scripts/ensure-services.sh)")
 
 
 # --- PostgreSQL ------------------------------------------------------------------------------
